@@ -1,0 +1,37 @@
+"""Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections untouched."""
+from __future__ import annotations
+
+import platform
+import re
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = "# Benchmark results\n\nEach section is rewritten by the script named in it; ratios are measured in one run.\n"
+
+
+def machine_line() -> str:
+    """One line naming the machine, so numbers from different hosts are never compared blindly."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    return (f"{date.today().isoformat()}, {platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} torch threads, {device}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def write_section(name: str, command: str, body: str, path: Path = RESULTS) -> None:
+    """Replace (or append) the section `name` with the command that produced it and `body` (markdown)."""
+    text = path.read_text() if path.exists() else HEADER
+    start, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    section = (f"{start}\n## {name}\n\nCommand: `{command}`\n\nMachine: {machine_line()}\n\n"
+               f"{body.strip()}\n{end}")
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    path.write_text(text.rstrip() + "\n")
+
+
+def command_line() -> str:
+    """The command that ran this benchmark, for the section header."""
+    return "python " + " ".join(sys.argv)
