@@ -1,0 +1,158 @@
+"""Containers for sparsified per-example Fishers (spec npeff.md §1.2-1.4) and the top-k sparsifiers.
+
+LRM-PEF: F_i = A_i A_iᵀ with A_i [M, c]; D-PEF: the diagonal f_i [M]. Both are stored as the
+k largest-magnitude entries per example plus the dense (pre-sparsification) norm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def lrm_norms(A: torch.Tensor) -> torch.Tensor:
+    """‖A_i A_iᵀ‖_F for a batch A [b, c, M] through the c×c Gram matrix (never forms M×M)."""
+    gram = A @ A.transpose(1, 2)  # [b, c, c]
+    return gram.square().sum(dim=(1, 2)).sqrt()  # [b]
+
+
+def sparsify_lrm(A: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep the k largest |A| entries of each example jointly over classes (spec §1.2).
+
+    A: [b, c, M]. Returns values [b, k], parameter indices [b, k] (int64) and class offsets
+    [b, c+1] (int64); entries are ordered by (class, parameter) like the reference's flat sort.
+    """
+    b, c, M = A.shape
+    flat = A.reshape(b, c * M)  # class-major: flat index = class * M + parameter
+    if k is None or k >= c * M:
+        order = torch.arange(c * M, device=A.device).expand(b, c * M)
+    else:
+        order = flat.abs().topk(k, dim=1, sorted=False).indices.sort(dim=1).values  # [b, k]
+    values = flat.gather(1, order)
+    classes = order // M
+    counts = torch.stack([(classes == j).sum(dim=1) for j in range(c)], dim=1)  # [b, c]
+    offsets = torch.cat([torch.zeros(b, 1, dtype=torch.int64, device=A.device), counts.cumsum(dim=1)], dim=1)
+    return values, (order % M).to(torch.int64), offsets
+
+
+def sparsify_diag(f: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the k largest entries of each non-negative diagonal f [b, M], sorted by value descending.
+
+    The descending order makes a later re-truncation to k' ≤ k a prefix (spec §1.2).
+    """
+    b, M = f.shape
+    k = M if k is None else min(k, M)
+    top = f.topk(k, dim=1, sorted=True)
+    return top.values, top.indices.to(torch.int64)
+
+
+def _check_k(k: int | None) -> None:
+    if k is not None and k < 1:
+        raise ValueError(f"n_values_per_example must be >= 1 or None (keep all), got {k}")
+
+
+@dataclass(frozen=True)
+class LrmPefs:
+    """Sparse low-rank per-example Fishers; row i of every array refers to example i."""
+
+    values: np.ndarray  # [n, k] float32, entries of A_i ordered by (class, parameter)
+    indices: np.ndarray  # [n, k] int64, parameter index in [0, n_parameters)
+    class_offsets: np.ndarray  # [n, c+1] int64, entries of class column j are [off[j], off[j+1])
+    class_ids: np.ndarray  # [n, c] int64, which output class each column of A_i is
+    norms: np.ndarray  # [n] float32, dense ‖A_i A_iᵀ‖_F before sparsification
+    logits: np.ndarray  # [n, C] float32, all classes
+    labels: np.ndarray  # [n] int64, gold label or -1 when unknown
+    n_parameters: int  # M, the flat parameter count in scope
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        """c, the number of class columns kept per example."""
+        return int(self.class_offsets.shape[1] - 1)
+
+    def dense(self) -> np.ndarray:
+        """A as a dense [n, c, M] array (small problems only)."""
+        n, c, M = self.n_examples, self.n_classes, self.n_parameters
+        A = np.zeros((n, c, M), dtype=np.float32)
+        counts = np.diff(self.class_offsets, axis=1)  # [n, c]
+        for i in range(n):
+            cls = np.repeat(np.arange(c), counts[i])
+            A[i, cls, self.indices[i]] = self.values[i]
+        return A
+
+    @classmethod
+    def from_dense(cls, A: np.ndarray, logits: np.ndarray | None = None, labels: np.ndarray | None = None,
+                   n_values_per_example: int | None = None, class_ids: np.ndarray | None = None) -> "LrmPefs":
+        """Sparsify a dense A [n, c, M] (planted data, tests); logits default to zeros, labels to -1."""
+        _check_k(n_values_per_example)
+        At = torch.as_tensor(np.asarray(A, dtype=np.float32))
+        if At.ndim != 3:
+            raise ValueError(f"A must have shape [n, c, M], got {tuple(At.shape)}")
+        n, c, M = At.shape
+        values, indices, offsets = sparsify_lrm(At, n_values_per_example)
+        return cls(values=values.numpy(), indices=indices.numpy(), class_offsets=offsets.numpy(),
+                   class_ids=np.tile(np.arange(c), (n, 1)) if class_ids is None else np.asarray(class_ids),
+                   norms=lrm_norms(At).numpy(),
+                   logits=np.zeros((n, c), np.float32) if logits is None else np.asarray(logits, np.float32),
+                   labels=np.full(n, -1, np.int64) if labels is None else np.asarray(labels, np.int64),
+                   n_parameters=M)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "LrmPefs":
+        """The PEFs of the given examples, in the given order."""
+        return _subset(self, indices)
+
+
+@dataclass(frozen=True)
+class DiagPefs:
+    """Sparse diagonal per-example Fishers; row i of every array refers to example i."""
+
+    values: np.ndarray  # [n, k] float32, non-negative, sorted descending per row
+    indices: np.ndarray  # [n, k] int64, parameter index in [0, n_parameters)
+    norms: np.ndarray  # [n] float32, dense ‖f_i‖₂ before sparsification
+    logits: np.ndarray  # [n, C] float32
+    labels: np.ndarray  # [n] int64, gold label or -1 when unknown
+    n_parameters: int  # M
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.values.shape[0])
+
+    def dense(self) -> np.ndarray:
+        """f as a dense [n, M] array (small problems only)."""
+        f = np.zeros((self.n_examples, self.n_parameters), dtype=np.float32)
+        np.put_along_axis(f, self.indices, self.values, axis=1)
+        return f
+
+    @classmethod
+    def from_dense(cls, f: np.ndarray, logits: np.ndarray | None = None, labels: np.ndarray | None = None,
+                   n_values_per_example: int | None = None) -> "DiagPefs":
+        """Sparsify a dense non-negative f [n, M] (planted data, tests)."""
+        _check_k(n_values_per_example)
+        ft = torch.as_tensor(np.asarray(f, dtype=np.float32))
+        if ft.ndim != 2:
+            raise ValueError(f"f must have shape [n, M], got {tuple(ft.shape)}")
+        if (ft < 0).any():
+            raise ValueError("f must be non-negative: a diagonal Fisher is a sum of squares")
+        n, M = ft.shape
+        values, indices = sparsify_diag(ft, n_values_per_example)
+        return cls(values=values.numpy(), indices=indices.numpy(), norms=ft.norm(dim=1).numpy(),
+                   logits=np.zeros((n, 1), np.float32) if logits is None else np.asarray(logits, np.float32),
+                   labels=np.full(n, -1, np.int64) if labels is None else np.asarray(labels, np.int64),
+                   n_parameters=M)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "DiagPefs":
+        """The PEFs of the given examples, in the given order."""
+        return _subset(self, indices)
+
+
+def _subset(pefs: LrmPefs | DiagPefs, indices: Sequence[int] | np.ndarray) -> LrmPefs | DiagPefs:
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= pefs.n_examples)):
+        raise ValueError(f"indices must be a 1-D list of example indices in [0, {pefs.n_examples}), got {idx}")
+    arrays = {f.name: getattr(pefs, f.name)[idx] for f in fields(pefs) if f.name != "n_parameters"}
+    return type(pefs)(**arrays, n_parameters=pefs.n_parameters)
