@@ -150,6 +150,20 @@ class DiagPefs:
         return _subset(self, indices)
 
 
+def concat_pefs(parts: Sequence[LrmPefs] | Sequence[DiagPefs]) -> LrmPefs | DiagPefs:
+    """Stack PEFs of consecutive chunks of examples (same kind, k and parameter count) into one."""
+    if not parts:
+        raise ValueError("concat_pefs needs at least one chunk")
+    kinds = {type(p) for p in parts}
+    sizes = {p.n_parameters for p in parts}
+    if len(kinds) != 1 or len(sizes) != 1:
+        raise ValueError(f"concat_pefs: chunks differ in kind {kinds} or parameter count {sizes}")
+    first = parts[0]
+    arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+              for f in fields(first) if f.name != "n_parameters"}
+    return type(first)(**arrays, n_parameters=first.n_parameters)
+
+
 def _subset(pefs: LrmPefs | DiagPefs, indices: Sequence[int] | np.ndarray) -> LrmPefs | DiagPefs:
     idx = np.asarray(indices, dtype=np.int64)
     if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= pefs.n_examples)):
