@@ -128,10 +128,10 @@ class ClassifierModel(nn.Module):
         return self.scope.select(list(self.named_parameters()))
 
     def with_scope(self, scope: ParamScope) -> "ClassifierModel":
-        """The same weights under another parameter scope (validated)."""
-        scope.select(list(self.named_parameters()))
-        self.scope = scope
-        return self
+        """A view sharing these weights under another parameter scope (validated; self is unchanged)."""
+        return ClassifierModel(self.net, input_kind=self.input_kind, label_names=self.label_names, name=self.name,
+                               content_hash=self.content_hash, tokenizer=self.tokenizer,
+                               max_length=self.max_length, scope=scope)
 
     def summary(self) -> ModelSummary:
         params = dict(self.named_parameters())

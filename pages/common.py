@@ -1,0 +1,127 @@
+"""Session glue shared by the pages: workspace, active model and dataset, progress widgets.
+
+Everything heavy is in analysis/; this module only caches it for Streamlit and keeps the
+user's choices in st.session_state.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import streamlit as st
+
+from analysis.datasets import ImageDataset, TextDataset, load_image_file, load_text_file
+from analysis.demos import build_demo, demo_folder, image_demo_dataset, text_demo_dataset
+from analysis.models import ClassifierModel, ParamScope, load_model
+from analysis.store import DEFAULT_WORKSPACE, Workspace
+
+DEMO_TITLES = {"text": "Text demo: MiniLM-L6 on Rotten Tomatoes (fresh / rotten)",
+               "image": "Image demo: small CNN on 8×8 digits"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the active model comes from; hashable so it can key the model cache."""
+
+    source: str  # "demo:text", "demo:image", or a local path
+    scope: ParamScope = ParamScope()
+    config: str | None = None  # config.json for a bare transformers state dict
+    architecture: str | None = None  # registered image architecture for a bare state dict
+    label_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where the active dataset comes from."""
+
+    source: str  # "demo:text", "demo:image", or a local path
+    text_columns: tuple[str, ...] = ()
+    label_column: str | None = None
+    label_names: tuple[str, ...] = field(default=())
+
+
+def workspace_root() -> str:
+    return st.session_state.setdefault("workspace_root", os.environ.get("NPEFF_WORKSPACE", str(DEFAULT_WORKSPACE)))
+
+
+@st.cache_resource(show_spinner=False)
+def _workspace(root: str) -> Workspace:
+    return Workspace(root)
+
+
+def workspace() -> Workspace:
+    return _workspace(workspace_root())
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=4)
+def _load(spec: ModelSpec, root: str) -> ClassifierModel:
+    if spec.source.startswith("demo:"):
+        return load_model(demo_folder(spec.source.split(":", 1)[1], Path(root)), scope=spec.scope)
+    kwargs = {}
+    if spec.config or spec.architecture:
+        kwargs = {"config": spec.config, "architecture": spec.architecture,
+                  "label_names": list(spec.label_names) or None}
+    return load_model(spec.source, scope=spec.scope, extract_root=Path(root) / "uploads" / "extracted", **kwargs)
+
+
+@st.cache_resource(show_spinner="Reading dataset…", max_entries=4)
+def _dataset(spec: DatasetSpec) -> TextDataset | ImageDataset:
+    if spec.source == "demo:text":
+        return text_demo_dataset()
+    if spec.source == "demo:image":
+        return image_demo_dataset()
+    if spec.source.endswith(".npz"):
+        return load_image_file(spec.source, label_names=list(spec.label_names))
+    return load_text_file(spec.source, text_columns=list(spec.text_columns), label_column=spec.label_column,
+                          label_names=list(spec.label_names))
+
+
+def model_for(spec: ModelSpec) -> ClassifierModel:
+    """The (cached) model a spec points to."""
+    return _load(spec, workspace_root())
+
+
+def ensure_demo(kind: str) -> None:
+    """Build a demo checkpoint with a progress bar the first time (minutes for text, seconds for image)."""
+    if (demo_folder(kind, Path(workspace_root())) / "demo_metrics.json").exists():
+        return
+    bar = st.progress(0.0, text=f"Building the {kind} demo once for this workspace…")
+    build_demo(kind, Path(workspace_root()), lambda frac, msg: bar.progress(min(frac, 1.0), text=msg))
+    bar.empty()
+
+
+def activate(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> tuple[ClassifierModel, TextDataset | ImageDataset]:
+    """Load, validate and register a model+dataset pair; the session keeps them only if all succeeds."""
+    model = model_for(model_spec)
+    dataset = _dataset(dataset_spec)
+    if model.input_kind != dataset.input_kind:
+        raise ValueError(f"model '{model.name}' takes {model.input_kind} inputs but dataset '{dataset.name}' "
+                         f"holds {dataset.input_kind}; pick a matching pair")
+    if list(dataset.label_names) != list(model.label_names):
+        raise ValueError(f"dataset '{dataset.name}' has classes {dataset.label_names} but model '{model.name}' "
+                         f"predicts {model.label_names}; relabel the dataset with the model's classes")
+    ws = workspace()
+    summary = model.summary()
+    ws.register_model(id=model.content_hash, name=model.name, source=model_spec.source, input_kind=model.input_kind,
+                      label_names=model.label_names, n_parameters=summary.n_parameters)
+    ws.register_dataset(id=dataset.content_hash, name=dataset.name, source=dataset.source,
+                        input_kind=dataset.input_kind, label_names=dataset.label_names,
+                        texts=dataset.display_texts() if isinstance(dataset, TextDataset) else None,
+                        labels=dataset.labels)
+    st.session_state["model_spec"], st.session_state["dataset_spec"] = model_spec, dataset_spec
+    return model, dataset
+
+
+def demo_specs(kind: str, scope: ParamScope | None = None) -> tuple[ModelSpec, DatasetSpec]:
+    if scope is None:
+        scope = ParamScope("last_layers", n_layers=1) if kind == "text" else ParamScope("all")
+    return ModelSpec(source=f"demo:{kind}", scope=scope), DatasetSpec(source=f"demo:{kind}")
+
+
+def active() -> tuple[ClassifierModel, TextDataset | ImageDataset] | None:
+    """The session's model and dataset; the text demo on first visit (zero configuration)."""
+    if "model_spec" not in st.session_state:
+        ensure_demo("text")
+        return activate(*demo_specs("text"))
+    return model_for(st.session_state["model_spec"]), _dataset(st.session_state["dataset_spec"])

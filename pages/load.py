@@ -1,0 +1,155 @@
+"""Load page: pick a model and a dataset (demo, local path or upload), validate, register, preview."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from analysis.datasets import TextDataset, read_table
+from analysis.figures.data import image_grid, label_counts
+from analysis.image_models import ARCHITECTURES
+from analysis.models import WEIGHT_SUFFIXES, ParamScope
+from pages.common import (DEMO_TITLES, DatasetSpec, ModelSpec, activate, active, demo_specs, ensure_demo,
+                          model_for, workspace_root)
+
+st.title("Load model & data")
+st.caption("Models load safely: safetensors preferred, `.bin/.pt` only as plain tensors (never unpickled), "
+           "no remote code, zip archives checked before extraction.")
+
+
+def save_upload(upload) -> str:
+    """Keep an uploaded file under the workspace, named by its content hash."""
+    data = upload.getvalue()
+    folder = Path(workspace_root()) / "uploads" / hashlib.sha256(data).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(upload.name).name
+    path.write_bytes(data)
+    return str(path)
+
+
+def scope_picker(default_kind: str) -> ParamScope:
+    modes = {"Last N layers + head": "last_layers", "All parameters": "all", "Names matching a regex": "pattern"}
+    label = st.selectbox("Parameters in scope (per-example Fishers are taken over these)", list(modes),
+                         index=0 if default_kind == "text" else 1)
+    mode = modes[label]
+    if mode == "last_layers":
+        return ParamScope(mode, n_layers=int(st.number_input("N layers", 1, 48, 1)))
+    if mode == "pattern":
+        return ParamScope(mode, pattern=st.text_input("Regex over parameter names", r"classifier|pooler"))
+    return ParamScope(mode)
+
+
+def bare_weights_options(path: str) -> dict:
+    """Extra inputs for a bare state dict: a transformers config or an image architecture."""
+    if Path(path).suffix not in WEIGHT_SUFFIXES:
+        return {}
+    st.info("A bare state dict needs its architecture: a transformers config.json (tokenizer beside it), "
+            "or one of the built-in image architectures.")
+    kind = st.radio("Architecture from", ["transformers config.json", "built-in image architecture"], horizontal=True)
+    if kind == "transformers config.json":
+        return {"config": st.text_input("Path to config.json (or its folder)")}
+    labels = st.text_input("Class names, comma separated", "0,1,2,3,4,5,6,7,8,9")
+    return {"architecture": st.selectbox("Architecture", sorted(ARCHITECTURES)),
+            "label_names": tuple(s.strip() for s in labels.split(",") if s.strip())}
+
+
+model_col, data_col = st.columns(2, gap="large")
+with model_col:
+    st.subheader("Model")
+    source = st.radio("Source", ["Text demo", "Image demo", "Local path", "Upload"], horizontal=True)
+    demo = {"Text demo": "text", "Image demo": "image"}.get(source)
+    model_path, extra = None, {}
+    if demo:
+        st.write(DEMO_TITLES[demo])
+    elif source == "Local path":
+        model_path = st.text_input("Checkpoint folder, .zip of one, or weights file (.safetensors/.bin/.pt)")
+    else:
+        upload = st.file_uploader("Checkpoint .zip or weights file", type=["zip", "safetensors", "bin", "pt"])
+        model_path = save_upload(upload) if upload else None
+    if model_path:
+        extra = bare_weights_options(model_path)
+    scope = scope_picker(demo or "text")
+
+with data_col:
+    st.subheader("Dataset")
+    if demo:
+        st.write("The demo's held-out examples." if demo == "text" else "500 held-out digits.")
+        data_source = None
+    else:
+        data_source = st.radio("Source", ["Text demo", "Image demo", "Local path", "Upload"], horizontal=True,
+                               key="data_source")
+    data_path, text_columns, label_column = None, (), None
+    if data_source in ("Local path", "Upload"):
+        if data_source == "Local path":
+            data_path = st.text_input("CSV, JSONL, Parquet, or .npz of images")
+        else:
+            up = st.file_uploader("Dataset file", type=["csv", "jsonl", "json", "parquet", "npz"])
+            data_path = save_upload(up) if up else None
+        if data_path and not data_path.endswith(".npz"):
+            try:
+                columns = list(read_table(data_path).columns)
+            except ValueError as e:
+                st.error(str(e))
+                columns = []
+            if columns:
+                text_columns = tuple(st.multiselect("Text column(s) (two for sentence pairs)", columns,
+                                                    default=columns[:1], max_selections=2))
+                label = st.selectbox("Label column", ["(none)", *columns], index=min(2, len(columns)))
+                label_column = None if label == "(none)" else label
+
+if st.button("Load", type="primary"):
+    try:
+        with st.status("Loading and validating…", expanded=False) as status:
+            if demo:
+                ensure_demo(demo)
+                model_spec, dataset_spec = demo_specs(demo, scope)
+            else:
+                if not model_path:
+                    raise ValueError("give a model path or upload a file first")
+                model_spec = ModelSpec(source=model_path, scope=scope, **extra)
+                if data_source in ("Text demo", "Image demo"):
+                    kind = "text" if data_source == "Text demo" else "image"
+                    ensure_demo(kind)
+                    dataset_spec = demo_specs(kind)[1]
+                elif not data_path:
+                    raise ValueError("give a dataset path or upload a file first")
+                else:
+                    labels = tuple(model_for(model_spec).label_names)
+                    dataset_spec = DatasetSpec(source=data_path, text_columns=text_columns,
+                                               label_column=label_column, label_names=labels)
+            activate(model_spec, dataset_spec)
+            status.update(label="Loaded and registered in the workspace", state="complete")
+    except Exception as e:  # every failure is shown as a message; the previous pair stays active
+        st.error(f"Not loaded: {e}")
+
+pair = active()
+if pair:
+    model, dataset = pair
+    summary = model.summary()
+    st.divider()
+    st.subheader(f"Active model: {summary.name}")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Classes", len(summary.label_names))
+    c2.metric("Parameters", f"{summary.n_parameters:,}")
+    c3.metric("In scope", f"{summary.n_parameters_in_scope:,}")
+    c4.metric("Examples", f"{len(dataset):,}")
+    st.markdown(f"**Architecture:** {summary.architecture} · **classes:** {', '.join(summary.label_names)} · "
+                f"**scope:** {summary.scope} · **content hash:** `{summary.content_hash[:16]}`")
+    with st.expander("Parameters in scope"):
+        params = dict(model.named_parameters())
+        st.dataframe(pd.DataFrame([{"name": n, "shape": tuple(params[n].shape), "count": params[n].numel()}
+                                   for n in model.param_names_in_scope()]), hide_index=True)
+    left, right = st.columns([3, 2])
+    with right:
+        st.plotly_chart(label_counts(dataset.labels, dataset.label_names), key="label_counts")
+    with left:
+        st.markdown(f"**Dataset:** {dataset.name} · source: {dataset.source}")
+        if isinstance(dataset, TextDataset):
+            st.dataframe(pd.DataFrame({"text": dataset.display_texts()[:50],
+                                       "label": [dataset.label_names[i] if i >= 0 else "" for i in dataset.labels[:50]]}),
+                         hide_index=True, height=300)
+        else:
+            st.plotly_chart(image_grid(dataset.images[:24], [dataset.label_names[i] for i in dataset.labels[:24]]),
+                            key="image_grid")

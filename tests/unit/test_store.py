@@ -1,0 +1,109 @@
+"""Workspace storage: migrations, run lifecycle, durable arrays, concurrent writers."""
+import multiprocessing as mp
+import threading
+
+import numpy as np
+import pytest
+
+from analysis.store import MIGRATIONS, Workspace
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return Workspace(tmp_path / "ws")
+
+
+def test_fresh_workspace_is_at_the_latest_schema_and_reopens(ws):
+    assert ws.schema_version() == len(MIGRATIONS)
+    again = Workspace(ws.root)
+    assert again.schema_version() == len(MIGRATIONS)
+    assert ws.query("SELECT count(*) AS n FROM schema_version")["n"][0] == len(MIGRATIONS)
+
+
+def test_new_migrations_apply_once_in_order(ws):
+    extra = [*MIGRATIONS, "CREATE TABLE notes (run_id VARCHAR, note VARCHAR);"]
+    assert ws.migrate(extra) == len(extra)
+    assert ws.migrate(extra) == len(extra)  # idempotent
+    assert ws.schema_version() == len(extra)
+    with pytest.raises(RuntimeError, match="is newer than this code"):
+        ws.migrate(MIGRATIONS)
+
+
+def test_a_failing_migration_changes_nothing(ws):
+    broken = [*MIGRATIONS, "CREATE TABLE half (x INT); SELECT * FROM no_such_table;"]
+    with pytest.raises(Exception):
+        ws.migrate(broken)
+    assert ws.schema_version() == len(MIGRATIONS)
+    assert "half" not in ws.query("SELECT table_name FROM information_schema.tables")["table_name"].tolist()
+
+
+def test_run_is_reused_by_key_and_completes_only_with_its_arrays(ws):
+    run = ws.start_run("pefs", {"k": 10, "model": "m"}, model_id="m", dataset_id="d")
+    assert run.status == "running"
+    assert ws.start_run("pefs", {"model": "m", "k": 10}).id == run.id  # key ignores dict order
+    with pytest.raises(RuntimeError, match=f"run {run.id}: arrays \\['values'\\] are missing"):
+        ws.complete_run(run.id, {}, expected_arrays=["values"])
+    assert ws.get_run(run.id).status == "running"
+    ws.save_array(run.id, "values", np.arange(6.0).reshape(2, 3))
+    ws.complete_run(run.id, {"n": 2}, expected_arrays=["values"])
+    done = ws.find_run("pefs", {"k": 10, "model": "m"})
+    assert done.status == "complete" and done.summary == {"n": 2}
+    np.testing.assert_array_equal(ws.load_array(run.id, "values"), np.arange(6.0).reshape(2, 3))
+    assert ws.start_run("pefs", {"k": 10, "model": "m"}).status == "complete"
+
+
+def test_failed_run_keeps_error_and_can_restart(ws):
+    run = ws.start_run("fit", {"r": 4})
+    ws.fail_run(run.id, "NaN at iteration 3")
+    assert ws.get_run(run.id).error == "NaN at iteration 3"
+    assert ws.start_run("fit", {"r": 4}).status == "running"
+
+
+def test_chunks_record_progress(ws):
+    run = ws.start_run("pefs", {"x": 1})
+    ws.record_chunk(run.id, 0, 32)
+    ws.record_chunk(run.id, 1, 16)
+    assert ws.finished_chunks(run.id) == {0: 32, 1: 16}
+
+
+def test_examples_are_stored_and_queried(ws):
+    ws.register_dataset(id="d1", name="toy", source="toy.csv", input_kind="text", label_names=["a", "b"],
+                        texts=["x", "y", "z"], labels=np.array([0, 1, 0]))
+    assert ws.examples("d1")["text"].tolist() == ["x", "y", "z"]
+    assert ws.examples("d1", [2, 0])["idx"].tolist() == [0, 2]
+    ws.register_dataset(id="d1", name="toy", source="toy.csv", input_kind="text", label_names=["a", "b"],
+                        texts=["x"], labels=np.array([1]))
+    assert len(ws.examples("d1")) == 1
+
+
+def test_two_threads_writing_at_once_lose_nothing(ws):
+    def writer(tag):
+        for i in range(25):
+            run = ws.start_run("t", {"tag": tag, "i": i})
+            ws.record_chunk(run.id, 0, i)
+            ws.complete_run(run.id, {"i": i})
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    runs = ws.runs(kind="t", status="complete")
+    assert len(runs) == 50 and runs["key"].is_unique
+
+
+def _process_writer(root, tag):
+    ws = Workspace(root)
+    for i in range(10):
+        ws.complete_run(ws.start_run("p", {"tag": tag, "i": i}).id, {})
+
+
+def test_two_processes_share_a_workspace(ws):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_process_writer, args=(str(ws.root), t)) for t in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(ws.runs(kind="p", status="complete")) == 20
