@@ -2,11 +2,13 @@
 
 Big arrays live in memory-mappable .npy files next to the database (ECOSYSTEM.md: 10-100× faster
 than DuckDB for them); a run becomes `complete` in one transaction only after its files are
-durable. Connections are short-lived and serialized by a lock, so the dashboard and the CLI can
-share one workspace file (DuckDB allows one writing process at a time; we retry on its lock).
+durable. One connection per process, serialized by a lock and released after a second idle, so
+the dashboard and the CLI can share one workspace file (DuckDB lets one process open it at a time;
+the other retries on its lock).
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -70,34 +72,57 @@ def run_key(kind: str, params: dict) -> str:
 class Workspace:
     """A folder holding `npeff.duckdb` and `arrays/<run_id>/*.npy`."""
 
-    def __init__(self, root: Path | str = DEFAULT_WORKSPACE, *, lock_timeout_s: float = 30.0):
+    def __init__(self, root: Path | str = DEFAULT_WORKSPACE, *, lock_timeout_s: float = 30.0,
+                 idle_close_s: float = 1.0):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "npeff.duckdb"
         self.lock_timeout_s = lock_timeout_s
+        self.idle_close_s = idle_close_s
         self._lock = threading.RLock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._closer: threading.Timer | None = None
+        atexit.register(self.close)
         self.migrate()
 
     # -- connections -----------------------------------------------------------------------
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path))
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.db_path}: workspace is locked by another process for more than "
+                                       f"{self.lock_timeout_s:.0f} s; close it or use another workspace folder") from e
+                time.sleep(0.05)
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def close(self) -> None:
+        """Release the database file now (it is also released after `idle_close_s` without use)."""
+        if self._closer is not None:
+            self._closer.cancel()
+        self._close_if_idle()
+
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection, serialized within the process, retried while another process writes."""
+        """The process's connection, serialized by a lock; released when idle so other processes can write."""
         with self._lock:
-            deadline = time.monotonic() + self.lock_timeout_s
-            while True:
-                try:
-                    con = duckdb.connect(str(self.db_path))
-                    break
-                except duckdb.IOException as e:
-                    if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                        raise RuntimeError(f"{self.db_path}: workspace is locked by another process "
-                                           f"for more than {self.lock_timeout_s:.0f} s; close it or "
-                                           "use another workspace folder") from e
-                    time.sleep(0.05)
+            if self._closer is not None:
+                self._closer.cancel()
+            if self._con is None:
+                self._con = self._open()
             try:
-                yield con
+                yield self._con
             finally:
-                con.close()
+                self._closer = threading.Timer(self.idle_close_s, self._close_if_idle)
+                self._closer.daemon = True
+                self._closer.start()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
