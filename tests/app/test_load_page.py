@@ -1,0 +1,35 @@
+"""AppTest: the app opens on the text demo with no configuration, and the Load page switches pairs."""
+from streamlit.testing.v1 import AppTest
+
+
+def _app() -> AppTest:
+    return AppTest.from_file("app.py", default_timeout=180)
+
+
+def test_app_opens_on_the_text_demo(app_env):
+    at = _app().run()
+    assert not at.exception, at.exception
+    assert at.subheader[-1].value == "Active model: text-demo"
+    assert [m.value for m in at.metric][:2] == ["2", "22,713,986"]
+    assert "rotten" in at.sidebar.caption[0].value and "fresh" in at.sidebar.caption[0].value
+
+
+def test_switch_to_the_image_demo(app_env):
+    at = _app().run()
+    at.radio[0].set_value("Image demo").run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.subheader[-1].value == "Active model: image-demo"
+    assert at.metric[0].value == "10"
+
+
+def test_bad_local_path_shows_a_message_and_keeps_the_pair(app_env, tmp_path):
+    at = _app().run()
+    at.radio[0].set_value("Local path").run()
+    at.text_input[1].input(str(tmp_path / "nope")).run()
+    at.radio[1].set_value("Text demo").run()
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("no such file or folder" in e.value for e in at.error)
+    assert at.subheader[-1].value == "Active model: text-demo"

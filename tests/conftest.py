@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny checkpoints built in the test session (no downloads)."""
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_LABELS = ["neg", "neu", "pos"]
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "plot", "very", "not", "fine",
+              "the", "a", "is", "was", "boring", "great", "acting", "story"]
+
+
+def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A random 2-layer BERT sequence classifier (3 classes) with a word-level tokenizer, saved as safetensors."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32, num_labels=3,
+                        id2label=dict(enumerate(TINY_LABELS)), label2id={n: i for i, n in enumerate(TINY_LABELS)})
+    BertForSequenceClassification(config).save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB))
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """Folder of a tiny random BERT classifier: config.json, model.safetensors, tokenizer files."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
