@@ -58,13 +58,15 @@ def bare_weights_options(path: str) -> dict:
 model_col, data_col = st.columns(2, gap="large")
 with model_col:
     st.subheader("Model")
-    source = st.radio("Source", ["Text demo", "Image demo", "Local path", "Upload"], horizontal=True)
+    source = st.radio("Source", ["Text demo", "Image demo", "Local path", "Upload"], horizontal=True,
+                      key="model_source")
     demo = {"Text demo": "text", "Image demo": "image"}.get(source)
     model_path, extra = None, {}
     if demo:
         st.write(DEMO_TITLES[demo])
     elif source == "Local path":
-        model_path = st.text_input("Checkpoint folder, .zip of one, or weights file (.safetensors/.bin/.pt)")
+        model_path = st.text_input("Checkpoint folder, .zip of one, or weights file (.safetensors/.bin/.pt)",
+                                   key="model_path")
     else:
         upload = st.file_uploader("Checkpoint .zip or weights file", type=["zip", "safetensors", "bin", "pt"])
         model_path = save_upload(upload) if upload else None
@@ -83,7 +85,7 @@ with data_col:
     data_path, text_columns, label_column = None, (), None
     if data_source in ("Local path", "Upload"):
         if data_source == "Local path":
-            data_path = st.text_input("CSV, JSONL, Parquet, or .npz of images")
+            data_path = st.text_input("CSV, JSONL, Parquet, or .npz of images", key="data_path")
         else:
             up = st.file_uploader("Dataset file", type=["csv", "jsonl", "json", "parquet", "npz"])
             data_path = save_upload(up) if up else None

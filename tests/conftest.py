@@ -1,8 +1,11 @@
-"""Shared fixtures: tiny checkpoints built in the test session (no downloads)."""
+"""Shared fixtures: tiny checkpoints and a demo workspace built in the test session (no downloads)."""
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+from analysis.demos import build_demo
 
 TINY_LABELS = ["neg", "neu", "pos"]
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "plot", "very", "not", "fine",
@@ -27,3 +30,19 @@ def build_tiny_bert(folder: Path, seed: int = 0) -> Path:
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """Folder of a tiny random BERT classifier: config.json, model.safetensors, tokenizer files."""
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory) -> Path:
+    """Both demos built once per session (text ~2 min). NPEFF_TEST_WORKSPACE reuses one across local runs."""
+    root = Path(os.environ.get("NPEFF_TEST_WORKSPACE") or tmp_path_factory.mktemp("workspace"))
+    for kind in ("image", "text"):
+        build_demo(kind, root)
+    return root
+
+
+@pytest.fixture
+def app_env(demo_workspace, monkeypatch) -> Path:
+    """The app under test opens this workspace."""
+    monkeypatch.setenv("NPEFF_WORKSPACE", str(demo_workspace))
+    return demo_workspace

@@ -1,9 +1,13 @@
 """AppTest: the app opens on the text demo with no configuration, and the Load page switches pairs."""
+from pathlib import Path
+
 from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
 
 
 def _app() -> AppTest:
-    return AppTest.from_file("app.py", default_timeout=180)
+    return AppTest.from_file(str(APP), default_timeout=180)
 
 
 def test_app_opens_on_the_text_demo(app_env):
@@ -16,7 +20,7 @@ def test_app_opens_on_the_text_demo(app_env):
 
 def test_switch_to_the_image_demo(app_env):
     at = _app().run()
-    at.radio[0].set_value("Image demo").run()
+    at.radio(key="model_source").set_value("Image demo").run()
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -26,9 +30,9 @@ def test_switch_to_the_image_demo(app_env):
 
 def test_bad_local_path_shows_a_message_and_keeps_the_pair(app_env, tmp_path):
     at = _app().run()
-    at.radio[0].set_value("Local path").run()
-    at.text_input[1].input(str(tmp_path / "nope")).run()
-    at.radio[1].set_value("Text demo").run()
+    at.radio(key="model_source").set_value("Local path").run()
+    at.text_input(key="model_path").input(str(tmp_path / "nope")).run()
+    at.radio(key="data_source").set_value("Text demo").run()
     at.button[0].click().run()
     assert not at.exception
     assert any("no such file or folder" in e.value for e in at.error)

@@ -1,0 +1,66 @@
+"""Browser: `streamlit run app.py` driven by headless Chromium (Debian's, via Playwright)."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(app_env):
+    port = _free_port()
+    env = {**os.environ, "NPEFF_WORKSPACE": str(app_env)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not answer on /_stcore/health within 60 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture
+def page(app_url):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1900})
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+@pytest.mark.browser
+def test_load_page_shows_the_demo_model_summary(page):
+    page.get_by_text("Active model: text-demo").wait_for(timeout=120_000)
+    page.get_by_text("22,713,986").first.wait_for(timeout=30_000)
+    page.get_by_text("rotten").first.wait_for()
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)  # the label chart has rendered
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "load_page.png"), full_page=True)
+    assert (ARTIFACTS / "load_page.png").stat().st_size > 10_000
