@@ -1,17 +1,50 @@
-"""Command line: build demos (and, as the NPEFF issues land, compute PEFs and fit) into a workspace.
+"""Command line: build demos, compute PEFs, fit NPEFF and coefficients into a workspace.
 
-Usage: python -m analysis.cli demo text|image [--workspace DIR]
+Heavy runs can go here (also under torchrun on a GPU box) and be browsed later in the dashboard:
+  python -m analysis.cli demo text
+  python -m analysis.cli pefs --demo text --kind lrm --values-per-example 2000
+  python -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
+  torchrun --nproc_per_node 2 -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
+  python -m analysis.cli fit-coeffs --decomposition RUN_ID --pefs OTHER_RUN_ID --iters 200
+  python -m analysis.cli runs
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from analysis.demos import DEMOS, build_demo
-from analysis.store import DEFAULT_WORKSPACE
+from analysis.datasets import load_image_file, load_text_file
+from analysis.demos import DEMOS, build_demo, load_demo
+from analysis.models import ParamScope, load_model
+from analysis.store import DEFAULT_WORKSPACE, Workspace
+
+
+def parse_scope(text: str) -> ParamScope:
+    """'all', 'last:N' (last N layers + head) or 're:PATTERN' (names matching a regex)."""
+    if text == "all":
+        return ParamScope("all")
+    if text.startswith("last:") and text[5:].isdigit():
+        return ParamScope("last_layers", n_layers=int(text[5:]))
+    if text.startswith("re:"):
+        return ParamScope("pattern", pattern=text[3:])
+    raise ValueError(f"--scope must be 'all', 'last:N' or 're:PATTERN', got '{text}'")
+
+
+def _bar(desc: str, unit: str):
+    bar = tqdm(desc=desc, unit=unit)
+
+    def progress(done: int, total: int | None, loss: float | None = None) -> None:
+        bar.total = total
+        bar.n = done
+        if loss is not None:
+            bar.set_postfix(loss=f"{loss:.4g}")
+        bar.refresh()
+
+    return bar, progress
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -27,13 +60,151 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_and_data(args: argparse.Namespace, ws: Workspace):
+    scope = parse_scope(args.scope) if args.scope else None
+    if args.demo:
+        model, dataset, _ = load_demo(args.demo, ws.root, scope=scope)
+        return model, dataset
+    if not (args.model and args.data):
+        raise ValueError("give --demo text|image, or both --model PATH and --data PATH")
+    model = load_model(args.model, scope=scope or ParamScope(), extract_root=ws.root / "uploads" / "extracted",
+                       config=args.config, architecture=args.architecture,
+                       label_names=args.labels.split(",") if args.labels else None)
+    if args.data.endswith(".npz"):
+        dataset = load_image_file(args.data, label_names=model.label_names)
+    else:
+        dataset = load_text_file(args.data, text_columns=args.text_column or ["text"],
+                                 label_column=args.label_column, label_names=model.label_names)
+    return model, dataset
+
+
+def _pefs(args: argparse.Namespace) -> int:
+    from analysis.runs import pefs_run
+
+    ws = Workspace(args.workspace)
+    model, dataset = _model_and_data(args, ws)
+    bar, progress = _bar("per-example Fishers", "ex")
+    with bar:
+        run = pefs_run(ws, model, dataset, kind=args.kind, n_values_per_example=args.values_per_example,
+                       top_k_classes=args.top_k_classes, chunk_size=args.chunk_size, batch_size=args.batch_size,
+                       device=args.device, progress=progress)
+    print(f"PEF run {run.id}: {run.summary['n_examples']} examples × {run.summary['n_parameters']:,} parameters "
+          f"({run.params['kind']}) in {ws.root}")
+    return 0
+
+
+def _distributed() -> tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun; (rank, world size)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from analysis.npeff import fit_d_npeff, fit_lrm_npeff
+    from analysis.runs import fit_run, load_pefs
+
+    rank, world = _distributed()
+    ws = Workspace(args.workspace)
+    pefs = ws.get_run(args.pefs)
+    options = {k: v for k, v in {"lr": args.lr, "n_iters_g_only": args.g_only_iters, "ortho_reg": args.ortho_reg,
+                                 "tol": args.tol}.items() if v is not None}
+    if pefs.params["kind"] == "diag":
+        options = {k: v for k, v in options.items() if k == "tol"}
+    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world > 1 and _cuda() else None)
+    if rank == 0:
+        bar, progress = _bar("NPEFF", "it")
+        with bar:
+            run = fit_run(ws, pefs, n_components=args.components, n_iters=args.iters, seed=args.seed,
+                          device=device, progress=progress, **options)
+        print(f"NPEFF run {run.id}: {args.components} components, relative error "
+              f"{run.summary['relative_error']:.4f}, in {ws.root}")
+    else:  # the other ranks compute their column slices; rank 0 stores the result
+        fit = fit_lrm_npeff if pefs.params["kind"] == "lrm" else fit_d_npeff
+        fit(load_pefs(ws, pefs), args.components, n_iters=args.iters, seed=args.seed, device=device, **options)
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _fit_coeffs(args: argparse.Namespace) -> int:
+    from analysis.runs import coefficients_run
+
+    ws = Workspace(args.workspace)
+    bar, progress = _bar("coefficients", "ex")
+    with bar:
+        run = coefficients_run(ws, ws.get_run(args.decomposition), ws.get_run(args.pefs), n_iters=args.iters,
+                               seed=args.seed, device=args.device, progress=progress)
+    print(f"coefficient run {run.id}: {run.summary['n_examples']} examples in {ws.root}")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    table = Workspace(args.workspace).runs()
+    print(table[["id", "kind", "status", "created", "summary"]].to_string(index=False) if len(table) else "no runs")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="npeff", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="npeff", description="NPEFF Explorer command line",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--workspace", default=str(DEFAULT_WORKSPACE), help="workspace folder (default: %(default)s)")
     sub = p.add_subparsers(dest="command", required=True)
+
     demo = sub.add_parser("demo", help="build an offline demo model once (cached in the workspace)")
     demo.add_argument("kind", choices=sorted(DEMOS))
     demo.set_defaults(func=_demo)
+
+    pefs = sub.add_parser("pefs", help="compute per-example Fishers (resumes an interrupted run)")
+    pefs.add_argument("--demo", choices=sorted(DEMOS), help="use a demo model and its dataset")
+    pefs.add_argument("--model", help="checkpoint folder, .zip, or weights file")
+    pefs.add_argument("--config", help="config.json for a bare transformers state dict")
+    pefs.add_argument("--architecture", help="built-in image architecture for a bare state dict")
+    pefs.add_argument("--labels", help="comma-separated class names (image architectures)")
+    pefs.add_argument("--data", help="CSV/JSONL/Parquet or .npz file")
+    pefs.add_argument("--text-column", action="append", help="text column (twice for sentence pairs)")
+    pefs.add_argument("--label-column", help="label column (class names or indices)")
+    pefs.add_argument("--scope", help="'all', 'last:N' or 're:PATTERN' (demo default: text last:1, image all)")
+    pefs.add_argument("--kind", choices=["lrm", "diag"], default="lrm")
+    pefs.add_argument("--values-per-example", type=int, help="keep the k largest entries (default: all)")
+    pefs.add_argument("--top-k-classes", type=int, help="LRM: keep the k most probable classes")
+    pefs.add_argument("--chunk-size", type=int, default=128, help="examples committed together (resume unit)")
+    pefs.add_argument("--batch-size", type=int, default=16)
+    pefs.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    pefs.set_defaults(func=_pefs)
+
+    fit = sub.add_parser("fit", help="fit LRM-/D-NPEFF to a PEF run (torchrun splits the parameters)")
+    fit.add_argument("--pefs", required=True, help="id of a complete PEF run")
+    fit.add_argument("--components", type=int, required=True)
+    fit.add_argument("--iters", type=int, default=300)
+    fit.add_argument("--g-only-iters", type=int, help="LRM: G-only warm-up iterations")
+    fit.add_argument("--lr", type=float, help="LRM: G learning rate")
+    fit.add_argument("--ortho-reg", type=float, help="LRM: orthogonal regularization strength")
+    fit.add_argument("--tol", type=float, help="stop when the loss changes by less than this (relative)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device")
+    fit.set_defaults(func=_fit)
+
+    coeffs = sub.add_parser("fit-coeffs", help="coefficients of another PEF run against a decomposition")
+    coeffs.add_argument("--decomposition", required=True, help="id of a complete NPEFF run")
+    coeffs.add_argument("--pefs", required=True, help="id of a complete PEF run of the same model and scope")
+    coeffs.add_argument("--iters", type=int, default=200)
+    coeffs.add_argument("--seed", type=int, default=0)
+    coeffs.add_argument("--device")
+    coeffs.set_defaults(func=_fit_coeffs)
+
+    runs = sub.add_parser("runs", help="list the runs in the workspace")
+    runs.set_defaults(func=_runs)
     return p
 
 
@@ -41,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as e:
+    except (ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

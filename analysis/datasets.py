@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -50,6 +50,13 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+def dataset_slice(dataset: TextDataset | ImageDataset, start: int, stop: int) -> TextDataset | ImageDataset:
+    """Examples [start, stop) of a dataset (chunks of a streamed computation); hash left to the parent."""
+    if isinstance(dataset, TextDataset):
+        return replace(dataset, texts=dataset.texts[start:stop], labels=dataset.labels[start:stop])
+    return replace(dataset, images=dataset.images[start:stop], labels=dataset.labels[start:stop])
 
 
 def _hash(*parts: bytes) -> str:

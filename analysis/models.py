@@ -265,8 +265,12 @@ def load_model(path: Path | str, *, scope: ParamScope = ParamScope(), extract_ro
                max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES, **weights_kwargs) -> ClassifierModel:
     """Load a checkpoint folder, a zipped checkpoint folder, or a bare weights file (with config/architecture)."""
     path = Path(path)
+    weights_kwargs = {k: v for k, v in weights_kwargs.items() if v is not None}
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
+    if weights_kwargs and path.suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{path.name}: {sorted(weights_kwargs)} only apply to a bare weights file; a checkpoint "
+                         "folder or zip carries its own config")
     if path.is_dir():
         return load_hf_folder(path, scope=scope)
     if path.suffix == ".zip":
