@@ -33,5 +33,7 @@ def write_section(name: str, command: str, body: str, path: Path = RESULTS) -> N
 
 
 def command_line() -> str:
-    """The command that ran this benchmark, for the section header."""
-    return "python " + " ".join(sys.argv)
+    """The command that ran this benchmark (as `python -m benchmarks.NAME ...`), for the section header."""
+    script = Path(sys.argv[0]).resolve()
+    module = ".".join(script.relative_to(RESULTS.parent.parent).with_suffix("").parts)
+    return " ".join(["python -m", module, *sys.argv[1:]])
