@@ -8,6 +8,7 @@ st.set_page_config(page_title="NPEFF Explorer", page_icon="🔬", layout="wide")
 pages = {
     "Data": [st.Page("pages/load.py", title="Load model & data", icon="📂", default=True)],
     "NPEFF": [st.Page("pages/compute.py", title="Compute", icon="⚙️")],
+    "ReLU training": [st.Page("pages/zonotope.py", title="Zonotope explorer", icon="🔷")],
 }
 page = st.navigation(pages)
 

@@ -159,3 +159,15 @@ def coefficients_run(ws: Workspace, decomposition: Run, pefs: Run, *, n_iters: i
         ws.complete_run(run.id, {"decomposition_run": decomposition.id, "pefs_run": pefs.id,
                                  "n_examples": int(W.shape[0])}, expected_arrays=["W"])
     return ws.get_run(run.id)
+
+
+def cached_arrays(ws: Workspace, kind: str, params: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict:
+    """Arrays of a small computation keyed by (kind, params): loaded when stored, else computed and stored."""
+    run = ws.start_run(kind, params)
+    if run.status != "complete":
+        with _failures_recorded(ws, run):
+            arrays = compute()
+            ws.save_arrays(run.id, arrays)
+            ws.complete_run(run.id, {"arrays": sorted(arrays)}, expected_arrays=list(arrays))
+        return arrays
+    return {name: ws.load_array(run.id, name, mmap=False) for name in ws.get_run(run.id).summary["arrays"]}

@@ -5,20 +5,23 @@ user's choices in st.session_state.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.datasets import ImageDataset, TextDataset, load_image_file, load_text_file
 from analysis.demos import build_demo, demo_folder, image_demo_dataset, text_demo_dataset
+from analysis.figures.export import FORMATS, figure_bytes
+
 from analysis.models import ClassifierModel, ParamScope, load_model
 from analysis.store import DEFAULT_WORKSPACE, Workspace
 
 DEMO_TITLES = {"text": "Text demo: MiniLM-L6 on Rotten Tomatoes (fresh / rotten)",
                "image": "Image demo: small CNN on 8×8 digits"}
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -30,7 +33,6 @@ class ModelSpec:
     architecture: str | None = None  # registered image architecture for a bare state dict
     label_names: tuple[str, ...] = ()
 
-
 @dataclass(frozen=True)
 class DatasetSpec:
     """Where the active dataset comes from."""
@@ -40,19 +42,29 @@ class DatasetSpec:
     label_column: str | None = None
     label_names: tuple[str, ...] = field(default=())
 
+def ensure_app_shell() -> None:
+    """Route a page through app.py's st.navigation.
+
+    Because the folder is named pages/, a deep link that is the first request of a fresh server runs
+    the page alone in Streamlit's legacy multipage mode (no sidebar, every file listed as a page);
+    leaving that mode and rerunning puts the page back inside app.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
 
 def workspace_root() -> str:
     return st.session_state.setdefault("workspace_root", os.environ.get("NPEFF_WORKSPACE", str(DEFAULT_WORKSPACE)))
-
 
 @st.cache_resource(show_spinner=False)
 def _workspace(root: str) -> Workspace:
     return Workspace(root)
 
-
 def workspace() -> Workspace:
     return _workspace(workspace_root())
-
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def _load(spec: ModelSpec, root: str) -> ClassifierModel:
@@ -63,7 +75,6 @@ def _load(spec: ModelSpec, root: str) -> ClassifierModel:
         kwargs = {"config": spec.config, "architecture": spec.architecture,
                   "label_names": list(spec.label_names) or None}
     return load_model(spec.source, scope=spec.scope, extract_root=Path(root) / "uploads" / "extracted", **kwargs)
-
 
 @st.cache_resource(show_spinner="Reading dataset…", max_entries=4)
 def _dataset(spec: DatasetSpec) -> TextDataset | ImageDataset:
@@ -76,11 +87,9 @@ def _dataset(spec: DatasetSpec) -> TextDataset | ImageDataset:
     return load_text_file(spec.source, text_columns=list(spec.text_columns), label_column=spec.label_column,
                           label_names=list(spec.label_names))
 
-
 def model_for(spec: ModelSpec) -> ClassifierModel:
     """The (cached) model a spec points to."""
     return _load(spec, workspace_root())
-
 
 def ensure_demo(kind: str) -> None:
     """Build a demo checkpoint with a progress bar the first time (minutes for text, seconds for image)."""
@@ -89,7 +98,6 @@ def ensure_demo(kind: str) -> None:
     bar = st.progress(0.0, text=f"Building the {kind} demo once for this workspace…")
     build_demo(kind, Path(workspace_root()), lambda frac, msg: bar.progress(min(frac, 1.0), text=msg))
     bar.empty()
-
 
 def activate(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> tuple[ClassifierModel, TextDataset | ImageDataset]:
     """Load, validate and register a model+dataset pair; the session keeps them only if all succeeds."""
@@ -112,12 +120,10 @@ def activate(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> tuple[Classifi
     st.session_state["model_spec"], st.session_state["dataset_spec"] = model_spec, dataset_spec
     return model, dataset
 
-
 def demo_specs(kind: str, scope: ParamScope | None = None) -> tuple[ModelSpec, DatasetSpec]:
     if scope is None:
         scope = ParamScope("last_layers", n_layers=1) if kind == "text" else ParamScope("all")
     return ModelSpec(source=f"demo:{kind}", scope=scope), DatasetSpec(source=f"demo:{kind}")
-
 
 def active() -> tuple[ClassifierModel, TextDataset | ImageDataset] | None:
     """The session's model and dataset; the text demo on first visit (zero configuration)."""
@@ -125,3 +131,19 @@ def active() -> tuple[ClassifierModel, TextDataset | ImageDataset] | None:
         ensure_demo("text")
         return activate(*demo_specs("text"))
     return model_for(st.session_state["model_spec"]), _dataset(st.session_state["dataset_spec"])
+
+def save_upload(upload) -> str:
+    """Keep an uploaded file under the workspace, named by its content hash (never executed or unpickled)."""
+    data = upload.getvalue()
+    folder = Path(workspace_root()) / "uploads" / hashlib.sha256(data).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(upload.name).name
+    path.write_bytes(data)
+    return str(path)
+
+def export_buttons(fig: go.Figure, name: str, *, key: str) -> None:
+    """PNG / SVG / PDF downloads of a figure, rendered only when clicked."""
+    cols = st.columns(len(FORMATS))
+    for col, (fmt, mime) in zip(cols, FORMATS.items()):
+        col.download_button(fmt.upper(), data=lambda f=fmt: figure_bytes(fig, f), file_name=f"{name}.{fmt}",
+                            mime=mime, key=f"{key}_{fmt}", on_click="ignore")

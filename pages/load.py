@@ -1,7 +1,6 @@
 """Load page: pick a model and a dataset (demo, local path or upload), validate, register, preview."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -11,22 +10,14 @@ from analysis.datasets import TextDataset, read_table
 from analysis.figures.data import image_grid, label_counts
 from analysis.image_models import ARCHITECTURES
 from analysis.models import WEIGHT_SUFFIXES, ParamScope
-from pages.common import (DEMO_TITLES, DatasetSpec, ModelSpec, activate, active, demo_specs, ensure_demo,
-                          model_for, workspace_root)
+from pages.common import (DEMO_TITLES, DatasetSpec, ModelSpec, activate, active, demo_specs, ensure_app_shell,
+                          ensure_demo, model_for, save_upload, workspace_root)
+
+ensure_app_shell()
 
 st.title("Load model & data")
 st.caption("Models load safely: safetensors preferred, `.bin/.pt` only as plain tensors (never unpickled), "
            "no remote code, zip archives checked before extraction.")
-
-
-def save_upload(upload) -> str:
-    """Keep an uploaded file under the workspace, named by its content hash."""
-    data = upload.getvalue()
-    folder = Path(workspace_root()) / "uploads" / hashlib.sha256(data).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / Path(upload.name).name
-    path.write_bytes(data)
-    return str(path)
 
 
 def scope_picker(default_kind: str) -> ParamScope:

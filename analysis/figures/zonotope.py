@@ -11,22 +11,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
-from scipy.spatial import ConvexHull
+from scipy.spatial import ConvexHull, QhullError
 
+from analysis.figures.style import paper_layout
 from analysis.zonotope import GdResult, SearchResult, Zonotope
 
-FONT = dict(family="Helvetica, Arial, sans-serif", size=13, color="#222")
 COLORSCALE = "Viridis"
 LINE_COLOR = "#444"
 PATH_COLORS = ("#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 LOG_FLOOR = 1e-12  # losses are drawn at least this high on log axes
-
-
-def _paper(fig: go.Figure, title: str, **layout) -> go.Figure:
-    """Clean publication look: white template, one font, tight margins."""
-    fig.update_layout(template="simple_white", font=FONT, title=dict(text=title, x=0.02, font_size=15),
-                      margin=dict(l=60, r=20, t=50, b=50), **layout)
-    return fig
 
 
 def _set_text(pattern: np.ndarray) -> str:
@@ -87,8 +80,9 @@ def data_figure(X: np.ndarray, y: np.ndarray | None = None, w: np.ndarray | None
         segment = _line_in_box(np.asarray(w[:2], dtype=float), float(w[2]), low, high)
         fig.add_trace(go.Scatter(x=segment[:, 0], y=segment[:, 1], mode="lines", name="⟨w, x̃⟩ = 0",
                                  line=dict(color="#d62728", width=2)))
-    return _paper(fig, "Training data", xaxis=dict(range=[low[0], high[0]], title="x₁"),
-                  yaxis=dict(range=[low[1], high[1]], title="x₂", scaleanchor="x"))
+    return paper_layout(fig, title="Training data", xaxis=dict(range=[low[0], high[0]], title="x₁"),
+                        yaxis=dict(range=[low[1], high[1]], title="x₂", scaleanchor="x"),
+                        legend=dict(orientation="h", y=-0.18))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,29 +111,29 @@ def _area(polygon: np.ndarray) -> float:
     return 0.5 * abs(float(x @ np.roll(y, -1) - y @ np.roll(x, -1)))
 
 
-def _slice_points(X: np.ndarray, bias: float) -> np.ndarray:
-    """Crossings of the lines H_i on the slice and the point of each line nearest 0: [k, 2]."""
+def _slice_points(X: np.ndarray, bias: float) -> tuple[np.ndarray, np.ndarray]:
+    """The point of each line H_i on the slice nearest 0 [n', 2], and the crossings of the lines [k, 2]."""
+    X = X[np.einsum("ij,ij->i", X, X) > 1e-24]  # an input at the origin has its line at infinity
     feet = -bias * X / np.einsum("ij,ij->i", X, X)[:, None]  # [n, 2]
     i, j = np.triu_indices(len(X), k=1)
     A = np.stack([X[i], X[j]], axis=1)  # [pairs, 2, 2]
     A = A[np.abs(np.linalg.det(A)) > 1e-12]
     crossings = np.linalg.solve(A, np.full((len(A), 2, 1), -bias))[..., 0]  # [k, 2]
-    return np.vstack([feet, crossings])
+    return feet, crossings
 
 
 def slice_extent(X: np.ndarray, bias: float = 1.0) -> float:
     """Half-width of a box around 0 that holds every crossing of the lines H_i on the slice and the point of
     each line nearest 0, so every chamber meeting the slice meets the box."""
-    return 1.15 * float(np.abs(_slice_points(_check_2d(X, "slice_extent"), bias)).max())
+    return 1.15 * float(np.abs(np.vstack(_slice_points(_check_2d(X, "slice_extent"), bias))).max())
 
 
 def _view_extent(X: np.ndarray, bias: float) -> float:
     """Half-width of the initial view: every nearest point and the inner 80% of the crossings (nearly
     parallel lines cross far out; zooming out shows them)."""
-    reach = np.abs(_slice_points(X, bias)).max(axis=1)  # [k], the first n are the nearest points
-    crossings = reach[len(X):]
+    feet, crossings = (np.abs(points).max(axis=1) for points in _slice_points(X, bias))
     inner = float(np.quantile(crossings, 0.8)) if len(crossings) else 0.0
-    return 1.15 * max(float(reach[:len(X)].max()), inner)
+    return 1.15 * max(float(feet.max()) if len(feet) else 1.0, inner)
 
 
 def chamber_polygon(X: np.ndarray, pattern: np.ndarray, bias: float, extent: float) -> np.ndarray:
@@ -184,8 +178,8 @@ def slice_figure(X: np.ndarray, patterns: np.ndarray, values: np.ndarray | None 
                                      line=dict(color=LINE_COLOR, width=1), text=[f"H{i + 1}", ""],
                                      textposition="top center", hoverinfo="skip"))
     fig.add_trace(_colorbar_trace(shade, label))
-    return _paper(fig, f"Activation regions on the slice w₃ = {bias:g}",
-                  xaxis=dict(range=[-view, view], title="w₁"),
+    return paper_layout(fig, title=f"Activation regions on the slice w₃ = {bias:g}",
+                        xaxis=dict(range=[-view, view], title="w₁"),
                   yaxis=dict(range=[-view, view], title="w₂", scaleanchor="x"))
 
 
@@ -222,10 +216,14 @@ def zonotope_figure(Z: Zonotope, values: np.ndarray | None = None, paths: Sequen
     if Z.vertices.shape[1] != 3:
         raise ValueError(f"zonotope_figure draws d=2 data (Z in R^3), got vertices of dimension {Z.vertices.shape[1]}")
     V = Z.vertices
-    hull = ConvexHull(V)
-    fig = go.Figure(go.Mesh3d(x=V[:, 0], y=V[:, 1], z=V[:, 2], i=hull.simplices[:, 0], j=hull.simplices[:, 1],
-                              k=hull.simplices[:, 2], color="#9ecae1", opacity=0.2, flatshading=True,
-                              hoverinfo="skip", name="Z"))
+    fig = go.Figure()
+    try:
+        hull = ConvexHull(V)
+        fig.add_trace(go.Mesh3d(x=V[:, 0], y=V[:, 1], z=V[:, 2], i=hull.simplices[:, 0], j=hull.simplices[:, 1],
+                                k=hull.simplices[:, 2], color="#9ecae1", opacity=0.2, flatshading=True,
+                                hoverinfo="skip", name="Z"))
+    except QhullError:  # degenerate data give a flat Z: edges and vertices still show it
+        pass
     fig.add_trace(_edge_trace(Z))
     hover = [_set_text(p) + ("" if values is None else f"<br>{value_label} = {values[v]:.4g}")
              for v, p in enumerate(Z.patterns)]
@@ -243,8 +241,9 @@ def zonotope_figure(Z: Zonotope, values: np.ndarray | None = None, paths: Sequen
             here = points[min(current, len(points) - 1)]
             fig.add_trace(go.Scatter3d(x=[here[0]], y=[here[1]], z=[here[2]], mode="markers", showlegend=False,
                                        marker=dict(size=10, color=color, symbol="diamond"), hoverinfo="skip"))
-    return _paper(fig, "Zonotope Z", scene=dict(xaxis_title="w₁", yaxis_title="w₂", zaxis_title="w₃",
-                                                aspectmode="data"))
+    return paper_layout(fig, title="Zonotope Z", scene=dict(xaxis_title="w₁", yaxis_title="w₂", zaxis_title="w₃",
+                                                            aspectmode="data"),
+                        legend=dict(orientation="h", y=-0.05), height=600)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +265,7 @@ def loss_trace_figure(greedy: SearchResult | None = None, gd: GdResult | None = 
         losses = np.array([step.loss for step in greedy.path])
         fig.add_trace(go.Scatter(x=np.arange(len(losses)), y=np.maximum(losses, LOG_FLOOR), mode="lines+markers",
                                  name="greedy", xaxis="x2", line=dict(color="#d62728")))
-    return _paper(fig, "Loss along the search", yaxis=dict(type="log", title="½SSE"),
+    return paper_layout(fig, title="Loss along the search", yaxis=dict(type="log", title="½SSE"),
                   xaxis=dict(title="GD step"),
                   xaxis2=dict(title="greedy move", overlaying="x", side="top", showgrid=False),
                   legend=dict(x=0.98, xanchor="right", y=0.98))
@@ -276,7 +275,7 @@ def seed_comparison_figure(losses: Mapping[str, Sequence[float]]) -> go.Figure:
     """Box plot of final ½SSE per method over seeds, e.g. {"greedy": [...], "GD": [...]}, every seed shown."""
     fig = go.Figure([go.Box(y=list(values), name=name, boxpoints="all", jitter=0.3, pointpos=0,
                             marker=dict(size=6), line=dict(width=1.5)) for name, values in losses.items()])
-    return _paper(fig, "Final loss over seeds", yaxis=dict(title="½SSE"), showlegend=False)
+    return paper_layout(fig, title="Final loss over seeds", yaxis=dict(title="½SSE"), showlegend=False)
 
 
 def width_figure(widths: Sequence[int], losses: Sequence[np.ndarray], doubling_width: int,
@@ -288,5 +287,5 @@ def width_figure(widths: Sequence[int], losses: Sequence[np.ndarray], doubling_w
                   annotation_text=f"doubling width {doubling_width}", annotation_position="top")
     if zero_loss is not None:
         fig.add_hline(y=zero_loss, line=dict(color=LINE_COLOR, dash="dot"), annotation_text="zero network ½‖y‖²")
-    return _paper(fig, "Random vertices against width", xaxis=dict(title="hidden units m"),
+    return paper_layout(fig, title="Random vertices against width", xaxis=dict(title="hidden units m"),
                   yaxis=dict(title="½SSE at a random vertex", rangemode="tozero"))

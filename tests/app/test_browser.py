@@ -64,3 +64,14 @@ def test_load_page_shows_the_demo_model_summary(page):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "load_page.png"), full_page=True)
     assert (ARTIFACTS / "load_page.png").stat().st_size > 10_000
+
+
+@pytest.mark.browser
+def test_zonotope_page_draws_the_figure_1_triptych(page, app_url):
+    page.goto(f"{app_url}/zonotope")
+    page.get_by_text("Zonotope explorer").first.wait_for(timeout=60_000)
+    page.get_by_text("Activation regions on the slice").first.wait_for(timeout=60_000)
+    page.get_by_text("Zonotope Z").first.wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() >= 3
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "zonotope_page.png"), full_page=True)

@@ -1,0 +1,185 @@
+"""Zonotope explorer: activation patterns of a shallow ReLU net as zonotope vertices; greedy vertex search vs GD."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis import zonotope as zt
+from analysis.figures.zonotope import (data_figure, loss_trace_figure, seed_comparison_figure, slice_figure,
+                                       unit_paths, width_figure, zonotope_figure)
+from analysis.runs import cached_arrays
+from analysis.zonotope_data import PRESETS, near_degenerate, read_points, teacher_student
+from analysis.zonotope_experiments import doubling_width, greedy_vs_gd, width_study
+from pages.common import ensure_app_shell, export_buttons, save_upload, workspace
+
+ensure_app_shell()
+
+METHODS = ["greedy", "GD", "GD + greedy polish", "random vertices", "doubling"]
+
+st.title("Zonotope explorer")
+st.caption("A shallow ReLU net f(x) = Σⱼ sⱼ ReLU(⟨wⱼ, (x, 1)⟩): each unit's activation pattern is a vertex of "
+           "the zonotope Z = Σᵢ [0, x̃ᵢ]; with the patterns fixed, training is a convex QP "
+           "(Matena & Raffel, NeurIPS 2022; spec: shared/spec/zonotope.md).")
+
+
+def pick_data() -> tuple[np.ndarray, np.ndarray] | None:
+    source = st.selectbox("Dataset", [*PRESETS, "Near-degenerate 3 points (ε)", "Upload CSV", "Edit a table"],
+                          key="zt_source")
+    if source == "Teacher-student (random)":
+        a, b, c, d = st.columns(4)
+        return teacher_student(n=int(a.number_input("n", 4, 60, 20)), d=int(b.selectbox("d", [2, 3])),
+                               teacher_width=int(c.number_input("teacher width", 1, 12, 8)),
+                               seed=int(d.number_input("data seed", 0, 10_000, 0)))
+    if source in PRESETS:
+        return PRESETS[source]()
+    if source.startswith("Near-degenerate"):
+        return near_degenerate(st.slider("ε", 0.0, 0.5, 0.1, 0.01, key="zt_eps"))
+    if source == "Upload CSV":
+        upload = st.file_uploader("Points: 1-3 input columns and a target column 'y'",
+                                  type=["csv", "jsonl", "parquet"])
+        if upload is None:
+            return None
+        return read_points(save_upload(upload))
+    X, y = PRESETS["Figure 1 (5 points)"]()
+    table = st.data_editor(pd.DataFrame({"x1": X[:, 0], "x2": X[:, 1], "y": y}), num_rows="dynamic",
+                           key="zt_table")
+    table = table.dropna()
+    return table[["x1", "x2"]].to_numpy(float), table["y"].to_numpy(float)
+
+
+def _key(X: np.ndarray, y: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(X).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()[:16]
+
+
+@st.cache_data(show_spinner="Enumerating the vertices of Z…", max_entries=16)
+def _zonotope(X: np.ndarray, y: np.ndarray) -> tuple[zt.Zonotope, np.ndarray]:
+    Z = zt.zonotope_graph(X)
+    return Z, zt.best_unit_losses(X, y, Z.patterns)
+
+
+@st.cache_data(show_spinner="Searching…", max_entries=32)
+def _run(X: np.ndarray, y: np.ndarray, m: int, method: str, seed: int):
+    """(greedy SearchResult or None, GdResult or None, other VertexSolution or losses)."""
+    if method == "greedy":
+        return zt.greedy_search(X, y, m, init="random", seed=seed), None, None
+    if method == "GD":
+        return None, zt.gd_train(X, y, m, seed=seed), None
+    if method == "GD + greedy polish":
+        gd = zt.gd_train(X, y, m, seed=seed)
+        return zt.greedy_search(X, y, m, init=(gd.pattern_trace[-1].patterns, gd.signs), seed=seed), gd, None
+    if method == "random vertices":
+        return None, None, zt.random_vertex_losses(X, y, m, 200, seed=seed)
+    return None, None, zt.doubling_vertex(X, y, seed=seed)
+
+
+try:
+    data = pick_data()
+except ValueError as e:
+    st.error(str(e))
+    data = None
+if data is None:
+    st.stop()
+X, y = data
+n, d = X.shape
+c1, c2, c3 = st.columns(3)
+method = c1.selectbox("Method", METHODS, key="zt_method")
+m = int(c2.number_input("Hidden units m", 1, 12, 2, disabled=method == "doubling", key="zt_m"))
+seed = int(c3.number_input("Seed", 0, 10_000, 0, key="zt_seed"))
+try:
+    greedy, gd, other = _run(X, y, m, method, seed)
+except ValueError as e:
+    st.error(str(e))
+    st.stop()
+
+final = greedy or gd or other
+if method == "random vertices":
+    st.metric(f"Random-vertex ½SSE (200 vertices, m={m})", f"median {np.median(other):.4g}",
+              f"best {other.min():.4g}", delta_color="off")
+else:
+    st.metric(f"Final ½SSE ({method}, m={final.W.shape[0]})", f"{final.loss:.6g}",
+              f"zero network: {0.5 * float(y @ y):.4g}", delta_color="off")
+if n <= 8 and m <= 2 and method != "doubling":
+    st.caption(f"Exhaustive global optimum for m={m}: ½SSE = {zt.global_optimum(X, y, m).loss:.6g}")
+
+
+@st.fragment
+def linked_views() -> None:
+    """Data, slice and zonotope panels with a step player over the search path (reruns alone)."""
+    Z, unit_losses = _zonotope(X, y)
+    states = ([s.patterns for s in greedy.path] if greedy else
+              [c.patterns for c in gd.pattern_trace] if gd else
+              [other.patterns] if method == "doubling" else [])
+    step = 0
+    if len(states) > 1:
+        step = st.slider("Step (greedy move or GD pattern change)", 0, len(states) - 1, len(states) - 1,
+                         key="zt_step")
+    patterns = states[step] if states else None
+    units = patterns.shape[0] if patterns is not None else 0
+    unit = int(st.selectbox("Unit", range(units), format_func=lambda j: f"unit {j + 1}")) if units else None
+    W = final.W if states and step == len(states) - 1 and hasattr(final, "W") else None
+    index = {row.tobytes(): v for v, row in enumerate(Z.patterns)}
+    figs = {
+        "data": data_figure(X, y, w=None if W is None or unit is None else W[unit],
+                            active=None if unit is None else patterns[unit]),
+        "slice": slice_figure(X, Z.patterns, unit_losses, highlight=None if unit is None
+                              else index.get(np.asarray(patterns[unit], bool).tobytes())),
+        "zonotope": zonotope_figure(Z, unit_losses, paths=unit_paths(Z, states) if states else (),
+                                    current=step if states else None),
+    }
+    for col, (name, fig) in zip([*st.columns(2), st.container()], figs.items()):
+        with col:
+            st.plotly_chart(fig, key=f"zt_{name}")
+            export_buttons(fig, f"zonotope_{name}", key=f"zt_{name}")
+
+
+if d == 2:
+    linked_views()
+else:
+    st.info(f"Inputs have d = {d}: Z lives in R^{d + 1}, so the linked 2-D/3-D views need 2-D inputs; "
+            "the searches and experiments below work for any d.")
+
+if greedy or gd:
+    trace = loss_trace_figure(greedy, gd)
+    st.plotly_chart(trace, key="zt_trace")
+    export_buttons(trace, "zonotope_loss_trace", key="zt_trace")
+
+st.divider()
+st.subheader("Experiments")
+ws = workspace()
+data_key = _key(X, y)
+left, right = st.columns(2)
+with left:
+    st.markdown("**Greedy vs gradient descent over seeds**")
+    n_seeds = int(st.number_input("Seeds", 2, 32, 8, key="zt_seeds"))
+    if st.button("Run comparison", key="zt_compare"):
+        bar = st.progress(0.0, text="greedy and GD over seeds…")
+        arrays = cached_arrays(ws, "zonotope-greedy-vs-gd", {"data": data_key, "m": m, "seeds": n_seeds},
+                               lambda: {c: v.to_numpy() for c, v in greedy_vs_gd(
+                                   X, y, m, range(n_seeds),
+                                   progress=lambda k, t: bar.progress(k / t, text=f"seed {k}/{t}")).items()})
+        bar.empty()
+        table = pd.DataFrame(arrays)[["seed", "GD", "greedy", "GD + greedy polish", "greedy moves", "greedy QPs"]]
+        st.dataframe(table, hide_index=True)
+        st.caption(f"mean ½SSE: GD {table['GD'].mean():.4g} · greedy {table['greedy'].mean():.4g} · "
+                   f"GD + polish {table['GD + greedy polish'].mean():.4g}")
+        box = seed_comparison_figure({k: table[k] for k in ("GD", "greedy", "GD + greedy polish")})
+        st.plotly_chart(box, key="zt_box")
+        export_buttons(box, "zonotope_greedy_vs_gd", key="zt_box")
+with right:
+    st.markdown("**Random vertices against width (overparameterization)**")
+    max_width = int(st.number_input("Largest width", 1, 40, max(doubling_width(n, d), 4), key="zt_max_width"))
+    samples = int(st.number_input("Vertices per width", 10, 500, 60, key="zt_samples"))
+    if st.button("Run width study", key="zt_width"):
+        widths = list(range(1, max_width + 1))
+        bar = st.progress(0.0, text="random vertices…")
+        arrays = cached_arrays(ws, "zonotope-width-study", {"data": data_key, "widths": widths, "samples": samples},
+                               lambda: {str(w): v for w, v in width_study(
+                                   X, y, widths, samples,
+                                   progress=lambda k, t: bar.progress(k / t, text=f"width {k}/{t}")).items()})
+        bar.empty()
+        fig = width_figure(widths, [arrays[str(w)] for w in widths], doubling_width(n, d), zero_loss=0.5 * float(y @ y))
+        st.plotly_chart(fig, key="zt_widths")
+        export_buttons(fig, "zonotope_width_study", key="zt_widths")

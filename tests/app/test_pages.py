@@ -1,0 +1,62 @@
+"""AppTest of the Compute and Zonotope pages (the Load page has its own file)."""
+from pathlib import Path
+
+import pytest
+
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+
+
+def _on_image_demo() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at.radio(key="model_source").set_value("Image demo").run()
+    at.button[0].click().run()
+    assert at.subheader[-1].value == "Active model: image-demo"
+    return at
+
+
+def test_compute_page_fits_and_then_reuses_the_result(app_env):
+    at = _on_image_demo()
+    at.switch_page("pages/compute.py").run()
+    assert not at.exception, at.exception
+    assert [m.label for m in at.metric] == ["PEFs on disk", "Peak memory (estimate)", "PEF time (estimate)"]
+    at.number_input[0].set_value(4)  # components
+    at.number_input[1].set_value(200)  # values per example
+    at.number_input[2].set_value(20).run()  # iterations
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    first = at.success[0].value
+    assert "4 components" in first
+    at.button[0].click().run()
+    assert at.success[0].value.split(":")[0] == first.split(":")[0]  # same decomposition id: reused
+    assert at.metric[2].value == "cached"
+
+
+def test_zonotope_page_presets_and_the_epsilon_jump(app_env):
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at.switch_page("pages/zonotope.py").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="zt_source").set_value("XOR").run()
+    at.number_input(key="zt_m").set_value(1).run()
+    assert "global optimum for m=1: ½SSE = 0.5" in at.caption[-1].value
+    at.selectbox(key="zt_source").set_value("Near-degenerate 3 points (ε)").run()
+    at.number_input(key="zt_m").set_value(1).run()
+    at.slider(key="zt_eps").set_value(0.0).run()
+    assert float(at.metric[0].value) == pytest.approx(1 / 3, abs=1e-5)
+    at.slider(key="zt_eps").set_value(0.1).run()
+    assert not at.exception
+    assert "global optimum for m=1: ½SSE = " in at.caption[-1].value
+    assert float(at.caption[-1].value.rsplit("= ", 1)[1]) < 1e-6
+
+
+def test_zonotope_experiments_run_and_are_cached(app_env):
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at.switch_page("pages/zonotope.py").run()
+    at.selectbox(key="zt_source").set_value("XOR").run()
+    at.number_input(key="zt_seeds").set_value(3).run()
+    at.button(key="zt_compare").click().run()
+    assert not at.exception, at.exception
+    assert at.caption[-1].value.startswith("mean ½SSE: GD")
+    at.button(key="zt_width").click().run()
+    assert not at.exception, at.exception
