@@ -26,15 +26,13 @@ def sparsify_lrm(A: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Te
     """
     b, c, M = A.shape
     flat = A.reshape(b, c * M)  # class-major: flat index = class * M + parameter
+    bounds = torch.arange(c + 1, device=A.device, dtype=torch.int64) * M  # [c+1], class boundaries in flat
     if k is None or k >= c * M:
-        order = torch.arange(c * M, device=A.device).expand(b, c * M)
-    else:
-        order = flat.abs().topk(k, dim=1, sorted=False).indices.sort(dim=1).values  # [b, k]
-    values = flat.gather(1, order)
-    classes = order // M
-    counts = torch.stack([(classes == j).sum(dim=1) for j in range(c)], dim=1)  # [b, c]
-    offsets = torch.cat([torch.zeros(b, 1, dtype=torch.int64, device=A.device), counts.cumsum(dim=1)], dim=1)
-    return values, (order % M).to(torch.int64), offsets
+        indices = torch.arange(M, device=A.device).repeat(c).expand(b, c * M)
+        return flat, indices, bounds.expand(b, c + 1)
+    order = flat.abs().topk(k, dim=1, sorted=False).indices.sort(dim=1).values  # [b, k], ascending flat index
+    offsets = torch.searchsorted(order, bounds.expand(b, c + 1).contiguous())  # [b, c+1]
+    return flat.gather(1, order), order % M, offsets
 
 
 def sparsify_diag(f: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
