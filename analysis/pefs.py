@@ -18,6 +18,17 @@ def lrm_norms(A: torch.Tensor) -> torch.Tensor:
     return gram.square().sum(dim=(1, 2)).sqrt()  # [b]
 
 
+def top_abs_indices(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [b, k] (unordered) of the k largest |x| per row of x [b, N].
+
+    On the CPU numpy's introselect (argpartition) is about 2.5× faster than torch.topk for k ≪ N.
+    """
+    if x.device.type == "cpu":
+        picked = np.argpartition(np.abs(x.detach().numpy()), x.shape[1] - k, axis=1)[:, x.shape[1] - k:]
+        return torch.from_numpy(np.ascontiguousarray(picked))
+    return x.abs().topk(k, dim=1, sorted=False).indices
+
+
 def sparsify_lrm(A: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep the k largest |A| entries of each example jointly over classes (spec §1.2).
 
@@ -30,7 +41,7 @@ def sparsify_lrm(A: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Te
     if k is None or k >= c * M:
         indices = torch.arange(M, device=A.device).repeat(c).expand(b, c * M)
         return flat, indices, bounds.expand(b, c + 1)
-    order = flat.abs().topk(k, dim=1, sorted=False).indices.sort(dim=1).values  # [b, k], ascending flat index
+    order = top_abs_indices(flat, k).sort(dim=1).values  # [b, k], ascending flat index
     offsets = torch.searchsorted(order, bounds.expand(b, c + 1).contiguous())  # [b, c+1]
     return flat.gather(1, order), order % M, offsets
 
@@ -40,10 +51,13 @@ def sparsify_diag(f: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.T
 
     The descending order makes a later re-truncation to k' ≤ k a prefix (spec §1.2).
     """
-    b, M = f.shape
-    k = M if k is None else min(k, M)
-    top = f.topk(k, dim=1, sorted=True)
-    return top.values, top.indices.to(torch.int64)
+    M = f.shape[1]
+    if k is None or k >= M:
+        order = f.argsort(dim=1, descending=True)
+    else:
+        picked = top_abs_indices(f, k)  # f ≥ 0, so |f| = f
+        order = picked.gather(1, f.gather(1, picked).argsort(dim=1, descending=True))  # [b, k]
+    return f.gather(1, order), order.to(torch.int64)
 
 
 def _check_k(k: int | None) -> None:
