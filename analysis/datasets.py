@@ -59,6 +59,14 @@ def dataset_slice(dataset: TextDataset | ImageDataset, start: int, stop: int) ->
     return replace(dataset, images=dataset.images[start:stop], labels=dataset.labels[start:stop])
 
 
+def dataset_subset(dataset: TextDataset | ImageDataset, indices: Sequence[int] | np.ndarray) -> TextDataset | ImageDataset:
+    """The examples at `indices`, in that order (hash left to the parent, as in dataset_slice)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    if isinstance(dataset, TextDataset):
+        return replace(dataset, texts=[dataset.texts[i] for i in idx], labels=dataset.labels[idx])
+    return replace(dataset, images=dataset.images[idx], labels=dataset.labels[idx])
+
+
 def _hash(*parts: bytes) -> str:
     h = hashlib.sha256()
     for p in parts:

@@ -28,7 +28,7 @@ LRM_FIT_DEFAULTS = {"n_iters_g_only": DEFAULT_N_ITERS_G_ONLY, "lr": DEFAULT_LR, 
 
 
 @contextmanager
-def _failures_recorded(ws: Workspace, run: Run) -> Iterator[None]:
+def failures_recorded(ws: Workspace, run: Run) -> Iterator[None]:
     """Mark the run failed (with the error) if the block raises, then re-raise."""
     try:
         yield
@@ -80,7 +80,7 @@ def pefs_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | Image
     starts = list(range(0, n, chunk_size))
     done = ws.finished_chunks(run.id)
     n_parameters = model.summary().n_parameters_in_scope
-    with _failures_recorded(ws, run):
+    with failures_recorded(ws, run):
         for chunk, start in enumerate(starts):
             if chunk in done:
                 continue
@@ -120,7 +120,7 @@ def fit_run(ws: Workspace, pefs: Run, *, n_components: int, n_iters: int, seed: 
     run = ws.start_run(f"npeff-{kind}", settings, model_id=pefs.model_id, dataset_id=pefs.dataset_id)
     if run.status == "complete":
         return run
-    with _failures_recorded(ws, run):
+    with failures_recorded(ws, run):
         fit = fit_lrm_npeff if kind == "lrm" else fit_d_npeff
         dec = fit(load_pefs(ws, pefs), n_components, n_iters=n_iters, seed=seed, device=device,
                   progress=progress, **fit_options)
@@ -152,7 +152,7 @@ def coefficients_run(ws: Workspace, decomposition: Run, pefs: Run, *, n_iters: i
     run = ws.start_run("coefficients", settings, model_id=pefs.model_id, dataset_id=pefs.dataset_id)
     if run.status == "complete":
         return run
-    with _failures_recorded(ws, run):
+    with failures_recorded(ws, run):
         W = fit_coefficients(load_decomposition(ws, decomposition), load_pefs(ws, pefs), n_iters=n_iters,
                              seed=seed, device=device, progress=progress)
         ws.save_array(run.id, "W", W)
@@ -165,7 +165,7 @@ def cached_arrays(ws: Workspace, kind: str, params: dict, compute: Callable[[], 
     """Arrays of a small computation keyed by (kind, params): loaded when stored, else computed and stored."""
     run = ws.start_run(kind, params)
     if run.status != "complete":
-        with _failures_recorded(ws, run):
+        with failures_recorded(ws, run):
             arrays = compute()
             ws.save_arrays(run.id, arrays)
             ws.complete_run(run.id, {"arrays": sorted(arrays)}, expected_arrays=list(arrays))

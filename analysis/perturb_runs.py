@@ -1,0 +1,148 @@
+"""Perturbation runs stored in the workspace: a magnitude sweep of one component, or every component at
+one magnitude, computed once per (decomposition run, settings) and reloaded instantly afterwards.
+
+Tables are Parquet files in the run's folder (written to a temporary name, fsynced, then renamed);
+the run is marked complete only once they are on disk.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.datasets import ImageDataset, TextDataset
+from analysis.models import ClassifierModel
+from analysis.perturb import (DEFAULT_BASELINE_N, DEFAULT_LAM, DEFAULT_TOP_N, FISHER_FLOOR, KlTargeter,
+                              PerturbationResult, Progress, perturb_all, sweep_component)
+from analysis.runs import failures_recorded, load_decomposition
+from analysis.store import Run, Workspace
+
+SWEEP_TABLE, SWEEP_EXAMPLES, ALL_TABLE = "sweep.parquet", "examples.parquet", "components.parquet"
+OPTIONAL_FLOATS = ("delta", "lam")
+
+
+def _check_pair(model: ClassifierModel, dataset: TextDataset | ImageDataset, decomposition: Run) -> None:
+    """The model and dataset must be the ones the decomposition's PEFs were computed from."""
+    if decomposition.status != "complete":
+        raise ValueError(f"run {decomposition.id} is {decomposition.status}, not complete; fit it first")
+    if model.content_hash != decomposition.model_id:
+        raise ValueError(f"model '{model.name}' is not the model of decomposition run {decomposition.id} "
+                         f"(hash {model.content_hash[:12]} vs {str(decomposition.model_id)[:12]}); load that model")
+    if dataset.content_hash != decomposition.dataset_id:
+        raise ValueError(f"dataset '{dataset.name}' is not the dataset of decomposition run {decomposition.id}; "
+                         "perturbations need the examples the decomposition was fit on")
+
+
+def _write_table(path: Path, frame: pd.DataFrame) -> None:
+    """Write Parquet atomically and durably: temp file, fsync, rename."""
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:6]}")
+    frame.to_parquet(tmp, index=False)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_table(ws: Workspace, run: Run, name: str) -> pd.DataFrame:
+    if run.status != "complete":
+        raise ValueError(f"run {run.id} is {run.status}, not complete; compute it first")
+    path = ws.run_dir(run.id) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: table of run {run.id} is missing; recompute the run")
+    return pd.read_parquet(path)
+
+
+def _common_settings(decomposition: Run, *, max_sim: float | None, top_n: int, baseline_n: int, seed: int,
+                     lam: float, fisher_floor: float) -> dict:
+    settings = {"decomposition": decomposition.key, "max_sim": max_sim, "top_n": top_n, "baseline_n": baseline_n,
+                "seed": seed}
+    if decomposition.summary.get("kind") == "diag":  # merge settings change only D-NPEFF results
+        settings.update({"lam": lam, "fisher_floor": fisher_floor})
+    return settings
+
+
+def sweep_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | ImageDataset, decomposition: Run,
+              k: int, magnitudes: Sequence[float], sign: int = 1, *, max_sim: float | None = None,
+              top_n: int = DEFAULT_TOP_N, baseline_n: int = DEFAULT_BASELINE_N, seed: int = 0,
+              lam: float = DEFAULT_LAM, fisher_floor: float = FISHER_FLOOR, batch_size: int = 32,
+              device: str | None = None, progress: Progress | None = None) -> Run:
+    """sweep_component of component k over `magnitudes`, from the workspace when already computed."""
+    _check_pair(model, dataset, decomposition)
+    settings = {**_common_settings(decomposition, max_sim=max_sim, top_n=top_n, baseline_n=baseline_n, seed=seed,
+                                   lam=lam, fisher_floor=fisher_floor),
+                "component": int(k), "magnitudes": [float(m) for m in magnitudes], "sign": int(sign)}
+    run = ws.start_run("perturb-sweep", settings, model_id=decomposition.model_id, dataset_id=decomposition.dataset_id)
+    if run.status == "complete":
+        return run
+    with failures_recorded(ws, run):
+        results = sweep_component(model, dataset, load_decomposition(ws, decomposition), k, magnitudes, sign=sign,
+                                  max_sim=max_sim, top_n=top_n, baseline_n=baseline_n, seed=seed, lam=lam,
+                                  fisher_floor=fisher_floor, batch_size=batch_size, device=device, progress=progress)
+        folder = ws.run_dir(run.id)
+        _write_table(folder / SWEEP_TABLE, pd.DataFrame([r.scalars() for r in results]))
+        _write_table(folder / SWEEP_EXAMPLES,
+                     pd.concat([r.examples.assign(step=i) for i, r in enumerate(results)], ignore_index=True))
+        ws.complete_run(run.id, {"decomposition_run": decomposition.id, "component": int(k),
+                                 "n_magnitudes": len(results), "max_kl_ratio": _largest([r.kl_ratio for r in results])})
+    return ws.get_run(run.id)
+
+
+def _largest(values: list[float]) -> float | None:
+    """The largest value that is not NaN (None when all are NaN)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return max(kept) if kept else None
+
+
+def _optional(value, kind: type):
+    return None if value is None or pd.isna(value) else kind(value)
+
+
+def load_sweep(ws: Workspace, run: Run) -> list[PerturbationResult]:
+    """The PerturbationResults of a complete sweep run, one per magnitude, as sweep_component returned them."""
+    table, examples = _read_table(ws, run, SWEEP_TABLE), _read_table(ws, run, SWEEP_EXAMPLES)
+    results = []
+    for step, row in enumerate(table.to_dict("records")):
+        rows = examples[examples["step"] == step].drop(columns="step").reset_index(drop=True)
+        row.update({name: _optional(row.get(name), float) for name in OPTIONAL_FLOATS})
+        row["targeting_converged"] = _optional(row.get("targeting_converged"), bool)
+        row.update({name: int(row[name]) for name in ("component", "sign", "n_flipped_top", "n_flipped_baseline")})
+        results.append(PerturbationResult(**row, examples=rows))
+    return results
+
+
+def perturb_all_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | ImageDataset, decomposition: Run,
+                    magnitude: float, *, signs: Sequence[int] | None = None, max_sim: float | None = None,
+                    top_n: int = DEFAULT_TOP_N, baseline_n: int = DEFAULT_BASELINE_N, seed: int = 0,
+                    lam: float = DEFAULT_LAM, kl_range: tuple[float, float] | None = None,
+                    targeter: KlTargeter = KlTargeter(), fisher_floor: float = FISHER_FLOOR, batch_size: int = 32,
+                    device: str | None = None, progress: Progress | None = None) -> Run:
+    """perturb_all at one magnitude (one row per component), from the workspace when already computed."""
+    _check_pair(model, dataset, decomposition)
+    settings = {**_common_settings(decomposition, max_sim=max_sim, top_n=top_n, baseline_n=baseline_n, seed=seed,
+                                   lam=lam, fisher_floor=fisher_floor),
+                "magnitude": float(magnitude), "signs": None if signs is None else [int(s) for s in signs]}
+    if kl_range is not None:
+        settings.update({"kl_range": [float(v) for v in kl_range], "targeter": asdict(targeter)})
+    run = ws.start_run("perturb-all", settings, model_id=decomposition.model_id, dataset_id=decomposition.dataset_id)
+    if run.status == "complete":
+        return run
+    with failures_recorded(ws, run):
+        table = perturb_all(model, dataset, load_decomposition(ws, decomposition), magnitude, signs=signs,
+                            max_sim=max_sim, top_n=top_n, baseline_n=baseline_n, seed=seed, lam=lam,
+                            kl_range=kl_range, targeter=targeter, fisher_floor=fisher_floor, batch_size=batch_size,
+                            device=device, progress=progress)
+        _write_table(ws.run_dir(run.id) / ALL_TABLE, table)
+        ratios = table["kl_ratio"].to_numpy(dtype=float)
+        ratios = ratios[~np.isnan(ratios)]
+        ws.complete_run(run.id, {"decomposition_run": decomposition.id, "n_components": len(table),
+                                 "median_kl_ratio": float(np.median(ratios)) if len(ratios) else None})
+    return ws.get_run(run.id)
+
+
+def load_perturb_all(ws: Workspace, run: Run) -> pd.DataFrame:
+    """The per-component table of a complete perturb-all run, as perturb_all returned it."""
+    return _read_table(ws, run, ALL_TABLE)
