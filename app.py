@@ -1,13 +1,19 @@
-"""NPEFF Explorer entry point: navigation over pages/ and the global sidebar (workspace, active pair)."""
+"""NPEFF Explorer entry point: navigation over pages/ and the global sidebar (workspace, active pair).
+
+Page files live in pages/, not pages/: Streamlit treats *.py directly in pages/ as legacy
+auto-discovered pages, which run without this shell on a deep link to a fresh server.
+"""
 import streamlit as st
 
-from pages.common import active, workspace_root
+from pages.common import active, app_shell, workspace_root
 
 st.set_page_config(page_title="NPEFF Explorer", page_icon="🔬", layout="wide")
 
 pages = {
     "Data": [st.Page("pages/load.py", title="Load model & data", icon="📂", default=True)],
-    "NPEFF": [st.Page("pages/compute.py", title="Compute", icon="⚙️")],
+    "NPEFF": [st.Page("pages/compute.py", title="Compute", icon="⚙️"),
+              st.Page("pages/components.py", title="Components", icon="🧩"),
+              st.Page("pages/perturb.py", title="Perturb", icon="🎯")],
     "ReLU training": [st.Page("pages/zonotope.py", title="Zonotope explorer", icon="🔷")],
 }
 page = st.navigation(pages)
@@ -29,4 +35,5 @@ with st.sidebar:
         st.markdown(f"**Model:** {model.name}  \n**Dataset:** {dataset.name} ({len(dataset):,} examples)")
         st.caption(f"Classes: {', '.join(model.label_names)} · scope: {model.scope.describe()}")
 
-page.run()
+with app_shell():
+    page.run()

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import runpy
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -18,7 +22,7 @@ from analysis.demos import build_demo, demo_folder, image_demo_dataset, text_dem
 from analysis.figures.export import FORMATS, figure_bytes
 
 from analysis.models import ClassifierModel, ParamScope, load_model
-from analysis.store import DEFAULT_WORKSPACE, Workspace
+from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 
 DEMO_TITLES = {"text": "Text demo: MiniLM-L6 on Rotten Tomatoes (fresh / rotten)",
                "image": "Image demo: small CNN on 8×8 digits"}
@@ -42,18 +46,31 @@ class DatasetSpec:
     label_column: str | None = None
     label_names: tuple[str, ...] = field(default=())
 
-def ensure_app_shell() -> None:
-    """Route a page through app.py's st.navigation.
+APP = Path(__file__).resolve().parent.parent / "app.py"
+_shell = threading.local()  # .running is True while app.py runs the current page
 
-    Because the folder is named pages/, a deep link that is the first request of a fresh server runs
-    the page alone in Streamlit's legacy multipage mode (no sidebar, every file listed as a page);
-    leaving that mode and rerunning puts the page back inside app.py.
+
+@contextmanager
+def app_shell() -> Iterator[None]:
+    """app.py runs the selected page inside this, so pages can tell they have the sidebar and navigation."""
+    _shell.running = True
+    try:
+        yield
+    finally:
+        _shell.running = False
+
+
+def in_app_shell() -> None:
+    """Called first by every page: make sure it runs inside app.py's shell.
+
+    Streamlit treats *.py in pages/ as legacy auto-discovered pages until st.navigation has run once, so
+    a deep link that is a fresh server's first request runs the page alone. Then run app.py here (it
+    runs this page inside its navigation, without a rerun that would drop widget events) and stop.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    if getattr(_shell, "running", False):
+        return
+    runpy.run_path(str(APP), run_name="__main__")
+    st.stop()
 
 
 def workspace_root() -> str:
@@ -147,3 +164,26 @@ def export_buttons(fig: go.Figure, name: str, *, key: str) -> None:
     for col, (fmt, mime) in zip(cols, FORMATS.items()):
         col.download_button(fmt.upper(), data=lambda f=fmt: figure_bytes(fig, f), file_name=f"{name}.{fmt}",
                             mime=mime, key=f"{key}_{fmt}", on_click="ignore")
+
+
+def decomposition_runs(model: ClassifierModel, dataset: TextDataset | ImageDataset) -> list[str]:
+    """Ids of the complete NPEFF runs of this model and dataset, newest first."""
+    table = workspace().query("SELECT id FROM runs WHERE model_id = ? AND dataset_id = ? AND kind LIKE 'npeff-%' "
+                              "AND status = 'complete' ORDER BY updated DESC",
+                              [model.content_hash, dataset.content_hash])
+    return table["id"].tolist()
+
+
+def active_decomposition(model: ClassifierModel, dataset: TextDataset | ImageDataset) -> Run | None:
+    """The decomposition in the URL (?run=), else the session's, else the newest of this model and dataset."""
+    runs = decomposition_runs(model, dataset)
+    for candidate in (st.query_params.get("run"), st.session_state.get("decomposition_run")):
+        if candidate in runs:
+            break
+    else:
+        candidate = runs[0] if runs else None
+    if candidate is None:
+        return None
+    st.session_state["decomposition_run"] = candidate
+    st.query_params["run"] = candidate
+    return workspace().get_run(candidate)

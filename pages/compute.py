@@ -10,9 +10,9 @@ from analysis.estimates import estimate_pefs, seconds_per_example
 from analysis.figures.npeff import loss_curve
 from analysis.npeff import DEFAULT_N_ITERS_G_ONLY
 from analysis.runs import fit_run, load_decomposition, pefs_run, pefs_settings
-from pages.common import active, ensure_app_shell, workspace
+from pages.common import active, in_app_shell, workspace
 
-ensure_app_shell()
+in_app_shell()
 
 
 @st.cache_data(show_spinner="Timing a few examples for the estimate…")

@@ -7,13 +7,14 @@ import pandas as pd
 import streamlit as st
 
 from analysis.datasets import TextDataset, read_table
-from analysis.figures.data import image_grid, label_counts
+from analysis.figures.components import example_grid
+from analysis.figures.data import label_counts
 from analysis.image_models import ARCHITECTURES
 from analysis.models import WEIGHT_SUFFIXES, ParamScope
-from pages.common import (DEMO_TITLES, DatasetSpec, ModelSpec, activate, active, demo_specs, ensure_app_shell,
-                          ensure_demo, model_for, save_upload, workspace_root)
+from pages.common import (DEMO_TITLES, DatasetSpec, ModelSpec, activate, active, demo_specs, ensure_demo, in_app_shell,
+                          model_for, save_upload, workspace_root)
 
-ensure_app_shell()
+in_app_shell()
 
 st.title("Load model & data")
 st.caption("Models load safely: safetensors preferred, `.bin/.pt` only as plain tensors (never unpickled), "
@@ -144,5 +145,5 @@ if pair:
                                        "label": [dataset.label_names[i] if i >= 0 else "" for i in dataset.labels[:50]]}),
                          hide_index=True, height=300)
         else:
-            st.plotly_chart(image_grid(dataset.images[:24], [dataset.label_names[i] for i in dataset.labels[:24]]),
+            st.plotly_chart(example_grid(dataset.images[:24], [dataset.label_names[i] for i in dataset.labels[:24]]),
                             key="image_grid")

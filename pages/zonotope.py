@@ -13,9 +13,9 @@ from analysis.figures.zonotope import (data_figure, loss_trace_figure, seed_comp
 from analysis.runs import cached_arrays
 from analysis.zonotope_data import PRESETS, near_degenerate, read_points, teacher_student
 from analysis.zonotope_experiments import doubling_width, greedy_vs_gd, width_study
-from pages.common import ensure_app_shell, export_buttons, save_upload, workspace
+from pages.common import export_buttons, in_app_shell, save_upload, workspace
 
-ensure_app_shell()
+in_app_shell()
 
 METHODS = ["greedy", "GD", "GD + greedy polish", "random vertices", "doubling"]
 

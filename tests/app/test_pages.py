@@ -39,15 +39,15 @@ def test_zonotope_page_presets_and_the_epsilon_jump(app_env):
     assert not at.exception, at.exception
     at.selectbox(key="zt_source").set_value("XOR").run()
     at.number_input(key="zt_m").set_value(1).run()
-    assert "global optimum for m=1: ½SSE = 0.5" in at.caption[-1].value
+    assert "global optimum for m=1: ½SSE = 0.5" in at.main.caption[-1].value
     at.selectbox(key="zt_source").set_value("Near-degenerate 3 points (ε)").run()
     at.number_input(key="zt_m").set_value(1).run()
     at.slider(key="zt_eps").set_value(0.0).run()
     assert float(at.metric[0].value) == pytest.approx(1 / 3, abs=1e-5)
     at.slider(key="zt_eps").set_value(0.1).run()
     assert not at.exception
-    assert "global optimum for m=1: ½SSE = " in at.caption[-1].value
-    assert float(at.caption[-1].value.rsplit("= ", 1)[1]) < 1e-6
+    assert "global optimum for m=1: ½SSE = " in at.main.caption[-1].value
+    assert float(at.main.caption[-1].value.rsplit("= ", 1)[1]) < 1e-6
 
 
 def test_zonotope_experiments_run_and_are_cached(app_env):
@@ -57,6 +57,6 @@ def test_zonotope_experiments_run_and_are_cached(app_env):
     at.number_input(key="zt_seeds").set_value(3).run()
     at.button(key="zt_compare").click().run()
     assert not at.exception, at.exception
-    assert at.caption[-1].value.startswith("mean ½SSE: GD")
+    assert at.main.caption[-1].value.startswith("mean ½SSE: GD")
     at.button(key="zt_width").click().run()
     assert not at.exception, at.exception

@@ -1,0 +1,414 @@
+"""Statistics for browsing NPEFF components: top examples, label purity, similarity, module profiles, search.
+
+Everything here reads a finished decomposition from the workspace and never recomputes Fishers.
+Top examples are argsort(−W[:, k]) (spec §5); the per-component top-K table and the |cos| matrix
+are computed once per decomposition and stored next to it (runs.cached_arrays).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from analysis.models import LAYER_INDEX, ClassifierModel, ParamScope
+from analysis.npeff import DiagDecomposition, LrmDecomposition
+from analysis.runs import cached_arrays, load_decomposition
+from analysis.store import Run, Workspace
+
+TOP_K = 500  # examples per component kept in the precomputed top table
+NOTABLE_FRACTION = 0.01  # a coefficient is notable when > this fraction of the largest coefficient in W
+Decomposition = LrmDecomposition | DiagDecomposition
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+@dataclass(frozen=True)
+class BrowseData:
+    """What the component browser shows about every example of a decomposition's dataset."""
+
+    W: np.ndarray  # [n, r] float32, coefficients (components are unit norm, spec §10.8)
+    labels: np.ndarray  # [n] int64, gold label or -1 when unknown
+    probs: np.ndarray  # [n, C] float32, the model's softmax probabilities
+    label_names: list[str]  # [C]
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.W.shape[0])
+
+    @property
+    def n_components(self) -> int:
+        return int(self.W.shape[1])
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """[n] int64, argmax of the logits."""
+        return self.probs.argmax(1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """[n] bool, prediction equals the gold label (False when the label is unknown)."""
+        return self.predictions == self.labels
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits [n, C] (float32)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(1, keepdims=True))
+    return (z / z.sum(1, keepdims=True)).astype(np.float32)
+
+
+def check_decomposition_run(run: Run) -> None:
+    if not run.kind.startswith("npeff-") or run.status != "complete":
+        raise ValueError(f"run {run.id} must be a complete npeff-lrm or npeff-diag run, "
+                         f"got a {run.status} {run.kind} run")
+
+
+def load_browse_data(ws: Workspace, run: Run) -> BrowseData:
+    """W of a decomposition with the labels and logits stored in its PEF run (no model call)."""
+    check_decomposition_run(run)
+    pefs_id = run.summary["pefs_run"]
+    names = ws.query("SELECT label_names FROM datasets WHERE id = ?", [run.dataset_id])
+    W = np.asarray(load_decomposition(ws, run).W)
+    logits = ws.load_array(pefs_id, "logits", mmap=False)
+    labels = ws.load_array(pefs_id, "labels", mmap=False).astype(np.int64)
+    label_names = (json.loads(names["label_names"].iloc[0]) if len(names)
+                   else [str(c) for c in range(logits.shape[1])])
+    return BrowseData(W=W, labels=labels, probs=softmax(logits), label_names=label_names)
+
+
+def components_of(dec: Decomposition) -> np.ndarray:
+    """The component matrix over the kept parameters: G (LRM) or H (D-NPEFF), [r, m]."""
+    return dec.G if isinstance(dec, LrmDecomposition) else dec.H
+
+
+# -------------------------------------------------------------------------------------------- top examples
+
+def _top_of_column(column: np.ndarray, k: int) -> np.ndarray:
+    """Indices [k] of the k largest entries of column [n], by value descending then index ascending."""
+    kth = np.partition(column, len(column) - k)[len(column) - k]  # the k-th largest value
+    above = np.flatnonzero(column > kth)
+    chosen = np.concatenate([above, np.flatnonzero(column == kth)[:k - len(above)]])
+    return chosen[np.lexsort((chosen, -column[chosen]))]
+
+
+def top_table(W: np.ndarray, k: int = TOP_K, block: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Per component, the k examples with the largest coefficient, descending (ties: lower index first,
+    as a stable argsort(−W[:, k]) orders them).
+
+    Returns (indices [r, k] int64, values [r, k] float32). Columns are copied `block` at a time, so a
+    memory-mapped W is read in large contiguous pieces and memory stays O(n * block).
+    """
+    n, r = W.shape
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, n)
+    indices = np.empty((r, k), dtype=np.int64)
+    for start in range(0, r, block):
+        cols = np.ascontiguousarray(np.asarray(W[:, start:start + block], dtype=np.float32).T)  # [b, n]
+        for j, column in enumerate(cols):
+            indices[start + j] = _top_of_column(column, k)
+    values = np.asarray(W[indices, np.arange(r)[:, None]], dtype=np.float32)  # [r, k]
+    return indices, values
+
+
+def component_index(ws: Workspace, run: Run, dec: Decomposition, k: int = TOP_K) -> dict[str, np.ndarray]:
+    """Top table and |cos| similarity of a decomposition, computed once and stored in the workspace.
+
+    Keys: "top_indices" [r, k], "top_values" [r, k], "similarity" [r, r].
+    """
+    def compute() -> dict[str, np.ndarray]:
+        indices, values = top_table(np.asarray(dec.W), k)
+        return {"top_indices": indices, "top_values": values, "similarity": similarity(components_of(dec))}
+
+    return cached_arrays(ws, "component-index", {"decomposition": run.key, "k": k}, compute)
+
+
+def top_examples(W: np.ndarray, k: int, n: int, table: np.ndarray | None = None) -> np.ndarray:
+    """Indices [min(n, n_examples)] of component k's examples by coefficient, descending.
+
+    Uses the precomputed top table [r, K] when n <= K, else sorts the column.
+    """
+    if not 0 <= k < W.shape[1]:
+        raise ValueError(f"component must be in [0, {W.shape[1]}), got {k}")
+    if table is not None and n <= table.shape[1]:
+        return table[k, :n]
+    column = np.asarray(W[:, k])
+    return np.lexsort((np.arange(len(column)), -column))[:n]
+
+
+def quantile_sample(column: np.ndarray, *, n_bands: int = 5, per_band: int = 4, seed: int = 0,
+                    threshold: float = 0.0) -> pd.DataFrame:
+    """Examples drawn from coefficient bands of one component.
+
+    The examples with coefficient > threshold are split into n_bands equal-count bands by rank (band 1
+    holds the largest coefficients); per_band are drawn from each without replacement (seeded).
+    Columns: idx, band, band_low, band_high, coefficient; rows ordered by band then coefficient.
+    """
+    if n_bands < 1 or per_band < 1:
+        raise ValueError(f"n_bands and per_band must be >= 1, got {n_bands} and {per_band}")
+    column = np.asarray(column, dtype=np.float64)
+    candidates = np.flatnonzero(column > threshold)
+    ranked = candidates[np.lexsort((candidates, -column[candidates]))]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for band, members in enumerate(np.array_split(ranked, n_bands), start=1):
+        if len(members) == 0:
+            continue
+        low, high = column[members].min(), column[members].max()
+        for i in rng.choice(members, size=min(per_band, len(members)), replace=False):
+            rows.append((int(i), band, low, high, column[i]))
+    frame = pd.DataFrame(rows, columns=["idx", "band", "band_low", "band_high", "coefficient"])
+    return frame.sort_values(["band", "coefficient"], ascending=[True, False], ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------- label stats
+
+def label_distribution(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Fraction of each class among labels [k] (unknown -1 labels ignored): [n_classes]."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels >= 0], minlength=n_classes)[:n_classes].astype(np.float64)
+    return counts / counts.sum() if counts.sum() else counts
+
+
+def entropy_bits(distribution: np.ndarray) -> float:
+    """Shannon entropy H(p) = −Σ p log2 p of a distribution, in bits."""
+    p = np.asarray(distribution, dtype=np.float64)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def breakdown(data: BrowseData, indices: np.ndarray) -> pd.DataFrame:
+    """Gold-label and prediction fractions of some examples vs the whole dataset (long format).
+
+    Columns: group ("top examples" | "all examples"), what ("gold label" | "prediction"), label, fraction.
+    """
+    C = len(data.label_names)
+    rows = []
+    for group, idx in (("top examples", np.asarray(indices)), ("all examples", np.arange(data.n_examples))):
+        for what, values in (("gold label", data.labels[idx]), ("prediction", data.predictions[idx])):
+            for label, frac in zip(data.label_names, label_distribution(values, C)):
+                rows.append((group, what, label, float(frac)))
+    return pd.DataFrame(rows, columns=["group", "what", "label", "fraction"])
+
+
+# ------------------------------------------------------------------------------------- component geometry
+
+def similarity(C: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """|cos| between component rows, C [r, m] -> [r, r] float32 (diagonal 1 for non-zero rows).
+
+    The Gram matrix C Cᵀ is accumulated over column blocks, so a memory-mapped C is read once.
+    """
+    r, m = C.shape
+    CCt = np.zeros((r, r), dtype=np.float64)
+    for start in range(0, m, block):
+        part = np.asarray(C[:, start:start + block], dtype=np.float64)
+        CCt += part @ part.T
+    norms = np.sqrt(np.clip(np.diag(CCt), 0, None))
+    norms[norms == 0] = 1.0
+    return np.abs(CCt / np.outer(norms, norms)).astype(np.float32)
+
+
+def most_similar(sim: np.ndarray, k: int, n: int = 5) -> pd.DataFrame:
+    """The n components most similar to k (excluding k): columns component, abs_cos."""
+    scores = np.asarray(sim[k], dtype=np.float64).copy()
+    scores[k] = -np.inf
+    order = np.lexsort((np.arange(len(scores)), -scores))[:min(n, len(scores) - 1)]
+    return pd.DataFrame({"component": order.astype(int), "abs_cos": scores[order]})
+
+
+def module_of(name: str) -> str:
+    """The module a parameter belongs to: its name without the final attribute (weight/bias)."""
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def layer_of(name: str) -> str:
+    """The layer a parameter belongs to: its numbered block (transformers), else its module."""
+    m = LAYER_INDEX.search(name)
+    return name[: m.end() - 1] if m else module_of(name)
+
+
+def parameter_offsets(sizes: list[int]) -> np.ndarray:
+    """Start of each parameter tensor in the flat vector plus the total: [T + 1] int64."""
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def tensor_profiles(C: np.ndarray, kept: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Share of ‖c_k‖² in each parameter tensor: [r, T], rows sum to 1 (0 for a zero component).
+
+    kept [m] ascending flat indices of C's columns; offsets [T + 1] from parameter_offsets.
+    """
+    kept = np.asarray(kept)
+    if len(kept) and (kept[-1] >= offsets[-1] or np.any(np.diff(kept) <= 0)):
+        raise ValueError(f"kept must be ascending indices below {offsets[-1]}, got max {kept.max()}")
+    bounds = np.searchsorted(kept, offsets)  # [T + 1] column range of each tensor
+    sq = np.square(np.asarray(C, dtype=np.float64))  # [r, m]
+    cum = np.concatenate([np.zeros((len(sq), 1)), np.cumsum(sq, axis=1)], axis=1)  # [r, m + 1]
+    per_tensor = cum[:, bounds[1:]] - cum[:, bounds[:-1]]  # [r, T]
+    total = per_tensor.sum(1, keepdims=True)
+    return np.divide(per_tensor, total, out=np.zeros_like(per_tensor), where=total > 0)
+
+
+def group_profiles(profiles: np.ndarray, names: list[str],
+                   by: Literal["module", "layer"] = "module") -> pd.DataFrame:
+    """Sum tensor shares [r, T] into modules or layers: DataFrame [r, groups] in parameter order."""
+    if profiles.shape[1] != len(names):
+        raise ValueError(f"names must have {profiles.shape[1]} entries (one per tensor), got {len(names)}")
+    group = module_of if by == "module" else layer_of
+    keys = [group(n).removeprefix("net.") for n in names]
+    frame = pd.DataFrame(profiles, columns=keys)
+    return frame.T.groupby(level=0, sort=False).sum().T
+
+
+def parse_scope(text: str) -> ParamScope:
+    """Invert ParamScope.describe() (the PEF run stores its text): 'last 1 layer(s) + head' -> scope."""
+    if text == "all parameters":
+        return ParamScope("all")
+    if m := re.fullmatch(r"names matching /(.*)/", text, re.S):
+        return ParamScope("pattern", pattern=m.group(1))
+    if m := re.fullmatch(r"last (\d+) layer\(s\) \+ head", text):
+        return ParamScope("last_layers", n_layers=int(m.group(1)))
+    raise ValueError(f"scope text must come from ParamScope.describe(), got {text!r}")
+
+
+def decomposition_scope(ws: Workspace, run: Run) -> ParamScope:
+    """The parameter scope the decomposition's PEFs were taken over."""
+    return parse_scope(ws.get_run(run.summary["pefs_run"]).params["scope_text"])
+
+
+def scoped_model(ws: Workspace, run: Run, model: ClassifierModel) -> ClassifierModel:
+    """The model viewed under the decomposition's scope; checks the parameter count matches."""
+    scoped = model if model.scope == (scope := decomposition_scope(ws, run)) else model.with_scope(scope)
+    M = scoped.summary().n_parameters_in_scope
+    if M != int(run.summary["n_parameters"]):
+        raise ValueError(f"model '{model.name}' has {M} parameters in scope '{scope.describe()}' but run {run.id} "
+                         f"was fitted over {run.summary['n_parameters']}; load the model the run was computed with")
+    return scoped
+
+
+def parameter_layout(model: ClassifierModel) -> tuple[list[str], np.ndarray]:
+    """Names of the parameters in scope and their offsets [T + 1] in the flat vector of M parameters."""
+    params = dict(model.named_parameters())
+    names = model.param_names_in_scope()
+    return names, parameter_offsets([params[n].numel() for n in names])
+
+
+def component_profiles(ws: Workspace, run: Run, dec: Decomposition, offsets: np.ndarray) -> np.ndarray:
+    """tensor_profiles of a decomposition, computed once per run and stored: [r, T]."""
+    return cached_arrays(ws, "component-profiles", {"decomposition": run.key, "tensors": len(offsets) - 1},
+                         lambda: {"profiles": tensor_profiles(components_of(dec), dec.kept, offsets)})["profiles"]
+
+
+# ---------------------------------------------------------------------------------------------- overview
+
+def notable_threshold(W: np.ndarray, fraction: float = NOTABLE_FRACTION) -> float:
+    """A coefficient is notable above this: `fraction` of the largest coefficient in W (components are unit
+    norm, so coefficients compare across components)."""
+    return fraction * float(W.max()) if W.size else 0.0
+
+
+def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_top: int = 50,
+             notable_fraction: float = NOTABLE_FRACTION) -> pd.DataFrame:
+    """One row per component: notable count, top coefficient, purity/entropy/accuracy of its top examples
+    and its most similar other component.
+
+    top_indices [r, K >= n_top]; sim [r, r] |cos|. Purity is the majority gold label's share among the
+    top n_top examples, entropy that distribution's entropy in bits, accuracy the model's accuracy on them.
+    """
+    W, r = data.W, data.n_components
+    if top_indices.shape[1] < n_top:
+        raise ValueError(f"n_top must be <= {top_indices.shape[1]} (the stored top table), got {n_top}")
+    top = top_indices[:, :n_top]  # [r, n_top]
+    C = len(data.label_names)
+    dists = np.stack([label_distribution(data.labels[t], C) for t in top])  # [r, C]
+    threshold = notable_threshold(W, notable_fraction)
+    sim_off = np.asarray(sim, dtype=np.float64).copy()
+    np.fill_diagonal(sim_off, -np.inf)
+    nearest = sim_off.argmax(1) if r > 1 else np.zeros(r, dtype=int)
+    return pd.DataFrame({
+        "component": np.arange(r),
+        "notable": (W > threshold).sum(0) if threshold > 0 else np.zeros(r, dtype=int),
+        "top_coefficient": W.max(0) if len(W) else np.zeros(r),
+        "majority_label": [data.label_names[i] for i in dists.argmax(1)],
+        "purity": dists.max(1),
+        "entropy_bits": [entropy_bits(d) for d in dists],
+        "accuracy": data.correct[top].mean(1),
+        "most_similar": nearest if r > 1 else [-1] * r,
+        "similar_abs_cos": sim_off[np.arange(r), nearest] if r > 1 else np.zeros(r),
+    })
+
+
+def example_table(data: BrowseData, indices: np.ndarray, k: int | None = None,
+                  texts: list[str] | None = None) -> pd.DataFrame:
+    """Rows for some examples: idx, gold, prediction, probability (of the prediction), coefficient on k, text."""
+    indices = np.asarray(indices, dtype=np.int64)
+    pred = data.predictions[indices]
+    frame = pd.DataFrame({
+        "idx": indices,
+        "gold": [data.label_names[l] if l >= 0 else "?" for l in data.labels[indices]],
+        "prediction": [data.label_names[p] for p in pred],
+        "probability": data.probs[indices, pred],
+        "correct": data.correct[indices],
+    })
+    if k is not None:
+        frame["coefficient"] = np.asarray(data.W[indices, k], dtype=np.float64)
+    if texts is not None:
+        frame["text"] = [texts[i] for i in indices]
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------ search
+
+def find_examples(query: str, texts: list[str] | None, n_examples: int, limit: int = 200) -> np.ndarray:
+    """Example indices for a search: '#12' or '12, 40' (indices) or a case-insensitive text substring."""
+    query = query.strip()
+    if not query:
+        return np.zeros(0, dtype=np.int64)
+    if re.fullmatch(r"#?\d+(\s*,\s*#?\d+)*", query):
+        found = [int(t.strip().lstrip("#")) for t in query.split(",")]
+        return np.array([i for i in found if 0 <= i < n_examples][:limit], dtype=np.int64)
+    if texts is None:
+        return np.zeros(0, dtype=np.int64)
+    needle = query.casefold()
+    return np.array([i for i, t in enumerate(texts) if needle in t.casefold()][:limit], dtype=np.int64)
+
+
+def loadings(W: np.ndarray, indices: np.ndarray, n: int = 3) -> pd.DataFrame:
+    """The components each example loads on most: idx, components (list), coefficients (list), share.
+
+    share is the fraction of the example's total coefficient mass on those n components.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    rows = np.asarray(W[indices], dtype=np.float64)  # [b, r]
+    n = min(n, W.shape[1])
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :n]
+    values = np.take_along_axis(rows, order, axis=1)
+    total = rows.sum(1)
+    return pd.DataFrame({"idx": indices, "components": [list(map(int, o)) for o in order],
+                         "coefficients": [list(map(float, v)) for v in values],
+                         "share": np.divide(values.sum(1), total, out=np.zeros_like(total), where=total > 0)})
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+def coefficients_frame(data: BrowseData) -> pd.DataFrame:
+    """All coefficients with each example's label and prediction: idx, gold, prediction, w0..w{r-1}."""
+    frame = pd.DataFrame(np.asarray(data.W), columns=[f"w{k}" for k in range(data.n_components)])
+    frame.insert(0, "prediction", [data.label_names[p] for p in data.predictions])
+    frame.insert(0, "gold", [data.label_names[l] if l >= 0 else "" for l in data.labels])
+    frame.insert(0, "idx", np.arange(data.n_examples))
+    return frame
+
+
+def components_safetensors(dec: Decomposition, metadata: dict[str, str]) -> bytes:
+    """The component vectors over the kept parameters as safetensors: components [r, m], kept [m]."""
+    from safetensors.numpy import save
+
+    meta = {**{k: str(v) for k, v in metadata.items()}, "n_parameters": str(dec.n_parameters),
+            "kind": "lrm" if isinstance(dec, LrmDecomposition) else "diag"}
+    return save({"components": np.ascontiguousarray(components_of(dec), dtype=np.float32),
+                 "kept": np.ascontiguousarray(dec.kept, dtype=np.int64)}, metadata=meta)
+

@@ -1,0 +1,64 @@
+"""LaTeX tables of the top examples of components (spec §5: label, prediction, coefficient, text).
+
+One `\\subsection*{Component k}` with a booktabs longtable per component. Text is escaped in a single
+pass so that the escapes themselves are never escaped again; compile with pdflatex or XeLaTeX.
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import pandas as pd
+
+# every character that is special in LaTeX text mode, with its escape
+ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+    ">": r"\textgreater{}", "|": r"\textbar{}",
+}
+_SPECIAL = re.compile("|".join(re.escape(c) for c in ESCAPES))
+_WHITESPACE = re.compile(r"\s+")
+PREAMBLE = "\n".join([
+    r"\documentclass[10pt]{article}",
+    r"\usepackage[T1]{fontenc}",
+    r"\usepackage[utf8]{inputenc}",
+    r"\usepackage[margin=2cm]{geometry}",
+    r"\usepackage{booktabs,longtable,array}",
+    r"\begin{document}",
+])
+COLUMNS = r"@{}llr>{\raggedright\arraybackslash}p{0.62\linewidth}@{}"
+
+
+def latex_escape(text: str) -> str:
+    """Text with & % $ # _ { } ~ ^ \\ < > | escaped and runs of whitespace (newlines too) made one space."""
+    return _SPECIAL.sub(lambda m: ESCAPES[m.group(0)], _WHITESPACE.sub(" ", str(text)).strip())
+
+
+def _row(example: pd.Series) -> str:
+    text = example.get("text")
+    shown = latex_escape(text) if isinstance(text, str) else rf"\textit{{example {int(example['idx'])}}}"
+    return (f"{latex_escape(example['gold'])} & {latex_escape(example['prediction'])} & "
+            f"{float(example['coefficient']):.4f} & {shown} \\\\")
+
+
+def component_table(k: int, examples: pd.DataFrame, *, font_size: str = "footnotesize") -> str:
+    """The subsection and longtable for one component; examples need gold, prediction, coefficient, idx
+    and optionally text (rows in the order given)."""
+    missing = {"gold", "prediction", "coefficient", "idx"} - set(examples.columns)
+    if missing:
+        raise ValueError(f"examples must have columns gold, prediction, coefficient, idx; missing {sorted(missing)}")
+    lines = [rf"\subsection*{{Component {int(k)}}}", rf"\begin{{{font_size}}}",
+             rf"\begin{{longtable}}{{{COLUMNS}}}", r"\toprule",
+             r"Label & Prediction & Coefficient & Text \\", r"\midrule", r"\endhead"]
+    lines += [_row(row) for _, row in examples.iterrows()]
+    lines += [r"\bottomrule", r"\end{longtable}", rf"\end{{{font_size}}}"]
+    return "\n".join(lines)
+
+
+def top_examples_latex(tables: Mapping[int, pd.DataFrame], *, standalone: bool = True,
+                       title: str | None = None) -> str:
+    """LaTeX for several components' top examples: a full document when standalone, else the body only."""
+    body = [rf"\section*{{{latex_escape(title)}}}"] if title else []
+    body += [component_table(k, frame) for k, frame in tables.items()]
+    text = "\n\n".join(body)
+    return f"{PREAMBLE}\n\n{text}\n\n\\end{{document}}\n" if standalone else text + "\n"

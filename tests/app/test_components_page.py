@@ -1,0 +1,109 @@
+"""AppTest of the Components page: both demos render, selecting a component updates the view, a URL opens it."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from analysis.demos import load_demo
+from analysis.runs import fit_run, pefs_run, pefs_settings
+from analysis.store import Workspace
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+SYNTHETIC = "tests/app/test_components_page.py"  # marks the synthetic text decomposition's runs
+
+
+@pytest.fixture(scope="module")
+def image_run(demo_workspace) -> str:
+    """A real LRM-NPEFF run of the image demo (PEFs shared with the Compute page test; seconds)."""
+    model, dataset, _ = load_demo("image", demo_workspace)
+    ws = Workspace(demo_workspace)
+    pefs = pefs_run(ws, model, dataset, kind="lrm", n_values_per_example=200)
+    run = fit_run(ws, pefs, n_components=6, n_iters=40)
+    ws.close()
+    return run.id
+
+
+@pytest.fixture(scope="module")
+def text_run(demo_workspace) -> str:
+    """A synthetic 5-component decomposition of the text demo (text PEFs take minutes on CPU).
+
+    It has the shape of a real run over the demo's default scope: component k holds the examples whose
+    index is k mod 5, component 0 prefers 'fresh'; the logits agree with the gold label 80% of the time.
+    """
+    model, dataset, _ = load_demo("text", demo_workspace)
+    ws = Workspace(demo_workspace)
+    ids = {"model_id": model.content_hash, "dataset_id": dataset.content_hash}
+    pefs = ws.start_run("pefs", {**pefs_settings(model, dataset, kind="lrm", n_values_per_example=None,
+                                                 top_k_classes=None), "synthetic": SYNTHETIC}, **ids)
+    run = ws.start_run("npeff-lrm", {"pefs": pefs.key, "synthetic": SYNTHETIC, "n_components": 5}, **ids)
+    if run.status == "complete":
+        ws.close()
+        return run.id
+    rng = np.random.default_rng(0)
+    n, r, M = len(dataset), 5, model.summary().n_parameters_in_scope
+    labels = dataset.labels
+    predicted = np.where(rng.random(n) < 0.8, labels, 1 - labels)
+    logits = np.stack([-predicted, predicted], 1).astype(np.float32) * rng.uniform(0.5, 3, (n, 1)).astype(np.float32)
+    ws.save_arrays(pefs.id, {"logits": logits, "labels": labels})
+    ws.complete_run(pefs.id, {"n_examples": n, "n_parameters": M, "kind": "lrm"}, ["logits", "labels"])
+    W = (0.02 * rng.random((n, r))).astype(np.float32)
+    owner = np.arange(n) % r
+    W[np.arange(n), owner] += rng.exponential(1.0, n).astype(np.float32) * (1 + labels * (owner == 0))
+    kept = np.sort(rng.choice(M, size=3000, replace=False))
+    G = rng.normal(size=(r, len(kept))).astype(np.float32)
+    G /= np.linalg.norm(G, axis=1, keepdims=True)
+    ws.save_arrays(run.id, {"W": W, "G": G, "kept": kept, "losses": np.array([2.0, 1.0])})
+    ws.complete_run(run.id, {"pefs_run": pefs.id, "kind": "lrm", "n_components": r, "n_parameters": M,
+                             "relative_error": 0.5, "final_loss": 1.0}, ["W", "G", "kept", "losses"])
+    ws.close()
+    return run.id
+
+
+def _open(query: dict[str, str]) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at.query_params.update(query)
+    at.switch_page("pages/components.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_components_page_renders_for_the_text_demo(app_env, text_run):
+    at = _open({"run": text_run})
+    assert at.selectbox(key="cmp_run").value == text_run
+    assert [s.value for s in at.subheader] == ["Component 0"]
+    overview = at.dataframe[0].value
+    assert overview["component"].tolist() == [0, 1, 2, 3, 4]
+    assert overview["majority_label"].iloc[0] == "fresh"  # the planted preference
+    assert len(overview["modules"].iloc[0]) > 1  # module shares of the direction, for the bar column
+    assert any(m.value.startswith("**#") and "coefficient" in m.value for m in at.markdown)  # text cards
+    at.text_input(key="cmp_search").input("film").run()
+    assert not at.exception, at.exception
+    found = at.dataframe[-1].value
+    assert len(found) > 0 and found["text"].str.contains("film", case=False).all()
+    assert at.query_params["component"] == "0"
+
+
+def test_image_link_opens_its_component_and_selection_updates_the_view(app_env, image_run):
+    at = _open({"run": image_run, "component": "4"})  # the session starts on the text demo
+    assert any("image-demo" in m.value for m in at.sidebar.markdown)  # the link's demo was activated
+    assert at.selectbox(key="cmp_component").value == 4
+    assert [s.value for s in at.subheader] == ["Component 4"]
+    assert at.caption[-1].value != ""
+    at.selectbox(key="cmp_component").set_value(1).run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader] == ["Component 1"]
+    assert at.query_params["component"] == "1" and at.query_params["run"] == image_run
+    at.number_input(key="cmp_attr_steps").set_value(8).run()
+    at.button(key="cmp_attr_go").click().run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("Completeness error") for c in at.caption)
+
+
+def test_page_points_to_compute_without_a_decomposition(demo_workspace, tmp_path, monkeypatch):
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "demos").symlink_to(Path(demo_workspace) / "demos")
+    monkeypatch.setenv("NPEFF_WORKSPACE", str(tmp_path / "ws"))
+    at = _open({})
+    assert "No complete NPEFF decomposition" in at.info[0].value

@@ -1,0 +1,277 @@
+"""Component browser statistics, the UMAP map and the figure builders, on small planted decompositions."""
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+import analysis.components as cs
+import analysis.embedding as emb
+from analysis.figures import components as figs
+from analysis.models import ParamScope
+from analysis.npeff import LrmDecomposition
+from analysis.store import Workspace
+
+LABELS = ["neg", "pos", "neu"]
+
+
+def _planted(n_per: int = 20, r: int = 3, seed: int = 0) -> tuple[cs.BrowseData, LrmDecomposition]:
+    """Component k's examples all have gold label k and are predicted as label k except in component 2."""
+    rng = np.random.default_rng(seed)
+    n = n_per * r
+    owner = np.repeat(np.arange(r), n_per)  # [n]
+    W = (0.01 * rng.random((n, r))).astype(np.float32)
+    W[np.arange(n), owner] = 1.0 + rng.random(n).astype(np.float32)
+    logits = np.full((n, r), -2.0, dtype=np.float32)
+    pred = np.where(owner == 2, 0, owner)
+    logits[np.arange(n), pred] = 2.0
+    G = rng.normal(size=(r, 10)).astype(np.float32)
+    G[1] = G[0] + 0.05 * G[1]  # component 1 nearly parallel to 0
+    G /= np.linalg.norm(G, axis=1, keepdims=True)
+    dec = LrmDecomposition(W=W, G=G, kept=np.array([0, 1, 2, 5, 6, 7, 8, 11, 12, 13]), n_parameters=14,
+                           losses=np.array([1.0, 0.5]), relative_error=0.5)
+    data = cs.BrowseData(W=W, labels=owner.astype(np.int64), probs=cs.softmax(logits), label_names=LABELS)
+    return data, dec
+
+
+# ------------------------------------------------------------------------------------------------ top table
+
+def test_top_table_matches_a_full_argsort_with_ties_broken_by_index():
+    rng = np.random.default_rng(0)
+    W = np.where(rng.random((300, 7)) < 0.3, rng.integers(0, 4, (300, 7)), 0).astype(np.float32)  # many ties
+    indices, values = cs.top_table(W, 40, block=3)
+    for k in range(7):
+        brute = np.argsort(-W[:, k], kind="stable")[:40]
+        np.testing.assert_array_equal(indices[k], brute)
+        np.testing.assert_array_equal(values[k], W[brute, k])
+        np.testing.assert_array_equal(cs.top_examples(W, k, 25, indices), brute[:25])
+        np.testing.assert_array_equal(cs.top_examples(W, k, 100, indices), np.argsort(-W[:, k], kind="stable")[:100])
+
+
+def test_top_table_clamps_k_and_checks_its_arguments():
+    W = np.random.default_rng(1).random((5, 2)).astype(np.float32)
+    indices, _ = cs.top_table(W, 50)
+    assert indices.shape == (2, 5)
+    with pytest.raises(ValueError, match="^k must be >= 1, got 0$"):
+        cs.top_table(W, 0)
+    with pytest.raises(ValueError, match=r"^component must be in \[0, 2\), got 2$"):
+        cs.top_examples(W, 2, 3)
+
+
+def test_component_index_is_computed_once_and_stored(tmp_path, monkeypatch):
+    data, dec = _planted()
+    ws = Workspace(tmp_path / "ws")
+    run = ws.start_run("npeff-lrm", {"planted": 1})
+    first = cs.component_index(ws, run, dec, k=10)
+    monkeypatch.setattr(cs, "top_table", lambda *a, **k: pytest.fail("recomputed a stored index"))
+    again = cs.component_index(ws, run, dec, k=10)
+    for name in ("top_indices", "top_values", "similarity"):
+        np.testing.assert_array_equal(first[name], again[name])
+    assert again["top_indices"].shape == (3, 10)
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+def test_overview_recovers_planted_purity_accuracy_and_similarity():
+    data, dec = _planted()
+    indices, _ = cs.top_table(data.W, 20)
+    table = cs.overview(data, indices, cs.similarity(dec.G), n_top=20)
+    assert table["component"].tolist() == [0, 1, 2]
+    assert table["majority_label"].tolist() == LABELS
+    np.testing.assert_allclose(table["purity"], 1.0)
+    np.testing.assert_allclose(table["entropy_bits"], 0.0)
+    np.testing.assert_allclose(table["accuracy"], [1.0, 1.0, 0.0])  # component 2 is always mispredicted
+    assert table["most_similar"].iloc[0] == 1 and table["most_similar"].iloc[1] == 0
+    assert table["similar_abs_cos"].iloc[0] > 0.99
+    assert table["notable"].tolist() == [20, 20, 20]  # the 0.01 noise is below 1% of the max (>= 1)
+    with pytest.raises(ValueError, match=r"^n_top must be <= 20 \(the stored top table\), got 30$"):
+        cs.overview(data, indices, np.eye(3), n_top=30)
+
+
+def test_entropy_and_label_distribution():
+    assert cs.entropy_bits(np.array([0.5, 0.5])) == pytest.approx(1.0)
+    assert cs.entropy_bits(np.array([1.0, 0.0, 0.0])) == 0.0
+    np.testing.assert_allclose(cs.label_distribution(np.array([0, 0, 1, -1]), 3), [2 / 3, 1 / 3, 0])
+
+
+def test_breakdown_compares_top_examples_with_the_dataset():
+    data, _ = _planted()
+    frame = cs.breakdown(data, np.arange(20))  # the examples of component 0
+    sums = frame.groupby(["group", "what"])["fraction"].sum()
+    np.testing.assert_allclose(sums, 1.0)
+    top_gold = frame[(frame.group == "top examples") & (frame.what == "gold label")].set_index("label")["fraction"]
+    assert top_gold["neg"] == 1.0
+    all_pred = frame[(frame.group == "all examples") & (frame.what == "prediction")].set_index("label")["fraction"]
+    np.testing.assert_allclose(all_pred[LABELS], [2 / 3, 1 / 3, 0.0])
+
+
+def test_quantile_sample_draws_from_rank_bands():
+    column = np.concatenate([np.zeros(10), np.linspace(1, 100, 100)])
+    frame = cs.quantile_sample(column, n_bands=4, per_band=3, seed=1)
+    assert frame["band"].tolist() == [1] * 3 + [2] * 3 + [3] * 3 + [4] * 3
+    assert (frame["coefficient"] > 0).all()  # zeros are below the threshold
+    assert ((frame["coefficient"] >= frame["band_low"]) & (frame["coefficient"] <= frame["band_high"])).all()
+    assert frame.groupby("band")["band_low"].first().is_monotonic_decreasing
+    pd.testing.assert_frame_equal(frame, cs.quantile_sample(column, n_bands=4, per_band=3, seed=1))
+    assert cs.quantile_sample(np.zeros(5)).empty
+    with pytest.raises(ValueError, match="^n_bands and per_band must be >= 1, got 0 and 3$"):
+        cs.quantile_sample(column, n_bands=0, per_band=3)
+
+
+def test_similarity_is_abs_cosine_accumulated_over_column_blocks():
+    C = np.random.default_rng(2).normal(size=(4, 11))
+    C[3] = -2 * C[0]
+    sim = cs.similarity(C, block=3)
+    unit = C / np.linalg.norm(C, axis=1, keepdims=True)
+    np.testing.assert_allclose(sim, np.abs(unit @ unit.T), rtol=1e-5)
+    assert sim[0, 3] == pytest.approx(1.0)
+    near = cs.most_similar(sim, 0, n=2)
+    assert near["component"].tolist()[0] == 3 and len(near) == 2
+
+
+def test_tensor_profiles_match_a_per_tensor_loop():
+    rng = np.random.default_rng(3)
+    sizes = [4, 3, 5, 2]  # the third tensor has no kept column below
+    offsets = cs.parameter_offsets(sizes)
+    kept = np.array([0, 2, 3, 4, 6, 12, 13])
+    C = rng.normal(size=(3, len(kept)))
+    profiles = cs.tensor_profiles(C, kept, offsets)
+    tensor = np.searchsorted(offsets, kept, side="right") - 1
+    for k in range(3):
+        loop = np.array([np.sum(C[k, tensor == t] ** 2) for t in range(4)]) / np.sum(C[k] ** 2)
+        np.testing.assert_allclose(profiles[k], loop)
+    assert profiles[:, 2].max() == 0.0
+    np.testing.assert_allclose(cs.tensor_profiles(np.zeros((1, 7)), kept, offsets), 0.0)
+    with pytest.raises(ValueError, match="^kept must be ascending indices below 14, got max 14$"):
+        cs.tensor_profiles(C, np.array([0, 2, 3, 4, 6, 12, 14]), offsets)
+
+
+def test_group_profiles_by_module_and_layer():
+    query = "net.bert.encoder.layer.5.attention.self.query"
+    names = [f"{query}.weight", f"{query}.bias", "net.bert.encoder.layer.5.output.dense.weight",
+             "net.classifier.weight", "net.classifier.bias"]
+    profiles = np.array([[0.1, 0.1, 0.2, 0.5, 0.1]])
+    modules = cs.group_profiles(profiles, names, by="module")
+    assert list(modules.columns) == ["bert.encoder.layer.5.attention.self.query", "bert.encoder.layer.5.output.dense",
+                                     "classifier"]
+    np.testing.assert_allclose(modules.iloc[0], [0.2, 0.2, 0.6])
+    layers = cs.group_profiles(profiles, names, by="layer")
+    assert list(layers.columns) == ["bert.encoder.layer.5", "classifier"]
+    np.testing.assert_allclose(layers.iloc[0], [0.4, 0.6])
+    with pytest.raises(ValueError, match=r"^names must have 5 entries \(one per tensor\), got 1$"):
+        cs.group_profiles(profiles, names[:1])
+
+
+@pytest.mark.parametrize("scope", [ParamScope("all"), ParamScope("pattern", pattern=r"pooler|classifier"),
+                                   ParamScope("last_layers", n_layers=2)])
+def test_parse_scope_inverts_describe(scope):
+    assert cs.parse_scope(scope.describe()) == scope
+
+
+def test_parse_scope_refuses_other_text():
+    with pytest.raises(ValueError, match=r"^scope text must come from ParamScope.describe\(\), got 'some'$"):
+        cs.parse_scope("some")
+
+
+# -------------------------------------------------------------------------------------------------- search
+
+def test_find_examples_by_index_or_substring():
+    texts = ["A good film", "bad PLOT", "good grief"]
+    assert cs.find_examples("#2, 0, 9", texts, 3).tolist() == [2, 0]
+    assert cs.find_examples("GOOD", texts, 3).tolist() == [0, 2]
+    assert cs.find_examples("plot", None, 3).tolist() == []
+    assert cs.find_examples("  ", texts, 3).tolist() == []
+
+
+def test_loadings_list_the_largest_coefficients():
+    W = np.array([[0.0, 3.0, 1.0], [0.0, 0.0, 0.0]])
+    frame = cs.loadings(W, np.array([0, 1]), n=2)
+    assert frame["components"].iloc[0] == [1, 2]
+    assert frame["coefficients"].iloc[0] == [3.0, 1.0]
+    assert frame["share"].tolist() == [1.0, 0.0]
+
+
+def test_example_table_and_exports():
+    data, dec = _planted()
+    table = cs.example_table(data, np.array([0, 45]), 2, texts=[f"t{i}" for i in range(60)])
+    assert table["gold"].tolist() == ["neg", "neu"] and table["prediction"].tolist() == ["neg", "neg"]
+    assert table["correct"].tolist() == [True, False] and table["text"].tolist() == ["t0", "t45"]
+    frame = cs.coefficients_frame(data)
+    assert list(frame.columns[:3]) == ["idx", "gold", "prediction"] and frame.shape == (60, 6)
+    from safetensors.numpy import load
+
+    loaded = load(cs.components_safetensors(dec, {"run": "abc"}))
+    np.testing.assert_array_equal(loaded["components"], dec.G)
+    np.testing.assert_array_equal(loaded["kept"], dec.kept)
+
+
+# -------------------------------------------------------------------------------------------------- map
+
+def test_normalized_coefficients_and_dominant_component():
+    W = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(emb.normalized_coefficients(W), [[0.6, 0.8], [0, 0], [0, 1]])
+    assert emb.dominant_component(W).tolist() == [1, -1, 1]
+
+
+def test_umap_is_fitted_once_per_decomposition_and_stored(tmp_path, monkeypatch):
+    data, _ = _planted(n_per=15)
+    ws = Workspace(tmp_path / "ws")
+    run = ws.start_run("npeff-lrm", {"planted": 2})
+    assert emb.stored_umap(ws, run, n_neighbors=10) is None
+    xy = emb.umap_coordinates(ws, run, data.W, n_neighbors=10)
+    assert xy.shape == (45, 2) and np.isfinite(xy).all()
+    centers = np.stack([xy[data.labels == k].mean(0) for k in range(3)])
+    spread = max(np.linalg.norm(xy[data.labels == k] - centers[k], axis=1).mean() for k in range(3))
+    assert min(np.linalg.norm(centers[a] - centers[b]) for a, b in [(0, 1), (0, 2), (1, 2)]) > spread
+    monkeypatch.setattr(emb, "fit_umap", lambda *a, **k: pytest.fail("refitted a stored map"))
+    np.testing.assert_array_equal(emb.umap_coordinates(ws, run, data.W, n_neighbors=10), xy)
+    np.testing.assert_array_equal(emb.stored_umap(ws, run, n_neighbors=10), xy)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def test_figure_builders_return_figures_with_the_data():
+    data, dec = _planted()
+    hist = figs.coefficient_histogram(data.W[:, 0], k=0, threshold=0.02)
+    assert isinstance(hist, go.Figure) and len(hist.data[0].x) == 60
+    labels = figs.label_breakdown_figure(cs.breakdown(data, np.arange(20)), k=0, n_top=20)
+    assert len(labels.data) == 4 and list(labels.data[0].y) == [1.0, 0.0, 0.0]
+    similar = figs.similar_components_figure(cs.most_similar(cs.similarity(dec.G), 0, n=2), k=0)
+    assert list(similar.data[0].x) == ["1", "2"]
+    shares = pd.Series([0.7, 0.3], index=["encoder", "classifier"])
+    profile = figs.module_profile_figure(shares, k=0)
+    assert list(profile.data[0].y) == ["encoder", "classifier"]
+    xy = np.random.default_rng(0).normal(size=(60, 2))
+    scatter = figs.example_map(xy, data.labels, colour_name="gold", hover=[str(i) for i in range(60)])
+    assert sum(len(t.x) for t in scatter.data) == 60
+    assert sorted(int(i) for t in scatter.data for i in t.customdata) == list(range(60))
+    tokens = figs.token_attribution_figure(["[CLS]", "good", "film", "[SEP]"] * 4,
+                                           {"class": np.arange(16.0) - 8, "component": np.ones(16)}, width=6)
+    assert len(tokens.data) == 2 and tokens.data[0].z.shape == (3, 6)
+    assert np.nanmax(np.abs(tokens.data[0].z)) == 1.0
+    pixels = figs.pixel_attribution_figure(np.zeros((8, 8)), {"class": np.ones((8, 8)), "component": -np.ones((8, 8))})
+    assert len(pixels.data) == 3
+
+
+def test_example_grid_puts_each_caption_over_its_image_row_major():
+    images = np.zeros((10, 4, 4))
+    images[:, 0, 0] = np.arange(10) / 10  # image i is marked by its corner pixel
+    fig = figs.example_grid(images, [f"c{i}" for i in range(10)], n_cols=4, title="top")
+    def domains(i: int) -> tuple:
+        suffix = "" if i == 0 else str(i + 1)
+        return fig.layout[f"xaxis{suffix}"].domain, fig.layout[f"yaxis{suffix}"].domain
+
+    for i, trace in enumerate(fig.data):
+        assert trace.z[0][0] == pytest.approx(i / 10)
+        assert trace.xaxis == ("x" if i == 0 else f"x{i + 1}")
+        (x0, x1), (_, top) = domains(i)
+        caption = fig.layout.annotations[i]
+        assert caption.text == f"c{i}" and x0 <= caption.x <= x1 and caption.y == pytest.approx(top)
+        if i >= 4:  # the next row lies below
+            assert top < domains(i - 4)[1][0]
+
+
+def test_many_categories_fold_into_other():
+    xy = np.zeros((30, 2))
+    fig = figs.example_map(xy, list(range(30)), colour_name="component", hover=[""] * 30)
+    names = [t.name for t in fig.data]
+    assert len(names) == figs.MAX_CATEGORIES + 1 and names[-1] == "other"
