@@ -18,12 +18,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.datasets import ImageDataset, TextDataset, load_image_file, load_text_file
-from analysis.demos import build_demo, demo_folder, image_demo_dataset, text_demo_dataset
+from analysis.components import check_decomposition_run, decomposition_scope
+from analysis.demos import METRICS, build_demo, demo_folder, image_demo_dataset, text_demo_dataset
 from analysis.figures.export import FORMATS, figure_bytes
 
 from analysis.models import ClassifierModel, ParamScope, load_model
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 
+DEMO_DATASETS = {"image": image_demo_dataset, "text": text_demo_dataset}
 DEMO_TITLES = {"text": "Text demo: MiniLM-L6 on Rotten Tomatoes (fresh / rotten)",
                "image": "Image demo: small CNN on 8×8 digits"}
 
@@ -174,10 +176,48 @@ def decomposition_runs(model: ClassifierModel, dataset: TextDataset | ImageDatas
     return table["id"].tolist()
 
 
+def _link_target(ws: Workspace, run_id: str) -> Run | None:
+    try:
+        run = ws.get_run(run_id)
+        check_decomposition_run(run)
+    except (KeyError, ValueError) as e:
+        st.warning(f"The link's decomposition cannot be opened: {e}")
+        return None
+    return run
+
+
+def _demo_of(ws: Workspace, model_id: str) -> str | None:
+    """'text' or 'image' when a model is one of the demos (runs computed from the CLI leave it unregistered)."""
+    source = ws.query("SELECT source FROM models WHERE id = ?", [model_id])["source"].tolist()
+    if source:
+        return source[0].removeprefix("demo:") if source[0].startswith("demo:") else None
+    built = [k for k in DEMO_DATASETS if (demo_folder(k, ws.root) / METRICS).exists()]
+    return next((k for k in built if model_for(demo_specs(k)[0]).content_hash == model_id), None)
+
+
+def _open_linked_pair(ws: Workspace, run: Run) -> None:
+    """Make a linked run's model/dataset active when they are a demo's (rerun); else say which pair to load."""
+    kind = _demo_of(ws, run.model_id)
+    if kind and DEMO_DATASETS[kind]().content_hash == run.dataset_id:
+        activate(*demo_specs(kind, decomposition_scope(ws, run)))
+        st.session_state["opened_demo"] = kind
+        st.rerun()  # the sidebar, drawn before the page, shows the new pair
+    name = ws.query("SELECT name FROM models WHERE id = ?", [run.model_id])["name"].tolist()
+    st.warning(f"Decomposition {run.id} belongs to model '{name[0] if name else run.model_id[:12]}' and its "
+               "dataset; load them on the Load page to open it. Showing the active pair's decompositions instead.")
+
+
 def active_decomposition(model: ClassifierModel, dataset: TextDataset | ImageDataset) -> Run | None:
-    """The decomposition in the URL (?run=), else the session's, else the newest of this model and dataset."""
+    """The decomposition in the URL (?run=, opening its demo pair if needed), else the session's, else the
+    newest of the active model and dataset; None when there is none. Kept in the URL for permalinks."""
+    ws = workspace()
+    if opened := st.session_state.pop("opened_demo", None):
+        st.toast(f"Opened the {opened} demo, which this link's decomposition belongs to")
     runs = decomposition_runs(model, dataset)
-    for candidate in (st.query_params.get("run"), st.session_state.get("decomposition_run")):
+    linked = st.query_params.get("run")
+    if linked and linked not in runs and (target := _link_target(ws, linked)) is not None:
+        _open_linked_pair(ws, target)
+    for candidate in (linked, st.session_state.get("decomposition_run")):
         if candidate in runs:
             break
     else:
@@ -186,4 +226,4 @@ def active_decomposition(model: ClassifierModel, dataset: TextDataset | ImageDat
         return None
     st.session_state["decomposition_run"] = candidate
     st.query_params["run"] = candidate
-    return workspace().get_run(candidate)
+    return ws.get_run(candidate)

@@ -14,19 +14,17 @@ import streamlit as st
 
 from analysis import components as cs
 from analysis.attributions import class_attribution, component_attribution
-from analysis.demos import METRICS, demo_folder, image_demo_dataset, text_demo_dataset
 from analysis.embedding import dominant_component, stored_umap, umap_coordinates
 from analysis.figures import components as figs
 from analysis.latex import top_examples_latex
 from analysis.runs import load_decomposition
 from analysis.store import Run, Workspace
-from pages.common import activate, active, demo_specs, export_buttons, in_app_shell, model_for, workspace
+from pages.common import active, active_decomposition, export_buttons, in_app_shell, workspace
 
 in_app_shell()
 
 LONG_TEXT = 400  # characters shown before a text collapses
 N_TOP_OVERVIEW = 50  # purity, entropy and accuracy in the overview are over this many top examples
-DEMO_DATASETS = {"image": image_demo_dataset, "text": text_demo_dataset}
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!$~|<>])")
 COLUMN_CONFIG = {
     "probability": st.column_config.NumberColumn("probability", format="%.3f"),
@@ -88,40 +86,6 @@ def _md(text: str) -> str:
 def _runs_for(ws: Workspace, model_id: str, dataset_id: str) -> pd.DataFrame:
     return ws.query("SELECT id, kind, summary, updated FROM runs WHERE model_id = ? AND dataset_id = ? "
                     "AND kind LIKE 'npeff-%' AND status = 'complete' ORDER BY updated DESC", [model_id, dataset_id])
-
-
-def _link_target(ws: Workspace, run_id: str) -> Run | None:
-    try:
-        run = ws.get_run(run_id)
-        cs.check_decomposition_run(run)
-    except (KeyError, ValueError) as e:
-        st.warning(f"The link's decomposition cannot be opened: {e}")
-        return None
-    return run
-
-
-def _demo_of(ws: Workspace, model_id: str) -> str | None:
-    """'text' or 'image' when a model is one of the demos (runs computed from the CLI leave it unregistered)."""
-    source = ws.query("SELECT source FROM models WHERE id = ?", [model_id])["source"].tolist()
-    if source:
-        return source[0].removeprefix("demo:") if source[0].startswith("demo:") else None
-    built = [k for k in DEMO_DATASETS if (demo_folder(k, ws.root) / METRICS).exists()]
-    return next((k for k in built if model_for(demo_specs(k)[0]).content_hash == model_id), None)
-
-
-def _open_linked_pair(ws: Workspace, run: Run, model, dataset):
-    """Make the link's model/dataset active when they are a demo's; else say which pair to load."""
-    if (run.model_id, run.dataset_id) == (model.content_hash, dataset.content_hash):
-        return model, dataset
-    kind = _demo_of(ws, run.model_id)
-    if kind and DEMO_DATASETS[kind]().content_hash == run.dataset_id:
-        activate(*demo_specs(kind, cs.decomposition_scope(ws, run)))
-        st.session_state["cmp_opened_demo"] = kind
-        st.rerun()  # the sidebar, drawn before this page, shows the new pair
-    name = ws.query("SELECT name FROM models WHERE id = ?", [run.model_id])["name"].tolist()
-    st.warning(f"Decomposition {run.id} belongs to model '{name[0] if name else run.model_id[:12]}' and its "
-               "dataset; load them on the Load page to open it. Showing the active pair's decompositions instead.")
-    return None
 
 
 def _run_label(row: pd.Series) -> str:
@@ -301,25 +265,13 @@ model, dataset = pair
 ws = workspace()
 root = str(ws.root)
 
-if opened_demo := st.session_state.pop("cmp_opened_demo", None):
-    st.toast(f"Opened the {opened_demo} demo, which this link's decomposition belongs to")
-linked = st.query_params.get("run")
-run_id = None
-if linked and (target := _link_target(ws, linked)) is not None and (opened := _open_linked_pair(
-        ws, target, model, dataset)) is not None:
-    model, dataset = opened
-    run_id = target.id
-runs = _runs_for(ws, model.content_hash, dataset.content_hash)
-if runs.empty:
+run_id = getattr(active_decomposition(model, dataset), "id", None)
+if run_id is None:
     st.info(f"No complete NPEFF decomposition of **{model.name}** on **{dataset.name}** yet. "
             "Fit one on the Compute page; it is stored in the workspace and browsed here.")
     st.page_link("pages/compute.py", label="Compute a decomposition", icon="⚙️")
     st.stop()
-if run_id is None:
-    remembered = st.session_state.get("decomposition_run")
-    run_id = remembered if remembered in set(runs["id"]) else runs["id"].iloc[0]
-st.query_params["run"] = run_id
-st.session_state["decomposition_run"] = run_id
+runs = _runs_for(ws, model.content_hash, dataset.content_hash)
 st.session_state["cmp_run"] = run_id
 labels = {row["id"]: _run_label(row) for _, row in runs.iterrows()}
 st.selectbox("Decomposition", list(labels), format_func=labels.get, key="cmp_run", on_change=_on_run_change)

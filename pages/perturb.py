@@ -100,7 +100,7 @@ with sweep:
     s1, s2, s3 = st.columns(3)
     low = float(s1.select_slider("From", options=[float(f"{v:.3g}") for v in grid], value=float(f"{grid[4]:.3g}")))
     high = float(s2.select_slider("To", options=[float(f"{v:.3g}") for v in grid], value=float(f"{grid[-4]:.3g}")))
-    points = int(s3.number_input("Points", 2, 30, 8))
+    points = int(s3.number_input("Points", 2, 30, 8, key="pt_points"))
     if st.button("Run sweep", key="pt_sweep"):
         try:
             bar = st.progress(0.0, text="sweep…")

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.demos import build_demo
+from analysis.demos import build_demo, load_demo
+from analysis.runs import fit_run, pefs_run
+from analysis.store import Workspace
 
 TINY_LABELS = ["neg", "neu", "pos"]
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "plot", "very", "not", "fine",
@@ -46,3 +48,14 @@ def app_env(demo_workspace, monkeypatch) -> Path:
     """The app under test opens this workspace."""
     monkeypatch.setenv("NPEFF_WORKSPACE", str(demo_workspace))
     return demo_workspace
+
+
+@pytest.fixture(scope="session")
+def image_run(demo_workspace) -> str:
+    """A real LRM-NPEFF run of the image demo (PEFs shared with the Compute page test; seconds)."""
+    model, dataset, _ = load_demo("image", demo_workspace)
+    ws = Workspace(demo_workspace)
+    pefs = pefs_run(ws, model, dataset, kind="lrm", n_values_per_example=200)
+    run = fit_run(ws, pefs, n_components=6, n_iters=40)
+    ws.close()
+    return run.id

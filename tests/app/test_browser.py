@@ -75,3 +75,16 @@ def test_zonotope_page_draws_the_figure_1_triptych(page, app_url):
     assert page.locator(".js-plotly-plot").count() >= 3
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "zonotope_page.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_perturb_page_runs_a_sweep(page, app_url, image_run):
+    page.goto(f"{app_url}/perturb?run={image_run}&component=2")
+    page.get_by_text("Perturb components").first.wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Sweep").click()
+    page.get_by_role("button", name="Run sweep").click()
+    page.get_by_text("perturbation sweep").first.wait_for(timeout=120_000)
+    page.wait_for_timeout(1000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "perturb_page.png"), full_page=True)
+    assert page.locator(".js-plotly-plot").count() >= 1

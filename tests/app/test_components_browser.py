@@ -4,7 +4,6 @@ import struct
 import pytest
 
 from tests.app.test_browser import ARTIFACTS, app_url, page  # noqa: F401  (fixtures)
-from tests.app.test_components_page import image_run  # noqa: F401  (fixture)
 
 
 @pytest.mark.browser

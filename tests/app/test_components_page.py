@@ -14,17 +14,6 @@ SYNTHETIC = "tests/app/test_components_page.py"  # marks the synthetic text deco
 
 
 @pytest.fixture(scope="module")
-def image_run(demo_workspace) -> str:
-    """A real LRM-NPEFF run of the image demo (PEFs shared with the Compute page test; seconds)."""
-    model, dataset, _ = load_demo("image", demo_workspace)
-    ws = Workspace(demo_workspace)
-    pefs = pefs_run(ws, model, dataset, kind="lrm", n_values_per_example=200)
-    run = fit_run(ws, pefs, n_components=6, n_iters=40)
-    ws.close()
-    return run.id
-
-
-@pytest.fixture(scope="module")
 def text_run(demo_workspace) -> str:
     """A synthetic 5-component decomposition of the text demo (text PEFs take minutes on CPU).
 

@@ -1,0 +1,44 @@
+"""AppTest of the Perturb page on a real decomposition of the image demo."""
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[2] / "app.py"
+
+
+def _perturb_page(image_run) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.query_params["run"] = image_run
+    at.run()
+    at.radio(key="model_source").set_value("Image demo").run()
+    at.button[0].click().run()
+    at.switch_page("pages/perturb.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_one_perturbation_sweep_and_perturb_all(app_env, image_run):
+    at = _perturb_page(image_run)
+    assert f"Decomposition **{image_run}**" in at.main.caption[1].value
+    at.selectbox(key="pt_component").set_value(2).run()
+    at.button(key="pt_one").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [m.label for m in at.metric][:3] == ["KL on top examples", "KL on baseline", "KL ratio"]
+    assert float(at.metric[2].value) > 1  # a component's own top examples move more than the baseline
+    at.number_input(key="pt_points").set_value(3).run()
+    at.button(key="pt_sweep").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.dataframe) >= 1
+    at.button(key="pt_all").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "median KL ratio" in at.main.caption[-1].value
+
+
+def test_no_decomposition_links_to_compute(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("NPEFF_WORKSPACE", str(tmp_path / "empty"))
+    import shutil
+    shutil.copytree(app_env / "demos", tmp_path / "empty" / "demos")
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at.switch_page("pages/perturb.py").run()
+    assert not at.exception
+    assert at.info[0].value == "No decomposition of this model and dataset yet."
