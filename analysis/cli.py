@@ -113,8 +113,8 @@ def _fit(args: argparse.Namespace) -> int:
     rank, world = _distributed()
     ws = Workspace(args.workspace)
     pefs = ws.get_run(args.pefs)
-    options = {k: v for k, v in {"lr": args.lr, "n_iters_g_only": args.g_only_iters, "ortho_reg": args.ortho_reg,
-                                 "tol": args.tol}.items() if v is not None}
+    options = {k: v for k, v in {"lr": args.lr, "step": args.step, "n_iters_g_only": args.g_only_iters,
+                                 "ortho_reg": args.ortho_reg, "tol": args.tol}.items() if v is not None}
     if pefs.params["kind"] == "diag":
         options = {k: v for k, v in options.items() if k == "tol"}
     device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world > 1 and _cuda() else None)
@@ -188,7 +188,9 @@ def parser() -> argparse.ArgumentParser:
     fit.add_argument("--components", type=int, required=True)
     fit.add_argument("--iters", type=int, default=300)
     fit.add_argument("--g-only-iters", type=int, help="LRM: G-only warm-up iterations")
-    fit.add_argument("--lr", type=float, help="LRM: G learning rate")
+    fit.add_argument("--step", choices=["line_search", "plain"],
+                     help="LRM G step: exact line search along -grad (default), or the reference's plain G -= lr*grad")
+    fit.add_argument("--lr", type=float, help="LRM: multiplies the line-search step, or the plain step's rate")
     fit.add_argument("--ortho-reg", type=float, help="LRM: orthogonal regularization strength")
     fit.add_argument("--tol", type=float, help="stop when the loss changes by less than this (relative)")
     fit.add_argument("--seed", type=int, default=0)

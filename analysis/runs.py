@@ -24,7 +24,7 @@ from analysis.store import Run, Workspace
 Progress = Callable[[int, int], None]
 FitProgress = Callable[[int, int, float | None], None]
 PEF_CLASSES = {"lrm": LrmPefs, "diag": DiagPefs}
-LRM_FIT_DEFAULTS = {"n_iters_g_only": DEFAULT_N_ITERS_G_ONLY, "lr": DEFAULT_LR, "ortho_reg": 0.0}
+LRM_FIT_DEFAULTS = {"n_iters_g_only": DEFAULT_N_ITERS_G_ONLY, "lr": DEFAULT_LR, "step": "line_search", "ortho_reg": 0.0}
 
 
 @contextmanager

@@ -1,0 +1,201 @@
+"""LRM-NPEFF: min_{W ≥ 0, G} Σ_i ‖F_i − Σ_k W_ik g_k g_kᵀ‖²_F without forming F_i (spec §3, §9).
+
+With X [n*c, m] (rows a_ijᵀ) everything goes through AG = X Gᵀ and Wagᵀ X:
+L = tr_xx − 2⟨W, N⟩ + ⟨WᵀW, HH⟩, N_ik = Σ_j AG[(i,j), k]², HH = (GGᵀ)∘².
+G is held transposed, Gt = Gᵀ [m_p, r], so both sparse products are CSR @ dense (Wagᵀ X = (Xᵀ Wag)ᵀ).
+Under torch.distributed each rank holds a column slice of X, Xᵀ and Gt (kernels.distributed).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from kernels.distributed import LossMonitor, all_reduce_sum_, rank_generator
+
+MU_EPS = 1e-9  # W <- W * N / (W @ HH + eps)
+REFRESH_EVERY = 50  # recompute AG and GG from G this often; in between they are updated with the step
+
+
+@dataclass(frozen=True)
+class LrmProblem:
+    """The normalized, pruned PEF matrix as held by one rank."""
+
+    X: torch.Tensor  # [n*c, m_p] CSR, this rank's columns
+    Xt: torch.Tensor  # [m_p, n*c] CSR, Xᵀ of the same columns
+    n_examples: int  # n
+    tr_xx: float  # Σ_i ‖A_iᵀA_i‖²_F over all ranks' columns
+
+
+@dataclass(frozen=True)
+class LrmSchedule:
+    """G-only warm-up then joint iterations; `step` picks the plain or the line-search G step."""
+
+    n_iters_g_only: int
+    n_iters: int
+    lr: float
+    step: Literal["line_search", "plain"]
+    ortho_reg: float
+
+
+def tr_xx_from_grams(grams: torch.Tensor) -> float:
+    """tr_xx = Σ_i ‖F_i‖²_F = Σ_i ‖A_iᵀA_i‖²_F from the full grams [n, c, c] (spec §10.1)."""
+    return float(grams.double().square().sum())
+
+
+def init_factors(n: int, m_local: int, m_total: int, r: int, seed: int, rank: int,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """W ~ U(0,1] [n, r] and this rank's Gt ~ N(0, 2/(r m)) [m_local, r] from the generator seed + rank.
+
+    The variance gives E‖g_k‖² = 2/r over all m columns (spec §3.3); rank 0's W is the one broadcast.
+    """
+    gen = rank_generator(seed, rank)
+    W = 1 - torch.rand(n, r, generator=gen, dtype=dtype)  # (0, 1]
+    Gt = torch.randn(m_local, r, generator=gen, dtype=dtype) * math.sqrt(2 / (r * m_total))
+    return W, Gt
+
+
+def shared_products(problem: LrmProblem, Gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """AG = X Gᵀ [n*c, r] and GG = G Gᵀ [r, r], summed over the column partitions."""
+    AG = problem.X @ Gt  # [n*c, r]
+    GG = Gt.T @ Gt  # [r, r]
+    all_reduce_sum_(AG, GG)
+    return AG, GG
+
+
+def numerator(AG: torch.Tensor, n: int) -> torch.Tensor:
+    """N [n, r] with N_ik = g_kᵀ F_i g_k = Σ_j AG[(i,j), k]²."""
+    return AG.view(n, -1, AG.shape[1]).square().sum(dim=1)
+
+
+def true_loss(tr_xx: float, W: torch.Tensor, N: torch.Tensor, HH: torch.Tensor) -> float:
+    """L = tr_xx − 2⟨W, N⟩ + ⟨WᵀW, HH⟩, accumulated in float64 and clipped at 0 (float32 cancellation)."""
+    W64 = W.double()
+    loss = tr_xx - 2 * float((W64 * N.double()).sum()) + float(((W64.T @ W64) * HH.double()).sum())
+    return max(loss, 0.0)
+
+
+def w_step(W: torch.Tensor, N: torch.Tensor, HH: torch.Tensor, eps: float = MU_EPS) -> torch.Tensor:
+    """Lee–Seung step for ∇_W L = 2(W·HH − N): W <- W ∘ N / (W·HH + eps)  [n, r]."""
+    return W * N / (W @ HH + eps)
+
+
+def g_gradient(problem: LrmProblem, Gt: torch.Tensor, W: torch.Tensor, AG: torch.Tensor, GG: torch.Tensor,
+               ortho_reg: float) -> torch.Tensor:
+    """∇_G L (+ λ ∇‖GGᵀ − (2/r)I‖²_F) for this rank's columns, transposed: [m_p, r].
+
+    ∇_G L = 4[((WᵀW)∘GG) G − Wagᵀ X] with Wag[(i,j), k] = W_ik AG[(i,j), k] (spec §3.2, pitfall §7.2).
+    """
+    n, r = W.shape
+    Wag = (W.unsqueeze(1) * AG.view(n, -1, r)).reshape(-1, r)  # [n*c, r]
+    # Ĝᵀ = Gᵀ((WᵀW)∘GG) − Xᵀ Wag, accumulated in place
+    grad = (problem.Xt @ Wag).neg_().addmm_(Gt, (W.T @ W) * GG)  # [m_p, r]
+    if ortho_reg > 0:
+        # ∇‖GGᵀ − sI‖²_F = 4(GGᵀ − sI)G with s = 2/r; it enters Ĝ (¼ of the gradient) as λ(GG − sI)G
+        grad.addmm_(Gt, GG, alpha=ortho_reg).add_(Gt, alpha=-ortho_reg * 2 / r)
+    return grad.mul_(4)
+
+
+def direction_products(problem: LrmProblem, Gt: torch.Tensor, Dt: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For a step direction D (Dt [m_p, r]): AD = X Dᵀ [n*c, r], GD = G Dᵀ [r, r], DD = D Dᵀ [r, r], summed."""
+    AD = problem.X @ Dt  # [n*c, r]
+    GD = Gt.T @ Dt  # [r, r]
+    DD = Dt.T @ Dt  # [r, r]
+    all_reduce_sum_(AD, GD, DD)
+    return AD, GD, DD
+
+
+def step_polynomial(W: torch.Tensor, AG: torch.Tensor, AD: torch.Tensor, GG: torch.Tensor, GD: torch.Tensor,
+                    DD: torch.Tensor, ortho_reg: float) -> np.ndarray:
+    """Coefficients [c1, c2, c3, c4] of L(G − ηD) − L(G) = Σ_q c_q η^q for fixed W (exact: L is quartic in G).
+
+    With AG(η) = AG − η AD: N(η) = N − 2η N1 + η² N2; with S = GD + GDᵀ: GG(η) = GG − ηS + η²DD, and
+    HH(η) = GG(η)∘² = GG² − 2η GG∘S + η²(S² + 2 GG∘DD) − 2η³ S∘DD + η⁴ DD²; Ω = WᵀW.
+    """
+    n, r = W.shape
+    W64, AG64, AD64 = W.double(), AG.double().view(n, -1, r), AD.double().view(n, -1, r)
+    GG64, DD64 = GG.double(), DD.double()
+    S = GD.double() + GD.double().T  # [r, r]
+    Omega = W64.T @ W64  # [r, r]
+    N1 = (AG64 * AD64).sum(dim=1)  # [n, r]
+    N2 = AD64.square().sum(dim=1)  # [n, r]
+    coefficients = torch.stack([
+        4 * (W64 * N1).sum() - 2 * (Omega * GG64 * S).sum(),
+        -2 * (W64 * N2).sum() + (Omega * (S.square() + 2 * GG64 * DD64)).sum(),
+        -2 * (Omega * S * DD64).sum(),
+        (Omega * DD64.square()).sum(),
+    ])
+    if ortho_reg > 0:
+        # λ‖B − ηS + η²DD‖² with B = GG − (2/r)I
+        B = GG64 - (2 / r) * torch.eye(r, dtype=torch.float64, device=GG.device)
+        coefficients += ortho_reg * torch.stack([
+            -2 * (B * S).sum(), S.square().sum() + 2 * (B * DD64).sum(), -2 * (S * DD64).sum(), DD64.square().sum()])
+    return coefficients.cpu().numpy()
+
+
+def line_search(coefficients: np.ndarray) -> float:
+    """The η ≥ 0 minimizing c1 η + c2 η² + c3 η³ + c4 η⁴ (0 when no η > 0 lowers it; nan passes through)."""
+    if not np.isfinite(coefficients).all():
+        return math.nan  # the loss guard then names the iteration
+    c1, c2, c3, c4 = coefficients
+    # stationary points: 4 c4 η³ + 3 c3 η² + 2 c2 η + c1 = 0
+    roots = np.roots(np.trim_zeros([4 * c4, 3 * c3, 2 * c2, c1], "f"))
+    candidates = [0.0] + [float(z.real) for z in roots if abs(z.imag) <= 1e-9 * abs(z) and z.real > 0]
+    return min(candidates, key=lambda eta: np.polyval([c4, c3, c2, c1, 0.0], eta))
+
+
+def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedule: LrmSchedule,
+                  monitor: LossMonitor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fit W [n, r] and this rank's Gt [m_p, r] from the given initial values; returns the final pair.
+
+    Each iteration: [joint phase: W MU step] → G step D = ∇L with the same AG, GG and the new W
+    (spec §3.3). step="plain": G <- G − lr D exactly as in the reference. step="line_search": η = lr·η*,
+    η* the exact minimizer of the quartic L(G − ηD). Both move AG, GG with the step (AG <- AG − η X Dᵀ),
+    so an iteration costs the same two sparse products X Dᵀ and Xᵀ Wag as the reference's X Gᵀ and Wagᵀ X.
+    """
+    AG, GG = shared_products(problem, Gt)
+    done = 0
+    for t in range(schedule.n_iters_g_only + schedule.n_iters):
+        joint = t >= schedule.n_iters_g_only
+        N, HH = numerator(AG, problem.n_examples), GG.square()
+        if monitor.record(t, true_loss(problem.tr_xx, W, N, HH), can_stop=joint):
+            break
+        if joint:
+            W = w_step(W, N, HH)
+        Dt = g_gradient(problem, Gt, W, AG, GG, schedule.ortho_reg)  # [m_p, r]
+        AD, GD, DD = direction_products(problem, Gt, Dt)
+        eta = schedule.lr
+        if schedule.step == "line_search":
+            eta *= line_search(step_polynomial(W, AG, AD, GG, GD, DD, schedule.ortho_reg))
+        # G <- G − η D, and the products that follow it: AG <- AG − η AD, GG <- GG − η(GD + GDᵀ) + η² DD
+        Gt = Dt.mul_(-eta).add_(Gt)
+        done = t + 1
+        if done % REFRESH_EVERY == 0:
+            AG, GG = shared_products(problem, Gt)
+        else:
+            AG, GG = AG.add_(AD, alpha=-eta), GG - eta * (GD + GD.T) + eta**2 * DD
+    AG, GG = shared_products(problem, Gt)
+    monitor.finish(done, true_loss(problem.tr_xx, W, numerator(AG, problem.n_examples), GG.square()))
+    return W, Gt
+
+
+def normalize_components(W: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """g_k <- g_k / ‖g_k‖ and W[:, k] <- W[:, k] ‖g_k‖², which leaves every W_ik g_k g_kᵀ unchanged (§3.4).
+
+    G: [r, m] full components; returns (W [n, r], G [r, m]).
+    """
+    sq = G.square().sum(dim=1)  # [r] ‖g_k‖²
+    return W * (sq + 1e-12), G / (sq.sqrt() + 1e-12).unsqueeze(1)
+
+
+def fit_w(X: torch.Tensor, n: int, Gt: torch.Tensor, W: torch.Tensor, n_iters: int) -> torch.Tensor:
+    """Coefficients W [n, r] for fixed G (Gt [m, r]) by n_iters MU steps on one chunk X [n*c, m] (§3.8)."""
+    N = numerator(X @ Gt, n)  # [n, r], constant
+    HH = (Gt.T @ Gt).square()  # [r, r], constant
+    for _ in range(n_iters):
+        W = w_step(W, N, HH)
+    return W
