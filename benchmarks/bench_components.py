@@ -16,7 +16,7 @@ import numpy as np
 
 from analysis.components import BrowseData, overview, softmax, top_examples, top_table
 from analysis.store import Workspace
-from benchmarks.results import command_line, write_section
+from benchmarks.results import best_time, command_line, write_section
 
 
 def synthetic_W(n: int, r: int, per_example: int, seed: int = 0) -> np.ndarray:
@@ -26,15 +26,6 @@ def synthetic_W(n: int, r: int, per_example: int, seed: int = 0) -> np.ndarray:
     cols = rng.integers(0, r, size=(n, per_example))
     W[np.arange(n)[:, None], cols] = rng.exponential(1.0, size=(n, per_example)).astype(np.float32)
     return W
-
-
-def _best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -60,21 +51,21 @@ def main() -> None:
         indices, values = top_table(W_mmap, args.k)
         build_s = time.perf_counter() - start
         ws.save_arrays("bench-table", {"top_indices": indices, "top_values": values})
-        load_s = _best_of(lambda: ws.load_array("bench-table", "top_indices", mmap=False), 5)
+        load_s = best_time(lambda: ws.load_array("bench-table", "top_indices", mmap=False), 5)
 
         def naive(c: int) -> np.ndarray:
             return np.argsort(-np.asarray(W_mmap[:, c]), kind="stable")[:args.top]
 
         for c in components:  # same answers (ties are broken by index in both)
             np.testing.assert_array_equal(top_examples(W_mmap, int(c), args.top, indices), naive(int(c)))
-        table_s = _best_of(lambda: [top_examples(W_mmap, int(c), args.top, indices) for c in components], 5)
-        naive_s = _best_of(lambda: [naive(int(c)) for c in components], 3)
-        fetch_s = _best_of(lambda: [ws.examples("bench", indices[c, :args.top].tolist()) for c in components[:8]], 3)
+        table_s = best_time(lambda: [top_examples(W_mmap, int(c), args.top, indices) for c in components], 5)
+        naive_s = best_time(lambda: [naive(int(c)) for c in components], 3)
+        fetch_s = best_time(lambda: [ws.examples("bench", indices[c, :args.top].tolist()) for c in components[:8]], 3)
         rng = np.random.default_rng(2)
         data = BrowseData(W=np.asarray(W_mmap), labels=rng.integers(0, 2, args.n),
                           probs=softmax(rng.normal(size=(args.n, 2))), label_names=["a", "b"])
         sim = np.eye(args.r, dtype=np.float32)
-        overview_s = _best_of(lambda: overview(data, indices, sim, n_top=args.top), 3)
+        overview_s = best_time(lambda: overview(data, indices, sim, n_top=args.top), 3)
         table_ms, naive_ms = 1e3 * table_s / len(components), 1e3 * naive_s / len(components)
         fetch_ms = 1e3 * fetch_s / 8
         ws.close()

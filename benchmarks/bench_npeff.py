@@ -19,7 +19,7 @@ from sklearn.decomposition._nmf import _initialize_nmf  # the exact init of NMF(
 
 from analysis.npeff import fit_d_npeff, fit_lrm_npeff
 from analysis.pefs import DiagPefs, LrmPefs
-from benchmarks.results import command_line, write_section
+from benchmarks.results import best_time, command_line, write_section
 from kernels import sparse as sp
 
 SKLEARN_ITERS = 150  # scikit-learn's run sets the target loss
@@ -100,17 +100,6 @@ def traced(fit: Callable[..., object], *args, **kwargs) -> tuple[object, Trace]:
     return fit(*args, progress=progress, **kwargs), trace
 
 
-def best_time(f: Callable[[], object], repeats: int) -> float:
-    """The fastest of `repeats` calls after one warm-up call (the least disturbed by other jobs)."""
-    f()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 # ---------------------------------------------------------------------------------------------------- D-NPEFF
 
 def normalized_matrix(pefs: DiagPefs) -> scipy.sparse.csr_matrix:
@@ -182,7 +171,8 @@ def products_alone(pefs: LrmPefs, r: int) -> float:
     e = sp.normalize(sp.restrict_columns(e, sp.prune_columns(e, 1)), sp.lrm_scales(torch.as_tensor(pefs.norms)))
     X, Xt = sp.csr_pair(e)
     Gt, Wag = torch.randn(e.n_cols, r), torch.randn(e.n_rows, r)
-    return best_time(lambda: X @ Gt, PRODUCT_REPEATS) + best_time(lambda: Xt @ Wag, PRODUCT_REPEATS)
+    return (best_time(lambda: X @ Gt, PRODUCT_REPEATS, warmup=True)
+            + best_time(lambda: Xt @ Wag, PRODUCT_REPEATS, warmup=True))
 
 
 def lrm_iteration(pefs: LrmPefs, r: int) -> tuple[float, float]:

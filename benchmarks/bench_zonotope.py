@@ -12,7 +12,7 @@ import cvxpy as cp
 import numpy as np
 
 from analysis.zonotope import _arrangement, _bfs_patterns, chambers, gd_train, greedy_search, homogenize
-from benchmarks.results import command_line, write_section
+from benchmarks.results import best_time, command_line, write_section
 from kernels.zonotope_qp import solve_vertex_qp
 
 ENUM_SIZES = ((50, 2), (50, 3))  # (n, d)
@@ -20,16 +20,6 @@ QP_N, QP_M, QP_SOLVES = 40, 3, 300
 TEACHER_N, TEACHER_D, TEACHER_WIDTH, STUDENT_M, SEEDS = 40, 2, 8, 3, 8
 GD_PROTOCOL_STEPS = 20_000  # spec §6.2: Adam, lr 1e-2, 20k steps
 GD_DEFAULT_STEPS = 3_000  # gd_train's default (dashboard)
-
-
-def best_time(run: Callable[[], object], repeats: int) -> float:
-    """Fastest of `repeats` wall-clock timings, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def enumeration_rows() -> list[str]:

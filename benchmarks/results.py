@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import platform
+import time
+from typing import Callable
 import re
 import sys
 from datetime import date
@@ -37,3 +39,15 @@ def command_line() -> str:
     script = Path(sys.argv[0]).resolve()
     module = ".".join(script.relative_to(RESULTS.parent.parent).with_suffix("").parts)
     return " ".join(["python -m", module, *sys.argv[1:]])
+
+
+def best_time(f: Callable[[], object], repeats: int, *, warmup: bool = False) -> float:
+    """The fastest of `repeats` wall-clock timings in seconds (the least disturbed by other jobs)."""
+    if warmup:
+        f()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - start)
+    return min(times)

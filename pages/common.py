@@ -144,7 +144,7 @@ def demo_specs(kind: str, scope: ParamScope | None = None) -> tuple[ModelSpec, D
         scope = ParamScope("last_layers", n_layers=1) if kind == "text" else ParamScope("all")
     return ModelSpec(source=f"demo:{kind}", scope=scope), DatasetSpec(source=f"demo:{kind}")
 
-def active() -> tuple[ClassifierModel, TextDataset | ImageDataset] | None:
+def active() -> tuple[ClassifierModel, TextDataset | ImageDataset]:
     """The session's model and dataset; the text demo on first visit (zero configuration)."""
     if "model_spec" not in st.session_state:
         ensure_demo("text")

@@ -258,10 +258,7 @@ def component_view() -> None:
 # ------------------------------------------------------------------------------------------- run selection
 
 st.title("Components")
-pair = active()
-if pair is None:
-    st.stop()
-model, dataset = pair
+model, dataset = active()
 ws = workspace()
 root = str(ws.root)
 

@@ -22,10 +22,7 @@ def _seconds_each(_model, _dataset, model_key: str, dataset_key: str, scope: str
 
 
 st.title("Compute per-example Fishers & NPEFF")
-pair = active()
-if pair is None:
-    st.stop()
-model, dataset = pair
+model, dataset = active()
 ws = workspace()
 summary = model.summary()
 n_classes = len(model.label_names)

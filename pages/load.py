@@ -118,32 +118,30 @@ if st.button("Load", type="primary"):
     except Exception as e:  # every failure is shown as a message; the previous pair stays active
         st.error(f"Not loaded: {e}")
 
-pair = active()
-if pair:
-    model, dataset = pair
-    summary = model.summary()
-    st.divider()
-    st.subheader(f"Active model: {summary.name}")
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Classes", len(summary.label_names))
-    c2.metric("Parameters", f"{summary.n_parameters:,}")
-    c3.metric("In scope", f"{summary.n_parameters_in_scope:,}")
-    c4.metric("Examples", f"{len(dataset):,}")
-    st.markdown(f"**Architecture:** {summary.architecture} · **classes:** {', '.join(summary.label_names)} · "
-                f"**scope:** {summary.scope} · **content hash:** `{summary.content_hash[:16]}`")
-    with st.expander("Parameters in scope"):
-        params = dict(model.named_parameters())
-        st.dataframe(pd.DataFrame([{"name": n, "shape": tuple(params[n].shape), "count": params[n].numel()}
-                                   for n in model.param_names_in_scope()]), hide_index=True)
-    left, right = st.columns([3, 2])
-    with right:
-        st.plotly_chart(label_counts(dataset.labels, dataset.label_names), key="label_counts")
-    with left:
-        st.markdown(f"**Dataset:** {dataset.name} · source: {dataset.source}")
-        if isinstance(dataset, TextDataset):
-            st.dataframe(pd.DataFrame({"text": dataset.display_texts()[:50],
-                                       "label": [dataset.label_names[i] if i >= 0 else "" for i in dataset.labels[:50]]}),
-                         hide_index=True, height=300)
-        else:
-            st.plotly_chart(example_grid(dataset.images[:24], [dataset.label_names[i] for i in dataset.labels[:24]]),
-                            key="image_grid")
+model, dataset = active()
+summary = model.summary()
+st.divider()
+st.subheader(f"Active model: {summary.name}")
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Classes", len(summary.label_names))
+c2.metric("Parameters", f"{summary.n_parameters:,}")
+c3.metric("In scope", f"{summary.n_parameters_in_scope:,}")
+c4.metric("Examples", f"{len(dataset):,}")
+st.markdown(f"**Architecture:** {summary.architecture} · **classes:** {', '.join(summary.label_names)} · "
+            f"**scope:** {summary.scope} · **content hash:** `{summary.content_hash[:16]}`")
+with st.expander("Parameters in scope"):
+    params = dict(model.named_parameters())
+    st.dataframe(pd.DataFrame([{"name": n, "shape": tuple(params[n].shape), "count": params[n].numel()}
+                               for n in model.param_names_in_scope()]), hide_index=True)
+left, right = st.columns([3, 2])
+with right:
+    st.plotly_chart(label_counts(dataset.labels, dataset.label_names), key="label_counts")
+with left:
+    st.markdown(f"**Dataset:** {dataset.name} · source: {dataset.source}")
+    if isinstance(dataset, TextDataset):
+        st.dataframe(pd.DataFrame({"text": dataset.display_texts()[:50],
+                                   "label": [dataset.label_names[i] if i >= 0 else "" for i in dataset.labels[:50]]}),
+                     hide_index=True, height=300)
+    else:
+        st.plotly_chart(example_grid(dataset.images[:24], [dataset.label_names[i] for i in dataset.labels[:24]]),
+                        key="image_grid")
