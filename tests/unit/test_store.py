@@ -1,5 +1,6 @@
 """Workspace storage: migrations, run lifecycle, durable arrays, concurrent writers."""
-import multiprocessing as mp
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -92,18 +93,18 @@ def test_two_threads_writing_at_once_lose_nothing(ws):
     assert len(runs) == 50 and runs["key"].is_unique
 
 
-def _process_writer(root, tag):
-    ws = Workspace(root)
-    for i in range(10):
-        ws.complete_run(ws.start_run("p", {"tag": tag, "i": i}).id, {})
+WRITER = """
+import sys
+from analysis.store import Workspace
+ws = Workspace(sys.argv[1])
+for i in range(10):
+    ws.complete_run(ws.start_run("p", {"tag": sys.argv[2], "i": i}).id, {})
+"""
 
 
 def test_two_processes_share_a_workspace(ws):
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_process_writer, args=(str(ws.root), t)) for t in "ab"]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    """Fresh interpreters (not multiprocessing: an AppTest earlier in the session leaves app.py as __main__,
+    which spawn would re-run in the children)."""
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(ws.root), tag]) for tag in "ab"]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert len(ws.runs(kind="p", status="complete")) == 20
