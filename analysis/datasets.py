@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.models import resolve_device
+
 TABLE_READERS = {".csv": "read_csv_auto", ".gz": "read_csv_auto", ".jsonl": "read_json_auto",
                  ".json": "read_json_auto", ".ndjson": "read_json_auto", ".parquet": "read_parquet"}
 PAIR_SEPARATOR = " ‖ "  # how a sentence pair is shown in tables
@@ -230,7 +232,7 @@ def make_batches(model, dataset: TextDataset | ImageDataset, *, batch_size: int 
 def predict(model, dataset: TextDataset | ImageDataset, *, batch_size: int = 64, device: str | None = None,
             progress=None) -> np.ndarray:
     """Logits [n, C] of a model on a dataset, batched, on `device`."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     model.to(device)
     out, done = [], 0
     for batch in make_batches(model, dataset, batch_size=batch_size):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vjp, vmap
 
-from analysis.models import ClassifierModel
+from analysis.models import ClassifierModel, resolve_device
 from analysis.pefs import DiagPefs, LrmPefs, concat_pefs, lrm_norms, sparsify_diag, sparsify_lrm
 
 LABELS = "labels"  # optional batch key [B]: stored with the PEFs, never passed to forward
@@ -83,13 +83,6 @@ def _split(model: nn.Module, names: list[str], device: torch.device) -> _Split:
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())
     return _Split(theta={n: prep(tensors[n]) for n in names},
                   consts={n: prep(t) for n, t in tensors.items() if n not in in_scope})
-
-
-def _resolve_device(device: torch.device | str | None) -> torch.device:
-    """The given device, else CUDA when present, else the CPU (the model itself is never moved)."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _batch_size(batch: object, index: int) -> int:
@@ -205,7 +198,7 @@ def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: Literal["l
     """
     _check_args(kind, n_values_per_example, top_k_classes)
     _check_eval(model)
-    device = _resolve_device(device)
+    device = resolve_device(device)
     split = _split(model, _scope_names(model, params), device)
     batched_fn = vmap(_per_example_fn(model, split.consts, kind, top_k_classes), in_dims=(None, 0))
     total = _total_examples(batches)

@@ -24,6 +24,11 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The given device, else CUDA when present, else the CPU."""
+    return torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+
+
 @dataclass(frozen=True)
 class ParamScope:
     """Which parameters per-example Fishers are taken over: all, a name regex, or last N layers + head."""

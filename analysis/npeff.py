@@ -14,6 +14,7 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from analysis.models import resolve_device
 from analysis.pefs import DiagPefs, LrmPefs
 from kernels import d_npeff, lrm_npeff
 from kernels import sparse as sp
@@ -99,10 +100,6 @@ def _check_init(init: tuple[np.ndarray, np.ndarray], n: int, r: int, m: int, fac
 
 
 # ---------------------------------------------------------------------------------------------- preprocessing
-
-def _device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-
 
 def _tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A copy on device (PEF arrays may be read-only memory maps, which torch must not share)."""
@@ -197,7 +194,7 @@ def fit_lrm_npeff(pefs: LrmPefs, n_components: int, *, n_iters: int, n_iters_g_o
         raise ValueError(f"step must be 'line_search' or 'plain', got {step!r}")
     if not ortho_reg >= 0:
         raise ValueError(f"ortho_reg must be >= 0, got {ortho_reg}")
-    dev = _device(device)
+    dev = resolve_device(device)
     entries, kept = _prune(_lrm_entries(pefs, dev), min_nnz_per_col)
     n, r, m = pefs.n_examples, n_components, len(kept)
     if init is not None:
@@ -230,7 +227,7 @@ def fit_d_npeff(pefs: DiagPefs, n_components: int, *, n_iters: int, seed: int = 
     kept parameters). tol stops when the loss falls by less than tol (relative) over 10 iterations.
     """
     _check_common(pefs, DiagPefs, n_components, n_iters, tol, min_nnz_per_col)
-    dev = _device(device)
+    dev = resolve_device(device)
     entries, kept = _prune(_diag_entries(pefs, dev), min_nnz_per_col)
     n, r, m = pefs.n_examples, n_components, len(kept)
     if init is not None:
@@ -273,7 +270,7 @@ def fit_coefficients(decomposition: LrmDecomposition | DiagDecomposition, pefs: 
                          f"got {pefs.n_parameters}")
     _check_at_least("n_iters", n_iters, 1)
     _check_at_least("chunk_size", chunk_size, 1)
-    dev = _device(device)
+    dev = resolve_device(device)
     kept = _tensor(decomposition.kept, torch.int64, dev)
     components = decomposition.G if is_lrm else decomposition.H  # [r, m]
     Ct = _tensor(components, torch.float32, dev).T.contiguous()  # [m, r]

@@ -28,7 +28,7 @@ from torch.func import functional_call
 
 from analysis.datasets import ImageDataset, TextDataset, dataset_subset, make_batches
 from analysis.fisher import compute_pefs
-from analysis.models import ClassifierModel
+from analysis.models import ClassifierModel, resolve_device
 from analysis.npeff import DiagDecomposition, LrmDecomposition
 
 Examples = TextDataset | ImageDataset
@@ -98,10 +98,6 @@ class PerturbationResult:
 
 
 # ----------------------------------------------------------------------------------------------- weights
-
-def _device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
-
 
 def _scope_params(model: ClassifierModel) -> list[torch.nn.Parameter]:
     """The in-scope parameters in flat-θ order (named_parameters() order)."""
@@ -225,7 +221,7 @@ _REFERENCES: "OrderedDict[tuple[int, int, str], Reference]" = OrderedDict()
 
 def reference_for(model: ClassifierModel, examples: Examples, device: str | torch.device | None = None) -> Reference:
     """The cached Reference of (model, examples, device); the MAX_REFERENCES most recent are kept."""
-    dev = _device(device)
+    dev = resolve_device(device)
     key = (id(model), id(examples), str(dev))
     ref = _REFERENCES.get(key)
     if ref is None or not ref.describes(model, examples):
@@ -304,7 +300,7 @@ def dataset_fisher(model: ClassifierModel, examples: Examples, *, batch_size: in
                    device: str | torch.device | None = None) -> torch.Tensor:
     """f_D [M]: mean over examples of the per-example diagonal Fishers (expectation mode, spec §1.1),
     divided by ‖f‖₂ + 1e-12; streamed one batch at a time (memory O(batch·M), never [n, M])."""
-    dev = _device(device)
+    dev = resolve_device(device)
     model.to(dev)
     total = torch.zeros(n_scope_parameters(model), dtype=torch.float64, device=dev)
     for batch in make_batches(model, examples, batch_size=batch_size):
@@ -340,7 +336,7 @@ def sign_pattern(model: ClassifierModel, examples: Examples, indices: np.ndarray
                  batch_size: int = 8, device: str | torch.device | None = None) -> torch.Tensor:
     """s [M] = sign(Σ_i ∇_θ CE(logits_i, y_i)) over the examples at `indices` (spec §4.2; the summed
     loss makes it independent of batch_size). labels default to the gold labels, which must be known."""
-    dev = _device(device)
+    dev = resolve_device(device)
     model.to(dev)
     indices = np.asarray(indices, dtype=np.int64)
     labels = examples.labels[indices] if labels is None else np.asarray(labels, dtype=np.int64)
@@ -564,7 +560,7 @@ def _prepare(model: ClassifierModel, examples: Examples, decomposition: Decompos
             raise ValueError("max_sim applies to LRM-NPEFF decompositions only; leave it None for D-NPEFF")
     elif kl_range is not None:
         raise ValueError("kl_range applies to D-NPEFF decompositions only; an LRM perturbation has magnitude ε")
-    dev = _device(device)
+    dev = resolve_device(device)
     model.to(dev)
     return dev, reference_for(model, examples, dev)
 
