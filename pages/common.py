@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -168,12 +169,11 @@ def export_buttons(fig: go.Figure, name: str, *, key: str) -> None:
                             mime=mime, key=f"{key}_{fmt}", on_click="ignore")
 
 
-def decomposition_runs(model: ClassifierModel, dataset: TextDataset | ImageDataset) -> list[str]:
-    """Ids of the complete NPEFF runs of this model and dataset, newest first."""
-    table = workspace().query("SELECT id FROM runs WHERE model_id = ? AND dataset_id = ? AND kind LIKE 'npeff-%' "
-                              "AND status = 'complete' ORDER BY updated DESC",
-                              [model.content_hash, dataset.content_hash])
-    return table["id"].tolist()
+def decomposition_runs(model: ClassifierModel, dataset: TextDataset | ImageDataset) -> pd.DataFrame:
+    """The complete NPEFF runs of this model and dataset (id, kind, summary, updated), newest first."""
+    return workspace().query("SELECT id, kind, summary, updated FROM runs WHERE model_id = ? AND dataset_id = ? "
+                             "AND kind LIKE 'npeff-%' AND status = 'complete' ORDER BY updated DESC",
+                             [model.content_hash, dataset.content_hash])
 
 
 def _link_target(ws: Workspace, run_id: str) -> Run | None:
@@ -213,7 +213,7 @@ def active_decomposition(model: ClassifierModel, dataset: TextDataset | ImageDat
     ws = workspace()
     if opened := st.session_state.pop("opened_demo", None):
         st.toast(f"Opened the {opened} demo, which this link's decomposition belongs to")
-    runs = decomposition_runs(model, dataset)
+    runs = decomposition_runs(model, dataset)["id"].tolist()
     linked = st.query_params.get("run")
     if linked and linked not in runs and (target := _link_target(ws, linked)) is not None:
         _open_linked_pair(ws, target)

@@ -19,7 +19,8 @@ from analysis.figures import components as figs
 from analysis.latex import top_examples_latex
 from analysis.runs import load_decomposition
 from analysis.store import Run, Workspace
-from pages.common import active, active_decomposition, export_buttons, in_app_shell, workspace
+from pages.common import (active, active_decomposition, decomposition_runs, export_buttons, in_app_shell,
+                          workspace)
 
 in_app_shell()
 
@@ -81,11 +82,6 @@ def _attributions(_model, _ws: Workspace, root: str, run_id: str, k: int, idx: i
 def _md(text: str) -> str:
     """Text shown literally in markdown (no emphasis, links or $math$)."""
     return MARKDOWN_SPECIALS.sub(r"\\\1", text)
-
-
-def _runs_for(ws: Workspace, model_id: str, dataset_id: str) -> pd.DataFrame:
-    return ws.query("SELECT id, kind, summary, updated FROM runs WHERE model_id = ? AND dataset_id = ? "
-                    "AND kind LIKE 'npeff-%' AND status = 'complete' ORDER BY updated DESC", [model_id, dataset_id])
 
 
 def _run_label(row: pd.Series) -> str:
@@ -268,7 +264,7 @@ if run_id is None:
             "Fit one on the Compute page; it is stored in the workspace and browsed here.")
     st.page_link("pages/compute.py", label="Compute a decomposition", icon="⚙️")
     st.stop()
-runs = _runs_for(ws, model.content_hash, dataset.content_hash)
+runs = decomposition_runs(model, dataset)
 st.session_state["cmp_run"] = run_id
 labels = {row["id"]: _run_label(row) for _, row in runs.iterrows()}
 st.selectbox("Decomposition", list(labels), format_func=labels.get, key="cmp_run", on_change=_on_run_change)
