@@ -6,6 +6,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from analysis.components import NOTABLE_FRACTION, notable_threshold
 from analysis.estimates import estimate_pefs, seconds_per_example
 from analysis.figures.npeff import loss_curve
 from analysis.npeff import DEFAULT_N_ITERS_G_ONLY
@@ -109,6 +110,8 @@ else:
         dec = load_decomposition(ws, run)
         st.plotly_chart(loss_curve(dec.losses, n_iters_g_only=run.params.get("n_iters_g_only", 0)),
                         key="stored_loss")
+        threshold = notable_threshold(dec.W)
         st.dataframe(pd.DataFrame({"component": range(dec.W.shape[1]),
-                                   "examples with coefficient > 1% of max": (dec.W > 0.01 * dec.W.max()).sum(0),
+                                   f"notable examples (coefficient > {NOTABLE_FRACTION:.0%} of max)":
+                                       (dec.W > threshold).sum(0),
                                    "top coefficient": dec.W.max(0)}), hide_index=True)
