@@ -105,11 +105,6 @@ def _scope_params(model: ClassifierModel) -> list[torch.nn.Parameter]:
     return [params[name] for name in model.param_names_in_scope()]
 
 
-def n_scope_parameters(model: ClassifierModel) -> int:
-    """M, the length of the flat θ that PEFs and decompositions are computed over."""
-    return sum(p.numel() for p in _scope_params(model))
-
-
 @contextmanager
 def perturbed_parameters(model: ClassifierModel, delta: torch.Tensor) -> Iterator[None]:
     """Add delta [M] to the in-scope parameters in place; on exit (also on error) copy the saved originals back.
@@ -302,7 +297,7 @@ def dataset_fisher(model: ClassifierModel, examples: Examples, *, batch_size: in
     divided by ‖f‖₂ + 1e-12; streamed one batch at a time (memory O(batch·M), never [n, M])."""
     dev = resolve_device(device)
     model.to(dev)
-    total = torch.zeros(n_scope_parameters(model), dtype=torch.float64, device=dev)
+    total = torch.zeros(model.summary().n_parameters_in_scope, dtype=torch.float64, device=dev)
     for batch in make_batches(model, examples, batch_size=batch_size):
         pefs = compute_pefs(model, [batch], kind="diag", device=dev)  # all M values kept
         total.index_add_(0, torch.as_tensor(pefs.indices, device=dev).flatten(),
@@ -463,7 +458,7 @@ def _check_inputs(model: ClassifierModel, examples: Examples, decomposition: Dec
     if decomposition.W.shape[0] != len(examples):
         raise ValueError(f"examples must be the {decomposition.W.shape[0]} examples the decomposition was fit on "
                          f"(row i of W is example i), got {len(examples)}")
-    M = n_scope_parameters(model)
+    M = model.summary().n_parameters_in_scope
     if decomposition.n_parameters != M:
         raise ValueError(f"the decomposition covers {decomposition.n_parameters} parameters but model "
                          f"'{model.name}' has {M} in scope ({model.scope.describe()}); use the scope it was fit with")

@@ -15,7 +15,7 @@ from analysis.fisher import compute_pefs
 from analysis.models import ClassifierModel
 from analysis.npeff import DiagDecomposition, LrmDecomposition
 from analysis.perturb import (KlTargeter, dataset_fisher, example_sets, fisher_merge_delta, kl_divergence,
-                              n_scope_parameters, perturb_all, perturb_component, perturbation_direction,
+                              perturb_all, perturb_component, perturbation_direction,
                               perturbed_parameters, sign_pattern, sweep_component, target_kl)
 from analysis.runs import fit_run, pefs_run
 from analysis.store import Workspace
@@ -128,7 +128,7 @@ def test_delta_of_the_wrong_length_is_refused(model):
 # ------------------------------------------------------------------------------------------- planted direction
 
 def test_planted_direction_moves_top_examples_far_more_than_a_random_one(model, examples, decomposition):
-    assert n_scope_parameters(model) == M
+    assert model.summary().n_parameters_in_scope == M
     planted = perturb_component(model, examples, decomposition, 0, magnitude=2.0, **SETS)
     assert set(planted.examples.loc[planted.examples["set"] == "top", "index"]) == set(range(N_DEPENDENT))
     assert planted.kl_ratio > 10
