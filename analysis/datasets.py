@@ -214,6 +214,19 @@ def image_batches(dataset: ImageDataset, *, batch_size: int) -> Iterator[dict]:
                "labels": torch.as_tensor(dataset.labels[start:start + batch_size])}
 
 
+def length_order(model, dataset: TextDataset | ImageDataset) -> np.ndarray:
+    """A permutation [n] that sorts texts by token count (stable), so batches of neighbours pad little.
+
+    Images (all one size) keep their order. Per-example results do not depend on the batch, so a caller
+    computes on `dataset_subset(dataset, order)` and puts rows back with `np.argsort(order)`.
+    """
+    if dataset.input_kind != "text" or model.tokenizer is None:
+        return np.arange(len(dataset))
+    columns = [list(c) for c in zip(*dataset.texts)]
+    ids = model.tokenizer(*columns, truncation=True, max_length=model.max_length)["input_ids"]
+    return np.argsort([len(i) for i in ids], kind="stable")
+
+
 def make_batches(model, dataset: TextDataset | ImageDataset, *, batch_size: int = 32) -> Iterator[dict]:
     """Batches a ClassifierModel accepts for this dataset; checks the input kinds match."""
     if batch_size < 1:

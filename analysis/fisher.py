@@ -1,8 +1,10 @@
-"""Per-example Fishers (spec npeff.md §1.1-1.3): dense A_i or f_i per batch with torch.func, then top-k sparse.
+"""Per-example Fishers (spec npeff.md §1.1-1.3): per-example gradients with torch.func, then top-k sparse.
 
 For example i and kept class y, column y of A_i [M, c] is √p_y ∇_θ log p_y(x_i) over the flat θ of the
 parameters in scope: F_i = A_i A_iᵀ (LRM) and f_i = Σ_y p_y (∇_θ log p_y)⊙² (D). Each example gets one
-forward and one vector-Jacobian product per kept class, vmapped over classes and over examples.
+forward and one vector-Jacobian product per kept class (one for both classes of a binary classifier),
+vmapped over classes and over examples. Gradients stay in one block per parameter tensor: norms, NaN checks and the
+top-k selection read the blocks in place, so A_i is never concatenated into [c, M].
 
 Contract: `model(batch)` takes a dict of tensors with leading dim B (every key but "labels") and returns
 logits [B, C]; an example's logits must not depend on the other examples of its batch (eval mode).
@@ -20,7 +22,8 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 from analysis.models import ClassifierModel, resolve_device
-from analysis.pefs import DiagPefs, LrmPefs, concat_pefs, lrm_norms, sparsify_diag, sparsify_lrm
+from analysis.pefs import DiagPefs, LrmPefs, concat_pefs, diag_from_top, lrm_from_top, sparsify_diag, sparsify_lrm
+from kernels.topk import TopK, top_abs
 
 LABELS = "labels"  # optional batch key [B]: stored with the PEFs, never passed to forward
 
@@ -118,15 +121,21 @@ def _labels(batch: Batch, size: int) -> np.ndarray:
     return torch.as_tensor(batch[LABELS]).detach().cpu().numpy().astype(np.int64).reshape(size)
 
 
-def _per_example_fn(model: nn.Module, consts: dict[str, torch.Tensor], kind: str, top_k_classes: int | None):
-    """(θ, one example without batch dim) -> (A [c, M] or f [M], logits [C], class_ids [c]); vmap over examples."""
+def _per_example_fn(model: nn.Module, consts: dict[str, torch.Tensor], top_k_classes: int | None):
+    """(θ, one example without batch dim) -> (D: name -> [r, *shape], scale [c], logits [C], class_ids [c]).
 
-    def log_probs(theta: dict[str, torch.Tensor], example: dict[str, torch.Tensor]):
+    Column y of A is √p_y ∇ log p_y = √p_y (∇z_y − Σ_j p_j ∇z_j) with z the logits: row y of D is the VJP
+    of the logits with cotangent √p_y (e_y − p), and A = D (r = c; scale is unused). With both classes
+    of a binary classifier one VJP does: d = ∇(z_1 − z_0) gives ∇ log p_0 = −p_1 d and ∇ log p_1 = p_0 d,
+    so A = scale ⊗ d with scale = (−√p_0 p_1, √p_1 p_0) (r = 1).
+    """
+
+    def logits_of(theta: dict[str, torch.Tensor], example: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = functional_call(model, {**theta, **consts}, ({k: v[None] for k, v in example.items()},))
         if logits.ndim != 2 or logits.shape[0] != 1:
             raise ValueError(f"model(batch) must return logits [B, C], got shape {tuple(logits.shape)} "
                              "for a batch of one example")
-        return logits[0].log_softmax(dim=-1), logits[0]  # [C], [C]
+        return logits[0]  # [C]
 
     def classes(logp: torch.Tensor) -> torch.Tensor:
         """All classes in class order, or the top_k_classes most probable, most probable first."""
@@ -138,46 +147,123 @@ def _per_example_fn(model: nn.Module, consts: dict[str, torch.Tensor], kind: str
         return logp.topk(top_k_classes, sorted=True).indices
 
     def one_example(theta: dict[str, torch.Tensor], example: dict[str, torch.Tensor]):
-        logp, vjp_fn, logits = vjp(lambda th: log_probs(th, example), theta, has_aux=True)  # logp [C]
-        logp = logp.detach()
+        logits, vjp_fn = vjp(lambda th: logits_of(th, example), theta)
+        logits = logits.detach()  # [C]
+        logp = logits.log_softmax(dim=-1)
+        p = logp.exp()  # [C], the full softmax (not renormalised over kept classes)
         class_ids = classes(logp)  # [c]
-        # cotangent row j = √p_y e_y (p not renormalised), so its VJP is √p_y ∇_θ log p_y: column j of A
         sqrt_p = logp[class_ids].mul(0.5).exp()  # [c]
-        cotangents = nn.functional.one_hot(class_ids, logp.shape[-1]).to(logp.dtype) * sqrt_p[:, None]  # [c, C]
-        (grads,) = vmap(vjp_fn)(cotangents)  # name -> [c, *shape]
-        if kind == "lrm":
-            dense = torch.cat([g.flatten(1) for g in grads.values()], dim=1)  # A [c, M]
-        else:  # f = Σ_y p_y (∇ log p_y)⊙², summed per parameter before flattening (c times less to copy)
-            dense = torch.cat([g.square().sum(0).flatten() for g in grads.values()])  # f [M]
-        return dense, logits.detach(), class_ids
+        if _is_binary(len(class_ids), len(logits)):
+            cotangents = torch.stack([-torch.ones_like(p[0]), torch.ones_like(p[0])])[None]  # [1, 2]: z_1 − z_0
+            scale = sqrt_p * torch.stack([-p[1], p[0]])[class_ids]  # [2], columns in class_ids order
+        else:
+            cotangents = sqrt_p[:, None] * (torch.eye(len(logits), dtype=p.dtype, device=p.device)[class_ids] - p)
+            scale = sqrt_p  # [c], unused
+        (grads,) = vmap(vjp_fn)(cotangents)  # name -> [r, *shape]
+        return grads, scale, logits, class_ids
 
     return one_example
 
 
-def _check_finite(dense: torch.Tensor, logits: torch.Tensor, start: int) -> None:
-    """Raise FloatingPointError naming the first example (global index) with NaN/Inf."""
-    # a per-example sum is NaN/Inf when any entry is (or on overflow), and much cheaper than isfinite(dense)
-    finite = torch.isfinite(dense.flatten(1).sum(dim=1)) & torch.isfinite(logits).all(dim=1)  # [B]
+def _is_binary(c: int, n_classes: int) -> bool:
+    """Both classes of a binary classifier are kept: A = scale ⊗ d from a single VJP."""
+    return c == n_classes == 2
+
+
+@dataclass(frozen=True)
+class _Grads:
+    """One batch's per-example gradients, one block per parameter tensor in scope."""
+
+    blocks: list[torch.Tensor]  # D [B, r, n_p], r VJPs per example, n_p entries of parameter p (row-major)
+    scale: torch.Tensor | None  # [B, 2] for a binary classifier, A_i = scale_i ⊗ d_i (r = 1); None: A = D
+    logits: torch.Tensor  # [B, C]
+    class_ids: torch.Tensor  # [B, c]
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(block.shape[2] for block in self.blocks)
+
+    def columns(self) -> list[torch.Tensor]:
+        """A per block: [B, c, n_p] each."""
+        return self.blocks if self.scale is None else [self.scale[:, :, None] * block for block in self.blocks]
+
+    def lrm_grams(self) -> torch.Tensor:
+        """A_iᵀ A_i [B, c, c], from DDᵀ summed over blocks (the c×c Gram, never M×M)."""
+        DDt = sum(block @ block.mT for block in self.blocks)  # [B, r, r]
+        return DDt if self.scale is None else self.scale[:, :, None] * self.scale[:, None, :] * DDt
+
+    def diagonals(self) -> list[torch.Tensor]:
+        """f = Σ_y A_y⊙² per block: [B, 1, n_p] each."""
+        if self.scale is None:
+            return [block.square().sum(1, keepdim=True) for block in self.blocks]
+        weight = self.scale.square().sum(1)[:, None, None]  # [B, 1, 1]
+        return [weight * block.square() for block in self.blocks]
+
+
+def _batch_grads(batched_fn, theta: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> _Grads:
+    grads, scale, logits, class_ids = batched_fn(theta, inputs)
+    size = logits.shape[0]
+    blocks = [g.reshape(size, g.shape[1], -1) for g in grads.values()]  # [B, r, n_p], a view when contiguous
+    return _Grads(blocks=blocks, scale=scale if _is_binary(class_ids.shape[1], logits.shape[1]) else None,
+                  logits=logits, class_ids=class_ids)
+
+
+def _check_finite(check: torch.Tensor, logits: torch.Tensor, start: int) -> None:
+    """Raise FloatingPointError naming the first example (global index) with NaN/Inf.
+
+    check [B, ...] holds per-example sums of squares of the gradients: NaN/Inf when any entry is.
+    """
+    finite = torch.isfinite(check.reshape(len(check), -1).sum(dim=1)) & torch.isfinite(logits).all(dim=1)  # [B]
     if not bool(finite.all()):
         bad = start + int((~finite).nonzero()[0, 0])
         raise FloatingPointError(f"per-example Fisher of example {bad} has non-finite values (logits or "
                                  "gradients); check the input or the model weights")
 
 
-def _sparse_lrm(A: torch.Tensor, logits: torch.Tensor, class_ids: torch.Tensor, labels: np.ndarray,
-                k: int | None) -> LrmPefs:
-    """A [B, c, M] -> LrmPefs of the batch, norms from the dense A."""
-    values, indices, offsets = sparsify_lrm(A, k)
+def _lrm_top(grads: _Grads, k: int) -> TopK:
+    """The k largest |A| entries of each example jointly over classes (k < c·M)."""
+    if grads.scale is None:
+        return top_abs(grads.blocks, k)
+    # rank one: A = scale ⊗ d, so the joint top k lie among the 2·k' entries over d's top k' = min(k, M)
+    M, c = grads.n_parameters, grads.scale.shape[1]
+    if k < M:
+        d = top_abs(grads.blocks, k)
+    else:  # every entry of d is a candidate
+        d_all = torch.cat(grads.blocks, dim=2)[:, 0]  # [B, M]
+        d = TopK(values=d_all, flat=torch.arange(M, device=d_all.device).expand_as(d_all))
+    values = (grads.scale[:, :, None] * d.values[:, None, :]).flatten(1)  # [B, c·k'], class-major
+    flat = (torch.arange(c, device=d.flat.device)[:, None] * M + d.flat[:, None, :]).flatten(1)  # [B, c·k']
+    kept = top_abs([values[:, None, :]], k)
+    return TopK(values=kept.values, flat=flat.gather(1, kept.flat))
+
+
+def _sparse_lrm(grads: _Grads, labels: np.ndarray, k: int | None, start: int) -> LrmPefs:
+    """LrmPefs of the batch; norms ‖A Aᵀ‖_F = ‖Aᵀ A‖_F from the dense A."""
+    grams = grads.lrm_grams()  # [B, c, c]
+    _check_finite(grams, grads.logits, start)
+    M, c = grads.n_parameters, grads.class_ids.shape[1]
+    if k is None or k >= c * M:
+        values, indices, offsets = sparsify_lrm(torch.cat(grads.columns(), dim=2), None)
+    else:
+        values, indices, offsets = lrm_from_top(_lrm_top(grads, k), c, M)
     return LrmPefs(values=values.cpu().numpy(), indices=indices.cpu().numpy(), class_offsets=offsets.cpu().numpy(),
-                   class_ids=class_ids.cpu().numpy().astype(np.int64), norms=lrm_norms(A).cpu().numpy(),
-                   logits=logits.cpu().numpy(), labels=labels, n_parameters=A.shape[2])
+                   class_ids=grads.class_ids.cpu().numpy().astype(np.int64),
+                   norms=grams.square().sum(dim=(1, 2)).sqrt().cpu().numpy(),
+                   logits=grads.logits.cpu().numpy(), labels=labels, n_parameters=M)
 
 
-def _sparse_diag(f: torch.Tensor, logits: torch.Tensor, labels: np.ndarray, k: int | None) -> DiagPefs:
-    """f [B, M] -> DiagPefs of the batch, norms from the dense f."""
-    values, indices = sparsify_diag(f, k)
-    return DiagPefs(values=values.cpu().numpy(), indices=indices.cpu().numpy(), norms=f.norm(dim=1).cpu().numpy(),
-                    logits=logits.cpu().numpy(), labels=labels, n_parameters=f.shape[1])
+def _sparse_diag(grads: _Grads, labels: np.ndarray, k: int | None, start: int) -> DiagPefs:
+    """DiagPefs of the batch; norms ‖f‖₂ from the dense f."""
+    f = grads.diagonals()  # [B, 1, n_p] each
+    squares = sum(block.square().sum(dim=(1, 2)) for block in f)  # [B]
+    _check_finite(squares, grads.logits, start)
+    M = grads.n_parameters
+    if k is None or k >= M:
+        values, indices = sparsify_diag(torch.cat(f, dim=2)[:, 0], None)
+    else:
+        values, indices = diag_from_top(top_abs(f, k))
+    return DiagPefs(values=values.cpu().numpy(), indices=indices.cpu().numpy(), norms=squares.sqrt().cpu().numpy(),
+                    logits=grads.logits.cpu().numpy(), labels=labels, n_parameters=M)
 
 
 def _total_examples(batches: Iterable[Batch]) -> int | None:
@@ -200,16 +286,14 @@ def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: Literal["l
     _check_eval(model)
     device = resolve_device(device)
     split = _split(model, _scope_names(model, params), device)
-    batched_fn = vmap(_per_example_fn(model, split.consts, kind, top_k_classes), in_dims=(None, 0))
+    batched_fn = vmap(_per_example_fn(model, split.consts, top_k_classes), in_dims=(None, 0))
     total = _total_examples(batches)
     parts, done = [], 0
     for index, batch in enumerate(batches):
         size = _batch_size(batch, index)
-        dense, logits, class_ids = batched_fn(split.theta, _model_inputs(batch, device))  # A [B, c, M] or f [B, M]
-        _check_finite(dense, logits, done)
-        labels = _labels(batch, size)
-        parts.append(_sparse_lrm(dense, logits, class_ids, labels, n_values_per_example) if kind == "lrm"
-                     else _sparse_diag(dense, logits, labels, n_values_per_example))
+        grads = _batch_grads(batched_fn, split.theta, _model_inputs(batch, device))
+        sparse = _sparse_lrm if kind == "lrm" else _sparse_diag
+        parts.append(sparse(grads, _labels(batch, size), n_values_per_example, done))
         done += size
         if progress is not None:
             progress(done, total)

@@ -11,6 +11,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from kernels.topk import TopK, top_abs
+
 
 def lrm_norms(A: torch.Tensor) -> torch.Tensor:
     """‖A_i A_iᵀ‖_F for a batch A [b, c, M] through the c×c Gram matrix (never forms M×M)."""
@@ -18,46 +20,45 @@ def lrm_norms(A: torch.Tensor) -> torch.Tensor:
     return gram.square().sum(dim=(1, 2)).sqrt()  # [b]
 
 
-def top_abs_indices(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices [b, k] (unordered) of the k largest |x| per row of x [b, N].
+def lrm_from_top(top: TopK, c: int, M: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stored LRM layout of the kept entries: values [b, k], parameter indices [b, k] and class offsets [b, c+1].
 
-    On the CPU numpy's introselect (argpartition) is about 2.5× faster than torch.topk for k ≪ N.
+    Entries are ordered by (class, parameter) like the reference's flat sort (spec §1.2).
     """
-    if x.device.type == "cpu":
-        picked = np.argpartition(np.abs(x.detach().numpy()), x.shape[1] - k, axis=1)[:, x.shape[1] - k:]
-        return torch.from_numpy(np.ascontiguousarray(picked))
-    return x.abs().topk(k, dim=1, sorted=False).indices
+    flat, order = top.flat.sort(dim=1)  # [b, k], ascending flat index = class * M + parameter
+    bounds = torch.arange(c + 1, device=flat.device, dtype=torch.int64) * M  # [c+1], class boundaries in flat
+    offsets = torch.searchsorted(flat, bounds.expand(flat.shape[0], c + 1).contiguous())  # [b, c+1]
+    return top.values.gather(1, order), flat % M, offsets
 
 
 def sparsify_lrm(A: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Keep the k largest |A| entries of each example jointly over classes (spec §1.2).
 
     A: [b, c, M]. Returns values [b, k], parameter indices [b, k] (int64) and class offsets
-    [b, c+1] (int64); entries are ordered by (class, parameter) like the reference's flat sort.
+    [b, c+1] (int64), ordered by (class, parameter).
     """
     b, c, M = A.shape
-    flat = A.reshape(b, c * M)  # class-major: flat index = class * M + parameter
-    bounds = torch.arange(c + 1, device=A.device, dtype=torch.int64) * M  # [c+1], class boundaries in flat
     if k is None or k >= c * M:
-        indices = torch.arange(M, device=A.device).repeat(c).expand(b, c * M)
-        return flat, indices, bounds.expand(b, c + 1)
-    order = top_abs_indices(flat, k).sort(dim=1).values  # [b, k], ascending flat index
-    offsets = torch.searchsorted(order, bounds.expand(b, c + 1).contiguous())  # [b, c+1]
-    return flat.gather(1, order), order % M, offsets
+        flat = torch.arange(c * M, device=A.device).expand(b, c * M)
+        return lrm_from_top(TopK(values=A.reshape(b, c * M), flat=flat), c, M)
+    return lrm_from_top(top_abs([A], k), c, M)
 
 
-def sparsify_diag(f: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the k largest entries of each non-negative diagonal f [b, M], sorted by value descending.
+def diag_from_top(top: TopK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stored D layout: values [b, k] sorted descending and their parameter indices [b, k] (int64).
 
     The descending order makes a later re-truncation to k' ≤ k a prefix (spec §1.2).
     """
-    M = f.shape[1]
+    values, order = top.values.sort(dim=1, descending=True)
+    return values, top.flat.gather(1, order)
+
+
+def sparsify_diag(f: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the k largest entries of each non-negative diagonal f [b, M], sorted by value descending."""
+    b, M = f.shape
     if k is None or k >= M:
-        order = f.argsort(dim=1, descending=True)
-    else:
-        picked = top_abs_indices(f, k)  # f ≥ 0, so |f| = f
-        order = picked.gather(1, f.gather(1, picked).argsort(dim=1, descending=True))  # [b, k]
-    return f.gather(1, order), order.to(torch.int64)
+        return diag_from_top(TopK(values=f, flat=torch.arange(M, device=f.device).expand(b, M)))
+    return diag_from_top(top_abs([f[:, None, :]], k))
 
 
 def _check_k(k: int | None) -> None:

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Literal
 
 import numpy as np
 
-from analysis.datasets import ImageDataset, TextDataset, dataset_slice, make_batches
+from analysis.datasets import ImageDataset, TextDataset, dataset_slice, dataset_subset, length_order, make_batches
 from analysis.fisher import compute_pefs
 from analysis.models import ClassifierModel
 from analysis.npeff import (DEFAULT_LR, DEFAULT_N_ITERS_G_ONLY, DiagDecomposition, LrmDecomposition,
@@ -85,10 +85,12 @@ def pefs_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | Image
             if chunk in done:
                 continue
             part = dataset_slice(dataset, start, start + chunk_size)
-            pefs = compute_pefs(model, make_batches(model, part, batch_size=batch_size), kind=kind,
-                                n_values_per_example=n_values_per_example, top_k_classes=top_k_classes,
+            order = length_order(model, part)  # short texts batched together: less padding, same PEFs
+            pefs = compute_pefs(model, make_batches(model, dataset_subset(part, order), batch_size=batch_size),
+                                kind=kind, n_values_per_example=n_values_per_example, top_k_classes=top_k_classes,
                                 device=device,
-                                progress=(lambda d, _t, s=start: progress(s + d, n)) if progress else None)
+                                progress=(lambda d, _t, s=start: progress(s + d, n)) if progress else None
+                                ).subset(np.argsort(order))
             _save_pefs(ws, run.id, pefs, prefix=f"chunk{chunk:06d}_")
             ws.record_chunk(run.id, chunk, len(part))
         parts = [_load_pefs_arrays(ws, run.id, kind, n_parameters, prefix=f"chunk{c:06d}_", mmap=False)

