@@ -83,9 +83,9 @@ def _row_sampled(rows: list[np.ndarray], widths: list[int], starts: list[int], p
 
 
 def _sampled_cpu(X: list[torch.Tensor], k: int, n_sampled: int, seed: int) -> TopK:
-    """Exact top-k per row on the CPU, one numpy job per example on torch's thread count.
+    """Exact top-k per row on the CPU with numpy, row after row (long rows: split over torch's thread count).
 
-    A job reads its example's blocks once and keeps no full-size temporaries, so it runs from cache.
+    A row's blocks are read once and no batch-size temporaries are made, so the work runs from cache.
     """
     arrays = [x.reshape(x.shape[0], -1).numpy() for x in X]  # [B, R·n_p], entry y·n_p + j
     widths = [x.shape[2] for x in X]
