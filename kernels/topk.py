@@ -32,14 +32,19 @@ class TopK:
     flat: torch.Tensor  # [B, k] int64, flat index y·N + column
 
 
-def top_abs_indices(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices [b, k] (unordered) of the k largest |x| per row of x [b, n].
+def _largest_abs(x: np.ndarray, k: int) -> np.ndarray:
+    """Positions [..., k] (unordered) of the k largest |x| along the last axis of x [..., n].
 
-    On the CPU numpy's introselect (argpartition) is about 2.5× faster than torch.topk for k ≪ n.
+    numpy's introselect (argpartition) is about 2.5× faster than torch.topk on the CPU for k ≪ n.
     """
+    n = x.shape[-1]
+    return np.argpartition(np.abs(x), n - k, axis=-1)[..., n - k:]
+
+
+def top_abs_indices(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [b, k] (unordered) of the k largest |x| per row of x [b, n]."""
     if x.device.type == "cpu":
-        picked = np.argpartition(np.abs(x.detach().numpy()), x.shape[1] - k, axis=1)[:, x.shape[1] - k:]
-        return torch.from_numpy(np.ascontiguousarray(picked))
+        return torch.from_numpy(np.ascontiguousarray(_largest_abs(x.detach().numpy(), k)))
     return x.abs().topk(k, dim=1, sorted=False).indices
 
 
@@ -59,7 +64,7 @@ def _exact(X: Sequence[torch.Tensor], k: int) -> TopK:
 def _row_exact(rows: list[np.ndarray], widths: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of one example's values given per block as [R·n_p] (entry y·n_p + j): values [k], flat [k]."""
     whole = np.concatenate([row.reshape(-1, width) for row, width in zip(rows, widths)], axis=1).ravel()  # [R·N]
-    picked = np.argpartition(np.abs(whole), whole.size - k)[whole.size - k:]
+    picked = _largest_abs(whole, k)
     return whole[picked], picked
 
 
@@ -78,7 +83,7 @@ def _row_sampled(rows: list[np.ndarray], widths: list[int], starts: list[int], p
     values, flat = np.concatenate(values), np.concatenate(flat)
     if values.size < k:  # the threshold came out above the k-th largest: select exactly
         return _row_exact(rows, widths, k)
-    picked = np.argpartition(np.abs(values), values.size - k)[values.size - k:]
+    picked = _largest_abs(values, k)
     return values[picked], flat[picked]
 
 
@@ -92,10 +97,12 @@ def _sampled_cpu(X: list[torch.Tensor], k: int, n_sampled: int, seed: int) -> To
     starts = np.cumsum([0] + widths).tolist()
     sizes = [array.shape[1] for array in arrays]
     # uniform positions over the example's R·N values, split by block
-    positions = np.sort(np.random.default_rng(seed).integers(0, sum(sizes), n_sampled))
-    bounds = np.searchsorted(positions, np.cumsum([0] + sizes))
-    per_block = [positions[lo:hi] - first for lo, hi, first in zip(bounds[:-1], bounds[1:], np.cumsum([0] + sizes))]
-    hits = k * n_sampled / sum(sizes)  # expected number of the example's top k among the sampled values
+    firsts = np.cumsum([0] + sizes)  # [p+1], where each block's values start in the example's R·N values
+    n_values = int(firsts[-1])
+    positions = np.sort(np.random.default_rng(seed).integers(0, n_values, n_sampled))
+    bounds = np.searchsorted(positions, firsts)
+    per_block = [positions[lo:hi] - first for lo, hi, first in zip(bounds[:-1], bounds[1:], firsts)]
+    hits = k * n_sampled / n_values  # expected number of the example's top k among the sampled values
     rank = min(math.ceil(hits + 4 * math.sqrt(hits) + 4), n_sampled)
 
     def job(rows: range) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -103,7 +110,7 @@ def _sampled_cpu(X: list[torch.Tensor], k: int, n_sampled: int, seed: int) -> To
 
     size = arrays[0].shape[0]
     # numpy releases the GIL inside its loops, which pays off only for long rows (text: yes; small CNNs: no)
-    n_jobs = min(torch.get_num_threads(), size) if sum(sizes) >= THREADED_ROW_VALUES else 1
+    n_jobs = min(torch.get_num_threads(), size) if n_values >= THREADED_ROW_VALUES else 1
     chunks = [range(size * j // n_jobs, size * (j + 1) // n_jobs) for j in range(n_jobs)]  # contiguous rows
     with ThreadPoolExecutor(max_workers=n_jobs) as pool:
         found = [row for rows in pool.map(job, chunks) for row in rows]
