@@ -11,7 +11,9 @@ from typing import Callable
 import cvxpy as cp
 import numpy as np
 
-from analysis.zonotope import _arrangement, _bfs_patterns, chambers, gd_train, greedy_search, homogenize
+from analysis.zonotope import chambers, gd_train, greedy_search, homogenize
+from analysis.zonotope.arrangement import _arrangement
+from analysis.zonotope.enumeration import _bfs_patterns
 from benchmarks.results import best_time, command_line, write_section
 from kernels.zonotope_qp import solve_vertex_qp
 

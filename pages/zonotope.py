@@ -11,8 +11,9 @@ from analysis import zonotope as zt
 from analysis.figures.zonotope import (data_figure, loss_trace_figure, seed_comparison_figure, slice_figure,
                                        unit_paths, width_figure, zonotope_figure)
 from analysis.runs import cached_arrays
-from analysis.zonotope_data import PRESETS, near_degenerate, read_points, teacher_student
-from analysis.zonotope_experiments import doubling_width, greedy_vs_gd, width_study
+from analysis.zonotope import doubling_width
+from analysis.zonotope.data import PRESETS, near_degenerate, read_points, teacher_student
+from analysis.zonotope.experiments import greedy_vs_gd, width_study
 from pages.common import export_buttons, in_app_shell, save_upload, workspace
 
 in_app_shell()

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.datasets import read_table
+from analysis.zonotope.arrangement import homogenize
 
 FIG1_X = np.array([[1.0, 0.2], [-0.5, 1.0], [-1.0, -0.7], [0.3, -1.2], [1.5, 1.1]])  # spec §8 item 3
 
@@ -30,8 +31,7 @@ def teacher_targets(X: np.ndarray, *, width: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     W = rng.standard_normal((width, X.shape[1] + 1))  # [width, d+1]
     signs = rng.choice([-1.0, 1.0], size=width)
-    Xt = np.hstack([X, np.ones((len(X), 1))])  # [n, d+1]
-    return np.maximum(Xt @ W.T, 0.0) @ signs
+    return np.maximum(homogenize(X) @ W.T, 0.0) @ signs
 
 
 def teacher_student(n: int = 40, d: int = 2, teacher_width: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

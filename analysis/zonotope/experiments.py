@@ -1,13 +1,14 @@
 """Experiments of the zonotope explorer: greedy search vs GD over seeds, random vertices vs width."""
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from analysis.zonotope import gd_train, greedy_search, random_vertex_losses
+from analysis.zonotope.gd import gd_train
+from analysis.zonotope.search import greedy_search
+from analysis.zonotope.vertex import random_vertex_losses
 
 Progress = Callable[[int, int], None]
 
@@ -25,11 +26,6 @@ def greedy_vs_gd(X: np.ndarray, y: np.ndarray, m: int, seeds: Sequence[int], *, 
         if progress:
             progress(done + 1, len(seeds))
     return pd.DataFrame(rows)
-
-
-def doubling_width(n: int, d: int) -> int:
-    """2⌈n/(d+1)⌉: the width at which the doubling construction provably fits any labels."""
-    return 2 * math.ceil(n / (d + 1))
 
 
 def width_study(X: np.ndarray, y: np.ndarray, widths: Sequence[int], n_samples: int, *, seed: int = 0,
