@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# The dashboard reads files and writes folders on this machine: it listens on localhost only, and only
+# `make run HOST=0.0.0.0` opens it to the network (a plain assignment, so a shell's $HOST never does).
+HOST = 127.0.0.1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -23,8 +26,9 @@ chromium:
 
 run: install chromium
 	$(PY) -m analysis.cli demo text
-	@echo "NPEFF Explorer: open http://localhost:$(PORT)"
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	@echo "NPEFF Explorer: open http://localhost:$(PORT) (listening on $(HOST); see README, Security)"
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true \
+	  --browser.gatherUsageStats false
 
 test: install chromium
 	$(PY) -m pytest -q

@@ -5,7 +5,7 @@ auto-discovered pages, which run without this shell on a deep link to a fresh se
 """
 import streamlit as st
 
-from pages.common import active, app_shell, workspace_root
+from pages.common import WORKSPACE_KEY, active, app_shell, escape_markdown, switch_workspace, workspace_root
 
 st.set_page_config(page_title="NPEFF Explorer", page_icon="🔬", layout="wide")
 
@@ -20,20 +20,23 @@ page = st.navigation(pages)
 
 with st.sidebar:
     st.markdown("### Workspace")
-    root = st.text_input("Folder", value=workspace_root(), help="DuckDB database and arrays live here "
-                         "(env NPEFF_WORKSPACE sets the default). Results survive restarts.")
-    if root != workspace_root():
-        st.session_state["workspace_root"] = root
-        st.rerun()
+    st.session_state.setdefault(WORKSPACE_KEY, workspace_root())
+    st.text_input("Folder", key=WORKSPACE_KEY, on_change=switch_workspace,
+                  help="DuckDB database and arrays live here (env `NPEFF_WORKSPACE` sets the default; folders "
+                       "outside `NPEFF_ALLOWED_ROOTS` are refused). Results survive restarts.")
+    if refused := st.session_state.pop("workspace_refused", None):
+        st.error(escape_markdown(refused))
     try:
         pair = active()
     except Exception as e:  # a broken workspace or demo build must not take the whole app down
-        st.error(f"Could not open the active model/dataset: {e}")
+        st.error(f"Could not open the active model/dataset: {escape_markdown(e)}")
         pair = None
     if pair:
         model, dataset = pair
-        st.markdown(f"**Model:** {model.name}  \n**Dataset:** {dataset.name} ({len(dataset):,} examples)")
-        st.caption(f"Classes: {', '.join(model.label_names)} · scope: {model.scope.describe()}")
+        st.markdown(f"**Model:** {escape_markdown(model.name)}  \n**Dataset:** {escape_markdown(dataset.name)} "
+                    f"({len(dataset):,} examples)")
+        st.caption(f"Classes: {escape_markdown(', '.join(model.label_names))} · "
+                   f"scope: {escape_markdown(model.scope.describe())}")
 
 with app_shell():
     page.run()

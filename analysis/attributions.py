@@ -9,17 +9,16 @@ output is the input, so a direction's entries on the word-embedding matrix do no
 """
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, jvp
 
 from analysis.models import ClassifierModel
+from analysis.parameters import ParameterLayout, private_view
 
 N_STEPS = 32  # integration steps of integrated gradients
 
@@ -37,19 +36,8 @@ class Attribution:
 
 def direction_tangents(model: ClassifierModel, direction: np.ndarray) -> dict[str, torch.Tensor]:
     """Split a flat direction [M] over the parameters in scope into per-parameter tangents (row-major)."""
-    params = dict(model.named_parameters())
-    names = model.param_names_in_scope()
-    total = sum(params[n].numel() for n in names)
-    direction = np.asarray(direction)
-    if direction.shape != (total,):
-        raise ValueError(f"direction must have shape ({total},) (the parameters in scope), got {direction.shape}")
-    tangents, start = {}, 0
-    for n in names:
-        p = params[n]
-        chunk = direction[start:start + p.numel()]
-        tangents[n] = torch.as_tensor(chunk, dtype=p.dtype, device=p.device).reshape(p.shape)
-        start += p.numel()
-    return tangents
+    return ParameterLayout.in_scope(model).split(np.asarray(direction), like=dict(model.named_parameters()),
+                                                 what="direction")
 
 
 def _composite_layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], weight: torch.Tensor | None = None,
@@ -64,23 +52,43 @@ def _composite_layer_norm(input: torch.Tensor, normalized_shape: Sequence[int], 
     return out if bias is None else out + bias
 
 
-_LAYER_NORM_LOCK = threading.Lock()
+class _CompositeLayerNorm(nn.Module):
+    """An nn.LayerNorm computed by _composite_layer_norm, holding the same weight and bias tensors."""
+
+    def __init__(self, norm: nn.LayerNorm):
+        super().__init__()
+        self.normalized_shape, self.eps = norm.normalized_shape, norm.eps
+        self.weight, self.bias = norm.weight, norm.bias  # the same Parameters, under the same names
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _composite_layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
-@contextmanager
-def _differentiable_layer_norm() -> Iterator[None]:
-    """Compute layer norms as _composite_layer_norm inside the block.
+def _jvp_view(model: ClassifierModel) -> ClassifierModel:
+    """A private view of the model whose nn.LayerNorm modules compute the composite layer norm.
 
     PyTorch's layer_norm forward-AD formula gives wrong input gradients when it is differentiated again
     (reverse over forward; found here against finite differences, cf. pytorch/pytorch#196700 for the
-    nested-JVP case); the composite's derivatives are exact. The swap is serialized across threads.
+    nested-JVP case); the composite's derivatives are exact. Only the view's module map changes: the
+    shared model and torch.nn.functional are untouched.
     """
-    with _LAYER_NORM_LOCK:
-        original, F.layer_norm = F.layer_norm, _composite_layer_norm
-        try:
-            yield
-        finally:
-            F.layer_norm = original
+    view = private_view(model)
+    norms = [(parent, name) for parent in view.modules() for name, child in parent._modules.items()
+             if type(child) is nn.LayerNorm]
+    for parent, name in norms:
+        parent._modules[name] = _CompositeLayerNorm(parent._modules[name])
+    return view
+
+
+def _score(view: ClassifierModel, batch: dict[str, torch.Tensor], tangents: dict[str, torch.Tensor]) -> torch.Tensor:
+    """component_score on a view made by _jvp_view: [B]."""
+    theta = {n: p.detach() for n, p in view.named_parameters() if n in tangents}
+
+    def log_probs(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.log_softmax(functional_call(view, params, (batch,)), dim=-1)  # [B, C]
+
+    logp, dlogp = jvp(log_probs, (theta,), (tangents,))  # [B, C] each
+    return (logp.exp() * dlogp.square()).sum(-1)
 
 
 def component_score(model: ClassifierModel, batch: dict[str, torch.Tensor],
@@ -89,16 +97,9 @@ def component_score(model: ClassifierModel, batch: dict[str, torch.Tensor],
 
     One jvp of θ ↦ log_softmax(model(x; θ)) along the tangents gives g_kᵀ ∇_θ log p_y for all y;
     the result stays differentiable with respect to the batch's float inputs (layer norms run as
-    composite ops for that, see _differentiable_layer_norm).
+    composite ops for that, see _jvp_view). The model is only read.
     """
-    theta = {n: p.detach() for n, p in model.named_parameters() if n in tangents}
-
-    def log_probs(params: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.log_softmax(functional_call(model, params, (batch,)), dim=-1)  # [B, C]
-
-    with _differentiable_layer_norm():
-        logp, dlogp = jvp(log_probs, (theta,), (tangents,))  # [B, C] each
-    return (logp.exp() * dlogp.square()).sum(-1)
+    return _score(_jvp_view(model), batch, tangents)
 
 
 Example = str | tuple[str, ...] | np.ndarray  # a text, a sentence pair, or an image [H, W]
@@ -163,6 +164,7 @@ def _attribute_image(model: ClassifierModel, image: np.ndarray, target_fn, n_ste
 
 
 def _attribute(model: ClassifierModel, example: Example, target_fn, n_steps: int) -> Attribution:
+    """Integrated gradients of target_fn(batch) on `model`, a private view: captum hooks and eval() stay in it."""
     if n_steps < 2:
         raise ValueError(f"n_steps must be >= 2, got {n_steps}")
     model.eval()
@@ -190,11 +192,13 @@ def class_attribution(model: ClassifierModel, example: Example, target: int | No
     target = predicted_class(model, example) if target is None else target
     if not 0 <= target < len(model.label_names):
         raise ValueError(f"target must be a class in [0, {len(model.label_names)}), got {target}")
-    return _attribute(model, example, lambda batch: torch.softmax(model(batch), -1)[:, target], n_steps)
+    view = private_view(model)
+    return _attribute(view, example, lambda batch: torch.softmax(view(batch), -1)[:, target], n_steps)
 
 
 def component_attribution(model: ClassifierModel, example: Example, direction: np.ndarray,
                           n_steps: int = N_STEPS) -> Attribution:
     """Integrated gradients of the component score s_k(x) for the direction g_k [M] (full parameter space)."""
     tangents = direction_tangents(model, direction)
-    return _attribute(model, example, lambda batch: component_score(model, batch, tangents), n_steps)
+    view = _jvp_view(model)
+    return _attribute(view, example, lambda batch: _score(view, batch, tangents), n_steps)

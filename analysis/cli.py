@@ -7,20 +7,37 @@ Heavy runs can go here (also under torchrun on a GPU box) and be browsed later i
   torchrun --nproc_per_node 2 -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
   python -m analysis.cli fit-coeffs --decomposition RUN_ID --pefs OTHER_RUN_ID --iters 200
   python -m analysis.cli runs
+
+Before computing PEFs the command prints its disk, memory and time estimates, and refuses (unless --yes)
+when they exceed the workspace's free disk or the available memory. An error prints one line,
+`error: ...`, naming the file or run and what to do, and exits with status 2 (as argparse does for bad
+arguments); --debug prints the traceback instead. Ctrl-C prints `interrupted` and exits with status 130.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import traceback
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from analysis.datasets import load_image_file, load_text_file
-from analysis.demos import DEMOS, build_demo, load_demo
+from analysis.demos import DEMOS, build_demo, demo_folder, load_demo
+from analysis.errors import about, describe_error
+from analysis.estimates import (Resources, default_values_per_example, describe_estimate, estimate_pefs,
+                                machine_resources, measure_seconds_per_example, resource_problems)
 from analysis.models import ParamScope, load_model
-from analysis.store import DEFAULT_WORKSPACE, Workspace
+from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
+from analysis.variants import VARIANTS
+
+if TYPE_CHECKING:
+    from analysis.variants import Variant
+
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
 def parse_scope(text: str) -> ParamScope:
@@ -35,7 +52,7 @@ def parse_scope(text: str) -> ParamScope:
 
 
 def _bar(desc: str, unit: str):
-    bar = tqdm(desc=desc, unit=unit)
+    bar = tqdm(desc=desc, unit=unit, disable=None)  # no bar when the output is not a terminal
 
     def progress(done: int, total: int | None, loss: float | None = None) -> None:
         bar.total = total
@@ -48,44 +65,90 @@ def _bar(desc: str, unit: str):
 
 
 def _demo(args: argparse.Namespace) -> int:
-    with tqdm(total=100, desc=f"{args.kind} demo", bar_format="{l_bar}{bar}| {postfix}") as bar:
+    with tqdm(total=100, desc=f"{args.kind} demo", bar_format="{l_bar}{bar}| {postfix}", disable=None) as bar:
         def progress(frac: float, message: str) -> None:
             bar.n = int(100 * frac)
             bar.set_postfix_str(message[:60])
             bar.refresh()
 
-        folder, metrics = build_demo(args.kind, Path(args.workspace), progress)
+        with about(demo_folder(args.kind, Path(args.workspace))):
+            folder, metrics = build_demo(args.kind, Path(args.workspace), progress)
     print(f"{args.kind} demo at {folder}: held-out accuracy {metrics.test_accuracy:.1%} on {metrics.n_test} "
           f"examples, built in {metrics.build_seconds:.0f} s ({metrics.trained})")
     return 0
 
 
+def _workspace(args: argparse.Namespace) -> Workspace:
+    with about(Path(args.workspace) / "npeff.duckdb"):
+        return Workspace(args.workspace)
+
+
+def _model_source(args: argparse.Namespace, ws: Workspace) -> Path:
+    return demo_folder(args.demo, ws.root) if args.demo else Path(args.model)
+
+
 def _model_and_data(args: argparse.Namespace, ws: Workspace):
     scope = parse_scope(args.scope) if args.scope else None
     if args.demo:
-        model, dataset, _ = load_demo(args.demo, ws.root, scope=scope)
+        if args.model or args.data:
+            raise ValueError("--demo brings its own model and dataset; drop --model and --data, or drop --demo")
+        with about(demo_folder(args.demo, ws.root)):
+            model, dataset, _ = load_demo(args.demo, ws.root, scope=scope)
         return model, dataset
     if not (args.model and args.data):
         raise ValueError("give --demo text|image, or both --model PATH and --data PATH")
-    model = load_model(args.model, scope=scope or ParamScope(), extract_root=ws.root / "uploads" / "extracted",
-                       config=args.config, architecture=args.architecture,
-                       label_names=args.labels.split(",") if args.labels else None)
-    if args.data.endswith(".npz"):
-        dataset = load_image_file(args.data, label_names=model.label_names)
-    else:
-        dataset = load_text_file(args.data, text_columns=args.text_column or ["text"],
-                                 label_column=args.label_column, label_names=model.label_names)
+    with about(args.model):
+        model = load_model(args.model, scope=scope or ParamScope(), extract_root=ws.root / "uploads" / "extracted",
+                           config=args.config, architecture=args.architecture,
+                           label_names=args.labels.split(",") if args.labels else None)
+    with about(args.data):
+        if args.data.endswith(".npz"):
+            dataset = load_image_file(args.data, label_names=model.label_names)
+        else:
+            dataset = load_text_file(args.data, text_columns=args.text_column or ["text"],
+                                     label_column=args.label_column, label_names=model.label_names)
     return model, dataset
 
 
-def _pefs(args: argparse.Namespace) -> int:
-    from analysis.runs import pefs_run
+def _values_per_example(args: argparse.Namespace, model) -> int | None:
+    """--values-per-example: default min(2048, parameters in scope × classes), as on the Compute page; 0 = all."""
+    if args.values_per_example is None:
+        return default_values_per_example(model)
+    if args.values_per_example < 0:
+        raise ValueError(f"--values-per-example must be >= 0 (0 keeps all), got {args.values_per_example}")
+    return args.values_per_example or None
 
-    ws = Workspace(args.workspace)
+
+def _check_estimate(args: argparse.Namespace, ws: Workspace, model, dataset, k: int | None) -> None:
+    """Print the disk, memory and time estimates; refuse what does not fit unless --yes."""
+    with about(_model_source(args, ws)):
+        seconds = measure_seconds_per_example(ws.root, model, dataset, kind=args.kind,
+                                              top_k_classes=args.top_k_classes, n_values_per_example=k,
+                                              batch_size=args.batch_size, device=args.device)
+    estimate = estimate_pefs(model, dataset, kind=args.kind, n_values_per_example=k,
+                             top_k_classes=args.top_k_classes, n_components=None, batch_size=args.batch_size,
+                             seconds_each=seconds)
+    resources = args.resources or machine_resources(ws.root)
+    print(describe_estimate(estimate, resources), flush=True)
+    problems = resource_problems(estimate, resources)
+    if problems and not args.yes:
+        raise ValueError(f"{ws.root}: {'; '.join(problems)}; keep fewer values (--values-per-example), use fewer "
+                         "examples or another workspace, or pass --yes to start anyway")
+
+
+def _pefs(args: argparse.Namespace) -> int:
+    from analysis.runs import pefs_run, pefs_settings
+
+    ws = _workspace(args)
     model, dataset = _model_and_data(args, ws)
+    k = _values_per_example(args, model)
+    stored = ws.find_run("pefs", pefs_settings(model, dataset, kind=args.kind, n_values_per_example=k,
+                                               top_k_classes=args.top_k_classes))
+    if stored is None or stored.status != "complete":
+        _check_estimate(args, ws, model, dataset, k)
     bar, progress = _bar("per-example Fishers", "ex")
-    with bar:
-        run = pefs_run(ws, model, dataset, kind=args.kind, n_values_per_example=args.values_per_example,
+    with bar, about(_model_source(args, ws)):
+        run = pefs_run(ws, model, dataset, kind=args.kind, n_values_per_example=k,
                        top_k_classes=args.top_k_classes, chunk_size=args.chunk_size, batch_size=args.batch_size,
                        device=args.device, progress=progress)
     print(f"PEF run {run.id}: {run.summary['n_examples']} examples × {run.summary['n_parameters']:,} parameters "
@@ -106,29 +169,76 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _fit(args: argparse.Namespace) -> int:
-    from analysis.npeff import fit_d_npeff, fit_lrm_npeff
-    from analysis.runs import fit_run, load_pefs
+def _fit_settings(args: argparse.Namespace, variant: Variant) -> dict:
+    """fit_run's settings from the arguments; options the variant does not have (LRM's, for D-NPEFF) are ignored."""
+    given = {"n_components": args.components, "n_iters": args.iters, "seed": args.seed, "lr": args.lr,
+             "step": args.step, "n_iters_g_only": args.g_only_iters, "ortho_reg": args.ortho_reg, "tol": args.tol}
+    names = {f.name for f in fields(variant.config)}
+    return {k: v for k, v in given.items() if v is not None and k in names}
 
+
+def _broadcast(decision: list, world: int) -> list:
+    """Rank 0's decision, on every rank."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(decision, src=0)
+    return decision
+
+
+def _fit(args: argparse.Namespace) -> int:
+    """Rank 0 looks up the stored run and tells every rank whether there is anything to compute."""
     rank, world = _distributed()
-    ws = Workspace(args.workspace)
-    pefs = ws.get_run(args.pefs)
-    options = {k: v for k, v in {"lr": args.lr, "step": args.step, "n_iters_g_only": args.g_only_iters,
-                                 "ortho_reg": args.ortho_reg, "tol": args.tol}.items() if v is not None}
-    if pefs.params["kind"] == "diag":
-        options = {k: v for k, v in options.items() if k == "tol"}
-    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world > 1 and _cuda() else None)
-    if rank == 0:
+    try:
+        return _fit_on_rank(args, rank, world)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _fit_on_rank(args: argparse.Namespace, rank: int, world: int) -> int:
+    """Rank 0 runs fit_run; when it has to fit (no stored run to reuse), it tells the other ranks, which fit their
+    column slices alongside. They also hear when there is nothing to do or the setup failed, so none hangs."""
+    from analysis.runs import PefsSummary, fit_config, fit_run, load_pefs
+    from analysis.variants import get_variant
+
+    if rank != 0:
+        state, pefs = _broadcast([None], world)[0]  # ("compute", pefs run) | ("done", None) | ("failed", None)
+        if state == "compute":
+            variant = get_variant(PefsSummary.of(pefs).kind)
+            with about(f"PEF run {pefs.id}"):
+                variant.fit(load_pefs(_workspace(args), pefs), fit_config(variant, _fit_settings(args, variant)),
+                            device=_fit_device(args, world))
+        return EXIT_ERROR if state == "failed" else 0
+    told = []
+
+    def tell(state: str, pefs: Run | None = None) -> None:
+        if not told:
+            told.append(state)
+            _broadcast([(state, pefs)], world)
+
+    try:
+        ws = _workspace(args)
+        pefs = ws.get_run(args.pefs)
+        variant = get_variant(PefsSummary.of(pefs).kind)
         bar, progress = _bar("NPEFF", "it")
-        with bar:
-            run = fit_run(ws, pefs, n_components=args.components, n_iters=args.iters, seed=args.seed,
-                          device=device, progress=progress, **options)
-        print(f"NPEFF run {run.id}: {args.components} components, relative error "
-              f"{run.summary['relative_error']:.4f}, in {ws.root}")
-    else:  # the other ranks compute their column slices; rank 0 stores the result
-        fit = fit_lrm_npeff if pefs.params["kind"] == "lrm" else fit_d_npeff
-        fit(load_pefs(ws, pefs), args.components, n_iters=args.iters, seed=args.seed, device=device, **options)
+        with bar, about(f"PEF run {pefs.id}"):
+            run = fit_run(ws, pefs, device=_fit_device(args, world), progress=progress,
+                          on_compute=lambda: tell("compute", pefs), **_fit_settings(args, variant))
+    except BaseException:
+        tell("failed")
+        raise
+    tell("done")
+    print(f"NPEFF run {run.id}: {args.components} components, relative error "
+          f"{run.summary['relative_error']:.4f}, in {ws.root}")
     return 0
+
+
+def _fit_device(args: argparse.Namespace, world: int) -> str | None:
+    """The --device, else each torchrun rank's own GPU when there are GPUs, else the default."""
+    return args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world > 1 and _cuda() else None)
 
 
 def _cuda() -> bool:
@@ -140,7 +250,7 @@ def _cuda() -> bool:
 def _fit_coeffs(args: argparse.Namespace) -> int:
     from analysis.runs import coefficients_run
 
-    ws = Workspace(args.workspace)
+    ws = _workspace(args)
     bar, progress = _bar("coefficients", "ex")
     with bar:
         run = coefficients_run(ws, ws.get_run(args.decomposition), ws.get_run(args.pefs), n_iters=args.iters,
@@ -150,7 +260,7 @@ def _fit_coeffs(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    table = Workspace(args.workspace).runs()
+    table = _workspace(args).runs()
     print(table[["id", "kind", "status", "created", "summary"]].to_string(index=False) if len(table) else "no runs")
     return 0
 
@@ -159,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="npeff", description="NPEFF Explorer command line",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--workspace", default=str(DEFAULT_WORKSPACE), help="workspace folder (default: %(default)s)")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="build an offline demo model once (cached in the workspace)")
@@ -175,12 +286,15 @@ def parser() -> argparse.ArgumentParser:
     pefs.add_argument("--text-column", action="append", help="text column (twice for sentence pairs)")
     pefs.add_argument("--label-column", help="label column (class names or indices)")
     pefs.add_argument("--scope", help="'all', 'last:N' or 're:PATTERN' (demo default: text last:1, image all)")
-    pefs.add_argument("--kind", choices=["lrm", "diag"], default="lrm")
-    pefs.add_argument("--values-per-example", type=int, help="keep the k largest entries (default: all)")
+    pefs.add_argument("--kind", choices=list(VARIANTS), default="lrm", help="NPEFF variant of the PEFs")
+    pefs.add_argument("--values-per-example", type=int,
+                      help="keep the k largest entries (default: min(2048, parameters in scope × classes); 0: all)")
     pefs.add_argument("--top-k-classes", type=int, help="LRM: keep the k most probable classes")
     pefs.add_argument("--chunk-size", type=int, default=128, help="examples committed together (resume unit)")
     pefs.add_argument("--batch-size", type=int, default=16)
     pefs.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    pefs.add_argument("--yes", action="store_true",
+                      help="start even when the estimate exceeds the free disk or the available memory")
     pefs.set_defaults(func=_pefs)
 
     fit = sub.add_parser("fit", help="fit LRM-/D-NPEFF to a PEF run (torchrun splits the parameters)")
@@ -210,13 +324,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, resources: Resources | None = None) -> int:
+    """Run one command; `resources` replaces the machine's free disk and memory in the estimate check (tests)."""
     args = parser().parse_args(argv)
+    args.resources = resources
     try:
         return args.func(args)
-    except (ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as e:
+        if args.debug:
+            traceback.print_exc()
+        print(describe_error(e), file=sys.stderr)  # "interrupted"
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"error: {describe_error(e)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

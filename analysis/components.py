@@ -14,14 +14,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analysis.models import LAYER_INDEX, ClassifierModel, ParamScope
-from analysis.npeff import DiagDecomposition, LrmDecomposition
+from analysis.models import ClassifierModel, ParamScope
+from analysis.npeff import Decomposition
+from analysis.parameters import ParameterLayout, layer_of, module_of
 from analysis.runs import cached_arrays, load_decomposition
 from analysis.store import Run, Workspace
+from analysis.variants import VARIANTS, variant_of
 
 TOP_K = 500  # examples per component kept in the precomputed top table
 NOTABLE_FRACTION = 0.01  # a coefficient is notable when > this fraction of the largest coefficient in W
-Decomposition = LrmDecomposition | DiagDecomposition
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -62,27 +63,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def check_decomposition_run(run: Run) -> None:
-    if not run.kind.startswith("npeff-") or run.status != "complete":
-        raise ValueError(f"run {run.id} must be a complete npeff-lrm or npeff-diag run, "
-                         f"got a {run.status} {run.kind} run")
+    kinds = [v.run_kind for v in VARIANTS.values()]
+    if run.kind not in kinds or run.status != "complete":
+        raise ValueError(f"run {run.id} must be a complete {' or '.join(kinds)} run, got a {run.status} {run.kind} run")
 
 
 def load_browse_data(ws: Workspace, run: Run) -> BrowseData:
     """W of a decomposition with the labels and logits stored in its PEF run (no model call)."""
     check_decomposition_run(run)
     pefs_id = run.summary["pefs_run"]
-    names = ws.query("SELECT label_names FROM datasets WHERE id = ?", [run.dataset_id])
+    dataset = ws.dataset_record(run.dataset_id)
     W = np.asarray(load_decomposition(ws, run).W)
     logits = ws.load_array(pefs_id, "logits", mmap=False)
     labels = ws.load_array(pefs_id, "labels", mmap=False).astype(np.int64)
-    label_names = (json.loads(names["label_names"].iloc[0]) if len(names)
+    label_names = (json.loads(dataset["label_names"]) if dataset
                    else [str(c) for c in range(logits.shape[1])])
     return BrowseData(W=W, labels=labels, probs=softmax(logits), label_names=label_names)
-
-
-def components_of(dec: Decomposition) -> np.ndarray:
-    """The component matrix over the kept parameters: G (LRM) or H (D-NPEFF), [r, m]."""
-    return dec.G if isinstance(dec, LrmDecomposition) else dec.H
 
 
 # -------------------------------------------------------------------------------------------- top examples
@@ -122,7 +118,7 @@ def component_index(ws: Workspace, run: Run, dec: Decomposition, k: int = TOP_K)
     """
     def compute() -> dict[str, np.ndarray]:
         indices, values = top_table(np.asarray(dec.W), k)
-        return {"top_indices": indices, "top_values": values, "similarity": similarity(components_of(dec))}
+        return {"top_indices": indices, "top_values": values, "similarity": similarity(dec.components)}
 
     return cached_arrays(ws, "component-index", {"decomposition": run.key, "k": k}, compute)
 
@@ -220,26 +216,10 @@ def most_similar(sim: np.ndarray, k: int, n: int = 5) -> pd.DataFrame:
     return pd.DataFrame({"component": order.astype(int), "abs_cos": scores[order]})
 
 
-def module_of(name: str) -> str:
-    """The module a parameter belongs to: its name without the final attribute (weight/bias)."""
-    return name.rsplit(".", 1)[0] if "." in name else name
-
-
-def layer_of(name: str) -> str:
-    """The layer a parameter belongs to: its numbered block (transformers), else its module."""
-    m = LAYER_INDEX.search(name)
-    return name[: m.end() - 1] if m else module_of(name)
-
-
-def parameter_offsets(sizes: list[int]) -> np.ndarray:
-    """Start of each parameter tensor in the flat vector plus the total: [T + 1] int64."""
-    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-
-
 def tensor_profiles(C: np.ndarray, kept: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Share of ‖c_k‖² in each parameter tensor: [r, T], rows sum to 1 (0 for a zero component).
 
-    kept [m] ascending flat indices of C's columns; offsets [T + 1] from parameter_offsets.
+    kept [m] ascending flat indices of C's columns; offsets [T + 1] as in ParameterLayout.offsets.
     """
     kept = np.asarray(kept)
     if len(kept) and (kept[-1] >= offsets[-1] or np.any(np.diff(kept) <= 0)):
@@ -291,15 +271,14 @@ def scoped_model(ws: Workspace, run: Run, model: ClassifierModel) -> ClassifierM
 
 def parameter_layout(model: ClassifierModel) -> tuple[list[str], np.ndarray]:
     """Names of the parameters in scope and their offsets [T + 1] in the flat vector of M parameters."""
-    params = dict(model.named_parameters())
-    names = model.param_names_in_scope()
-    return names, parameter_offsets([params[n].numel() for n in names])
+    layout = ParameterLayout.in_scope(model)
+    return list(layout.names), layout.offsets
 
 
 def component_profiles(ws: Workspace, run: Run, dec: Decomposition, offsets: np.ndarray) -> np.ndarray:
     """tensor_profiles of a decomposition, computed once per run and stored: [r, T]."""
     return cached_arrays(ws, "component-profiles", {"decomposition": run.key, "tensors": len(offsets) - 1},
-                         lambda: {"profiles": tensor_profiles(components_of(dec), dec.kept, offsets)})["profiles"]
+                         lambda: {"profiles": tensor_profiles(dec.components, dec.kept, offsets)})["profiles"]
 
 
 # ---------------------------------------------------------------------------------------------- overview
@@ -408,7 +387,7 @@ def components_safetensors(dec: Decomposition, metadata: dict[str, str]) -> byte
     from safetensors.numpy import save
 
     meta = {**{k: str(v) for k, v in metadata.items()}, "n_parameters": str(dec.n_parameters),
-            "kind": "lrm" if isinstance(dec, LrmDecomposition) else "diag"}
-    return save({"components": np.ascontiguousarray(components_of(dec), dtype=np.float32),
+            "kind": variant_of(dec).name}
+    return save({"components": np.ascontiguousarray(dec.components, dtype=np.float32),
                  "kept": np.ascontiguousarray(dec.kept, dtype=np.int64)}, metadata=meta)
 

@@ -14,8 +14,9 @@ import torch
 
 from analysis.models import resolve_device
 
-TABLE_READERS = {".csv": "read_csv_auto", ".gz": "read_csv_auto", ".jsonl": "read_json_auto",
-                 ".json": "read_json_auto", ".ndjson": "read_json_auto", ".parquet": "read_parquet"}
+# DuckDB table functions by suffix; "json" is Python's json module (see _read_json)
+TABLE_READERS = {".csv": "read_csv_auto", ".gz": "read_csv_auto", ".jsonl": "json", ".json": "json",
+                 ".ndjson": "json", ".parquet": "read_parquet"}
 PAIR_SEPARATOR = " ‖ "  # how a sentence pair is shown in tables
 
 
@@ -87,8 +88,37 @@ def _check_utf8(path: Path) -> None:
                                  "re-save the file as UTF-8") from None
 
 
+def _read_json(path: Path) -> pd.DataFrame:
+    """JSON lines (or one JSON array) of objects, parsed with Python's json so each value keeps its type.
+
+    DuckDB's read_json_auto types a column holding both strings and numbers as JSON, and its values come
+    back JSON-quoted ('"fresh"').
+    """
+    text = path.read_text(encoding="utf-8-sig")
+    is_array = text.lstrip().startswith("[")
+    chunks = [(1, text)] if is_array else [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    records: list = []
+    for first_line, chunk in chunks:
+        try:
+            value = json.loads(chunk)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path.name}: line {first_line + e.lineno - 1} is not valid JSON ({e.msg}); "
+                             "write one JSON object per line") from None
+        records.extend(value if is_array and isinstance(value, list) else [value])
+    if not records:
+        raise ValueError(f"{path.name}: holds no JSON records; write one JSON object per line")
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path.name}: record {bad + 1} is {_kind(records[bad])}, not an object; "
+                         "write one JSON object per line, with the column names as keys")
+    return pd.DataFrame(records)
+
+
 def read_table(path: Path | str) -> pd.DataFrame:
-    """A CSV (optionally .gz), JSONL or Parquet file as a DataFrame, with clear errors for bad files."""
+    """A CSV (optionally .gz), JSONL or Parquet file as a DataFrame, with clear errors for bad files.
+
+    Cells keep their types (numbers, lists, structs stay what they are); text_dataset checks them.
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
@@ -99,6 +129,8 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise ValueError(f"{path.name}: the file is empty")
     if reader != "read_parquet" and path.suffix != ".gz":
         _check_utf8(path)
+    if reader == "json":
+        return _read_json(path)
     try:
         with duckdb.connect() as con:
             frame = con.execute(f"SELECT * FROM {reader}(?)", [str(path)]).df()
@@ -115,20 +147,66 @@ def _check_columns(frame: pd.DataFrame, columns: Sequence[str], source: str) -> 
         raise ValueError(f"{source}: column(s) {missing} not found; the columns are {list(frame.columns)}")
 
 
+def _kind(value) -> str:
+    """A cell's type as messages name it."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, (bool, np.bool_)):
+        return "a boolean"
+    if isinstance(value, (int, np.integer)):
+        return "an integer"
+    if isinstance(value, (float, np.floating)):
+        return "a number"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a struct"
+    return f"a {type(value).__name__}"
+
+
+def _shown(value) -> str:
+    """A cell for a message: lists as lists, cut to 60 characters."""
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_text(values: pd.Series, source: str, column: str) -> None:
+    """Refuse a text column with any cell that is not a string.
+
+    Numbers (a numeric column) are almost always the wrong column chosen; lists and structs (JSON, Parquet)
+    would reach the tokenizer as their Python repr ("['a' 'b']").
+    """
+    for row, value in values.items():
+        if not isinstance(value, str):
+            kind = _kind(value)
+            fix = ("a numeric column is not the text: choose the column that holds the sentences, or store the "
+                   "values as strings if they are the text" if kind in ("a boolean", "an integer", "a number")
+                   else "choose a column of strings, or join each row's items into one string first")
+            raise ValueError(f"{source}: text column '{column}' ({values.dtype}) holds {kind} in row {row}: "
+                             f"{_shown(value)}; {fix}")
+
+
+def _class_index(value, lookup: dict[str, int], n_classes: int) -> int:
+    """One label as a class index: an integer index in [0, n_classes), else a class name in any case; -1 if neither."""
+    if isinstance(value, (int, np.integer, np.bool_)):
+        return int(value) if 0 <= value < n_classes else -1
+    text = str(value)
+    return lookup.get(text, lookup.get(text.lower(), -1))
+
+
 def encode_labels(values: pd.Series, label_names: list[str], source: str, column: str) -> np.ndarray:
-    """Map a label column (class indices or class names) to indices in [0, C)."""
+    """Map a label column (class indices, class names, or both mixed as JSON allows) to indices in [0, C)."""
     if values.isna().any():
         rows = values.index[values.isna()].tolist()[:5]
         raise ValueError(f"{source}: column '{column}' is empty in rows {rows}; every example needs a label")
-    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
-        labels = values.astype(np.int64).to_numpy()
-        bad = sorted(set(labels[(labels < 0) | (labels >= len(label_names))].tolist()))
-    else:
-        lookup = {name: i for i, name in enumerate(label_names)}
-        lookup.update({name.lower(): i for i, name in enumerate(label_names)})
-        as_text = values.astype(str)
-        labels = np.array([lookup.get(v, lookup.get(v.lower(), -1)) for v in as_text], dtype=np.int64)
-        bad = sorted(set(as_text[labels < 0].tolist()))
+    for row, value in values.items():
+        if not isinstance(value, (str, int, float, np.integer, np.floating, np.bool_)):
+            raise ValueError(f"{source}: label column '{column}' ({values.dtype}) holds {_kind(value)} in row {row}: "
+                             f"{_shown(value)}; give one class name or index per row")
+    lookup = {name: i for i, name in enumerate(label_names)}
+    lookup.update({name.lower(): i for i, name in enumerate(label_names)})
+    labels = np.array([_class_index(v, lookup, len(label_names)) for v in values.tolist()], dtype=np.int64)
+    bad = sorted(set(values[labels < 0].tolist()), key=str)
     if bad:
         raise ValueError(f"{source}: labels {bad[:5]} in column '{column}' are outside the model's classes "
                          f"{label_names} (give class names or indices 0..{len(label_names) - 1})")
@@ -137,7 +215,10 @@ def encode_labels(values: pd.Series, label_names: list[str], source: str, column
 
 def text_dataset(frame: pd.DataFrame, *, text_columns: Sequence[str], label_column: str | None,
                  label_names: list[str], name: str, source: str) -> TextDataset:
-    """Validate columns and labels of a table and build a TextDataset (1 text column, or 2 for pairs)."""
+    """Validate columns and labels of a table and build a TextDataset (1 text column, or 2 for pairs).
+
+    Text columns must hold strings in every row (see _check_text).
+    """
     if not 1 <= len(text_columns) <= 2:
         raise ValueError(f"{source}: choose one text column, or two for sentence pairs; got {list(text_columns)}")
     _check_columns(frame, [*text_columns, *([label_column] if label_column else [])], source)
@@ -146,7 +227,8 @@ def text_dataset(frame: pd.DataFrame, *, text_columns: Sequence[str], label_colu
         if empty.any():
             raise ValueError(f"{source}: text column '{col}' is empty in rows {frame.index[empty].tolist()[:5]}; "
                              "drop those rows or fill them")
-    texts = list(zip(*(frame[c].astype(str).tolist() for c in text_columns)))
+        _check_text(frame[col], source, col)
+    texts = list(zip(*(frame[c].tolist() for c in text_columns)))
     labels = (encode_labels(frame[label_column], label_names, source, label_column) if label_column
               else np.full(len(frame), -1, np.int64))
     digest = _hash(json.dumps(texts).encode(), labels.tobytes(), json.dumps(label_names).encode())

@@ -21,6 +21,7 @@ import torch
 from analysis.datasets import ImageDataset, TextDataset, image_dataset, predict, text_dataset
 from analysis.models import ClassifierModel, ParamScope, load_model, save_image_model
 from analysis.image_models import DigitsCNN
+from analysis.store import pid_alive
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 RT_CSV = DATA_DIR / "rotten_tomatoes_corpus_full.csv.bz2"
@@ -29,6 +30,7 @@ TEXT_TRAIN, TEXT_TEST, TEXT_DEMO = 6000, 2000, 1000  # examples: fine-tune, held
 DIGIT_LABELS = [str(d) for d in range(10)]
 DIGITS_TEST = 500
 METRICS = "demo_metrics.json"  # written last: its presence marks a finished build
+BUILDING = ".building-"  # a build in progress lives in <kind>-demo.building-<pid> until it is renamed
 
 Progress = Callable[[float, str], None]
 
@@ -167,23 +169,37 @@ def demo_folder(kind: str, root: Path) -> Path:
     return Path(root) / "demos" / f"{kind}-demo"
 
 
+def _clear_stale_builds(folder: Path) -> None:
+    """Remove half-built demo folders of processes that no longer run (a killed build leaves one behind)."""
+    for stale in folder.parent.glob(f"{folder.name}{BUILDING}*"):
+        pid = stale.name.rsplit(BUILDING, 1)[1]
+        if not pid.isdigit() or not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def build_demo(kind: str, root: Path, progress: Progress = _quiet) -> tuple[Path, DemoMetrics]:
     """Build the demo checkpoint under `root/demos/` once; later calls return it at once."""
     folder = demo_folder(kind, root)
     if (folder / METRICS).exists():
         return folder, DemoMetrics(**json.loads((folder / METRICS).read_text()))
     start = time.perf_counter()
-    tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
+    _clear_stale_builds(folder)
+    tmp = folder.with_name(folder.name + f"{BUILDING}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    progress(0.02, f"building the {kind} demo (once per workspace)")
-    info = DEMOS[kind](tmp, progress)
-    progress(0.9, "measuring held-out accuracy")
-    accuracy, n_test = _held_out_accuracy(kind, load_model(tmp))
-    metrics = DemoMetrics(test_accuracy=accuracy, n_test=n_test, build_seconds=time.perf_counter() - start, **info)
-    (tmp / METRICS).write_text(json.dumps(metrics.__dict__, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    try:
+        progress(0.02, f"building the {kind} demo (once per workspace)")
+        info = DEMOS[kind](tmp, progress)
+        progress(0.9, "measuring held-out accuracy")
+        accuracy, n_test = _held_out_accuracy(kind, load_model(tmp))
+        metrics = DemoMetrics(test_accuracy=accuracy, n_test=n_test, build_seconds=time.perf_counter() - start,
+                              **info)
+        (tmp / METRICS).write_text(json.dumps(metrics.__dict__, indent=2))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     progress(1.0, f"{kind} demo ready: held-out accuracy {accuracy:.1%}")
     return folder, metrics
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Literal
 
 import numpy as np
 import torch
@@ -22,10 +21,14 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 from analysis.models import ClassifierModel, resolve_device
-from analysis.pefs import DiagPefs, LrmPefs, concat_pefs, diag_from_top, lrm_from_top, sparsify_diag, sparsify_lrm
-from kernels.topk import TopK, top_abs
+from analysis.parameters import private_view
+from analysis.batch_gradients import BatchGradients
+from analysis.datasets import make_batches
+from analysis.pefs import DiagPefs, LrmPefs, concat_pefs
+from analysis.variants import get_variant
 
 LABELS = "labels"  # optional batch key [B]: stored with the PEFs, never passed to forward
+NORM_EPS = 1e-12  # added to ‖f‖ before normalizing the dataset Fisher
 
 Batch = Mapping[str, torch.Tensor]
 Progress = Callable[[int, int | None], None]
@@ -39,9 +42,7 @@ class _Split:
     consts: dict[str, torch.Tensor]  # parameters out of scope and buffers, detached
 
 
-def _check_args(kind: str, n_values_per_example: int | None, top_k_classes: int | None) -> None:
-    if kind not in ("lrm", "diag"):
-        raise ValueError(f"kind must be 'lrm' or 'diag', got '{kind}'")
+def _check_args(n_values_per_example: int | None, top_k_classes: int | None) -> None:
     k = n_values_per_example
     if k is not None and (not isinstance(k, Integral) or k < 1):
         raise ValueError(f"n_values_per_example must be an int >= 1 or None (keep all), got {n_values_per_example}")
@@ -170,100 +171,12 @@ def _is_binary(c: int, n_classes: int) -> bool:
     return c == n_classes == 2
 
 
-@dataclass(frozen=True)
-class _Grads:
-    """One batch's per-example gradients, one block per parameter tensor in scope."""
-
-    blocks: list[torch.Tensor]  # D [B, r, n_p], r VJPs per example, n_p entries of parameter p (row-major)
-    scale: torch.Tensor | None  # [B, 2] for a binary classifier, A_i = scale_i ⊗ d_i (r = 1); None: A = D
-    logits: torch.Tensor  # [B, C]
-    class_ids: torch.Tensor  # [B, c]
-
-    @property
-    def n_parameters(self) -> int:
-        return sum(block.shape[2] for block in self.blocks)
-
-    def columns(self) -> list[torch.Tensor]:
-        """A per block: [B, c, n_p] each."""
-        return self.blocks if self.scale is None else [self.scale[:, :, None] * block for block in self.blocks]
-
-    def lrm_grams(self) -> torch.Tensor:
-        """A_iᵀ A_i [B, c, c], from DDᵀ summed over blocks (the c×c Gram, never M×M)."""
-        DDt = sum(block @ block.mT for block in self.blocks)  # [B, r, r]
-        return DDt if self.scale is None else self.scale[:, :, None] * self.scale[:, None, :] * DDt
-
-    def diagonals(self) -> list[torch.Tensor]:
-        """f = Σ_y A_y⊙² per block: [B, 1, n_p] each."""
-        if self.scale is None:
-            return [block.square().sum(1, keepdim=True) for block in self.blocks]
-        weight = self.scale.square().sum(1)[:, None, None]  # [B, 1, 1]
-        return [weight * block.square() for block in self.blocks]
-
-
-def _batch_grads(batched_fn, theta: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> _Grads:
+def _batch_grads(batched_fn, theta: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> BatchGradients:
     grads, scale, logits, class_ids = batched_fn(theta, inputs)
     size = logits.shape[0]
     blocks = [g.reshape(size, g.shape[1], -1) for g in grads.values()]  # [B, r, n_p], a view when contiguous
-    return _Grads(blocks=blocks, scale=scale if _is_binary(class_ids.shape[1], logits.shape[1]) else None,
-                  logits=logits, class_ids=class_ids)
-
-
-def _check_finite(check: torch.Tensor, logits: torch.Tensor, start: int) -> None:
-    """Raise FloatingPointError naming the first example (global index) with NaN/Inf.
-
-    check [B, ...] holds per-example sums of squares of the gradients: NaN/Inf when any entry is.
-    """
-    finite = torch.isfinite(check.reshape(len(check), -1).sum(dim=1)) & torch.isfinite(logits).all(dim=1)  # [B]
-    if not bool(finite.all()):
-        bad = start + int((~finite).nonzero()[0, 0])
-        raise FloatingPointError(f"per-example Fisher of example {bad} has non-finite values (logits or "
-                                 "gradients); check the input or the model weights")
-
-
-def _lrm_top(grads: _Grads, k: int) -> TopK:
-    """The k largest |A| entries of each example jointly over classes (k < c·M)."""
-    if grads.scale is None:
-        return top_abs(grads.blocks, k)
-    # rank one: A = scale ⊗ d, so the joint top k lie among the 2·k' entries over d's top k' = min(k, M)
-    M, c = grads.n_parameters, grads.scale.shape[1]
-    if k < M:
-        d = top_abs(grads.blocks, k)
-    else:  # every entry of d is a candidate
-        d_all = torch.cat(grads.blocks, dim=2)[:, 0]  # [B, M]
-        d = TopK(values=d_all, flat=torch.arange(M, device=d_all.device).expand_as(d_all))
-    values = (grads.scale[:, :, None] * d.values[:, None, :]).flatten(1)  # [B, c·k'], class-major
-    flat = (torch.arange(c, device=d.flat.device)[:, None] * M + d.flat[:, None, :]).flatten(1)  # [B, c·k']
-    kept = top_abs([values[:, None, :]], k)
-    return TopK(values=kept.values, flat=flat.gather(1, kept.flat))
-
-
-def _sparse_lrm(grads: _Grads, labels: np.ndarray, k: int | None, start: int) -> LrmPefs:
-    """LrmPefs of the batch; norms ‖A Aᵀ‖_F = ‖Aᵀ A‖_F from the dense A."""
-    grams = grads.lrm_grams()  # [B, c, c]
-    _check_finite(grams, grads.logits, start)
-    M, c = grads.n_parameters, grads.class_ids.shape[1]
-    if k is None or k >= c * M:
-        values, indices, offsets = sparsify_lrm(torch.cat(grads.columns(), dim=2), None)
-    else:
-        values, indices, offsets = lrm_from_top(_lrm_top(grads, k), c, M)
-    return LrmPefs(values=values.cpu().numpy(), indices=indices.cpu().numpy(), class_offsets=offsets.cpu().numpy(),
-                   class_ids=grads.class_ids.cpu().numpy().astype(np.int64),
-                   norms=grams.square().sum(dim=(1, 2)).sqrt().cpu().numpy(),
-                   logits=grads.logits.cpu().numpy(), labels=labels, n_parameters=M)
-
-
-def _sparse_diag(grads: _Grads, labels: np.ndarray, k: int | None, start: int) -> DiagPefs:
-    """DiagPefs of the batch; norms ‖f‖₂ from the dense f."""
-    f = grads.diagonals()  # [B, 1, n_p] each
-    squares = sum(block.square().sum(dim=(1, 2)) for block in f)  # [B]
-    _check_finite(squares, grads.logits, start)
-    M = grads.n_parameters
-    if k is None or k >= M:
-        values, indices = sparsify_diag(torch.cat(f, dim=2)[:, 0], None)
-    else:
-        values, indices = diag_from_top(top_abs(f, k))
-    return DiagPefs(values=values.cpu().numpy(), indices=indices.cpu().numpy(), norms=squares.sqrt().cpu().numpy(),
-                    logits=grads.logits.cpu().numpy(), labels=labels, n_parameters=M)
+    return BatchGradients(blocks=blocks, scale=scale if _is_binary(class_ids.shape[1], logits.shape[1]) else None,
+                          logits=logits, class_ids=class_ids)
 
 
 def _total_examples(batches: Iterable[Batch]) -> int | None:
@@ -273,7 +186,7 @@ def _total_examples(batches: Iterable[Batch]) -> int | None:
     return None
 
 
-def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: Literal["lrm", "diag"] = "lrm",
+def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: str = "lrm",
                  n_values_per_example: int | None = None, top_k_classes: int | None = None,
                  params: Sequence[str] | None = None, device: torch.device | str | None = None,
                  progress: Progress | None = None) -> LrmPefs | DiagPefs:
@@ -282,21 +195,36 @@ def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: Literal["l
     Classes: all C in class order, or the top_k_classes most probable (most probable first, p not
     renormalised); D sums over the same classes. Norms are of the dense PEFs; memory is O(B·c·M).
     """
-    _check_args(kind, n_values_per_example, top_k_classes)
+    container = get_variant(kind).pefs  # LrmPefs or DiagPefs: it sparsifies each batch
+    _check_args(n_values_per_example, top_k_classes)
     _check_eval(model)
     device = resolve_device(device)
     split = _split(model, _scope_names(model, params), device)
-    batched_fn = vmap(_per_example_fn(model, split.consts, top_k_classes), in_dims=(None, 0))
+    # functional_call swaps tensors into the module it runs: a private view keeps the shared model untouched
+    batched_fn = vmap(_per_example_fn(private_view(model), split.consts, top_k_classes), in_dims=(None, 0))
     total = _total_examples(batches)
     parts, done = [], 0
     for index, batch in enumerate(batches):
         size = _batch_size(batch, index)
         grads = _batch_grads(batched_fn, split.theta, _model_inputs(batch, device))
-        sparse = _sparse_lrm if kind == "lrm" else _sparse_diag
-        parts.append(sparse(grads, _labels(batch, size), n_values_per_example, done))
+        parts.append(container.from_gradients(grads, _labels(batch, size), n_values_per_example, done))
         done += size
         if progress is not None:
             progress(done, total)
     if not parts:
         raise ValueError("batches is empty; give at least one batch of examples")
     return concat_pefs(parts)
+
+
+def dataset_fisher(model: ClassifierModel, examples, *, batch_size: int = 16,
+                   device: str | torch.device | None = None) -> torch.Tensor:
+    """f_D [M]: mean over examples of the per-example diagonal Fishers (expectation mode, spec §1.1),
+    divided by ‖f‖₂ + 1e-12; streamed one batch at a time (memory O(batch·M), never [n, M])."""
+    dev = resolve_device(device)
+    total = torch.zeros(model.summary().n_parameters_in_scope, dtype=torch.float64, device=dev)
+    for batch in make_batches(model, examples, batch_size=batch_size):
+        pefs = compute_pefs(model, [batch], kind="diag", device=dev)  # all M values kept
+        total.index_add_(0, torch.as_tensor(pefs.indices, device=dev).flatten(),
+                         torch.as_tensor(pefs.values, device=dev).flatten().double())
+    mean = total / len(examples)
+    return (mean / (mean.norm() + NORM_EPS)).float()

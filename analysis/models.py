@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,11 +19,12 @@ import torch
 from torch import nn
 
 from analysis.image_models import build_image_model
-from analysis.safe_io import DEFAULT_MAX_UNPACKED_BYTES, load_state_dict, safe_extract_zip, sha256_files
+from analysis.parameters import has_layer_index, layer_of, module_of
+from analysis.safe_io import (DEFAULT_MAX_UNPACKED_BYTES, conversion_command, load_state_dict, safe_extract_zip,
+                              sha256_files, tensor_dtypes)
 
 IMAGE_CONFIG = "npeff_image_config.json"  # {"architecture", "label_names", "kwargs"} beside the weights
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -63,25 +66,19 @@ class ParamScope:
         raise ValueError(f"scope mode must be 'all', 'pattern' or 'last_layers', got '{self.mode}'")
 
 
-def _block_of(name: str) -> str:
-    """The block a parameter belongs to: its numbered layer for transformers, else its module path."""
-    m = LAYER_INDEX.search(name)
-    return name[: m.end()] if m else name.rsplit(".", 1)[0]
-
-
 def _last_layers(names: list[str], n_layers: int) -> list[str]:
     """Last n numbered layers plus every parameter after them (pooler, classifier head).
 
     Models without numbered layers (small CNNs/MLPs) count each module as a layer.
     """
-    indexed = [i for i, n in enumerate(names) if LAYER_INDEX.search(n)]
+    indexed = [i for i, n in enumerate(names) if has_layer_index(n)]
     if indexed:
-        layers = list(dict.fromkeys(_block_of(names[i]) for i in indexed))
+        layers = list(dict.fromkeys(layer_of(names[i]) for i in indexed))
         keep = set(layers[-n_layers:])
-        return [n for i, n in enumerate(names) if _block_of(n) in keep or i > indexed[-1]]
-    blocks = list(dict.fromkeys(_block_of(n) for n in names))
-    keep = set(blocks[-n_layers:])
-    return [n for n in names if _block_of(n) in keep]
+        return [n for i, n in enumerate(names) if layer_of(n) in keep or i > indexed[-1]]
+    modules = list(dict.fromkeys(module_of(n) for n in names))
+    keep = set(modules[-n_layers:])
+    return [n for n in names if module_of(n) in keep]
 
 
 @dataclass(frozen=True)
@@ -96,6 +93,7 @@ class ModelSummary:
     n_parameters_in_scope: int
     scope: str
     content_hash: str
+    notes: tuple[str, ...]  # what loading changed without refusing, e.g. weights cast from float16
 
 
 class ClassifierModel(nn.Module):
@@ -103,7 +101,7 @@ class ClassifierModel(nn.Module):
 
     def __init__(self, net: nn.Module, *, input_kind: Literal["text", "image"], label_names: list[str],
                  name: str, content_hash: str, tokenizer=None, max_length: int = 128,
-                 scope: ParamScope = ParamScope()):
+                 scope: ParamScope = ParamScope(), notes: tuple[str, ...] = ()):
         super().__init__()
         self.net = net.eval()
         self.input_kind = input_kind
@@ -113,6 +111,7 @@ class ClassifierModel(nn.Module):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.scope = scope
+        self.notes = tuple(notes)
         self.param_names_in_scope()  # validate the scope now, with the model's names in the message
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -136,7 +135,7 @@ class ClassifierModel(nn.Module):
         """A view sharing these weights under another parameter scope (validated; self is unchanged)."""
         return ClassifierModel(self.net, input_kind=self.input_kind, label_names=self.label_names, name=self.name,
                                content_hash=self.content_hash, tokenizer=self.tokenizer,
-                               max_length=self.max_length, scope=scope)
+                               max_length=self.max_length, scope=scope, notes=self.notes)
 
     def summary(self) -> ModelSummary:
         params = dict(self.named_parameters())
@@ -145,7 +144,7 @@ class ClassifierModel(nn.Module):
             name=self.name, architecture=type(self.net).__name__, input_kind=self.input_kind,
             label_names=tuple(self.label_names), n_parameters=sum(p.numel() for p in params.values()),
             n_parameters_in_scope=sum(params[n].numel() for n in in_scope), scope=self.scope.describe(),
-            content_hash=self.content_hash)
+            content_hash=self.content_hash, notes=self.notes)
 
 
 def _check_no_remote_code(config_path: Path) -> dict:
@@ -172,13 +171,99 @@ def _load_tokenizer(folder: Path):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
 
 
+# the weights from_pretrained reads in a folder, one file or a shard index, in the order it prefers them
+# (Hub snapshots often hold both formats; the safetensors copy is the one read, the pickle is never opened)
+HF_WEIGHTS = (("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json"))
+# what to do about weights that do not fit the architecture, for a bare weights file and for a folder
+BARE_FIX = "pick the config/architecture the weights were saved from"
+FOLDER_FIX = ("config.json and the weights are not from the same model; save both from the trained model with "
+              "save_pretrained")
+
+
 def _checkpoint_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.suffix == ".json")]
 
 
+def _weight_files(folder: Path, source: str) -> list[Path]:
+    """The weights of the one checkpoint in a folder: one file, or the shards its index lists.
+
+    Of a Hugging Face folder, the format from_pretrained prefers (safetensors over pickles). Two candidates of
+    one format (a single file beside a shard index, two weight files beside an image config) are refused:
+    loading would silently pick one of them.
+    """
+    if (folder / IMAGE_CONFIG).exists():
+        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    else:
+        found = next(([folder / n for n in names if (folder / n).is_file()] for names in HF_WEIGHTS
+                      if any((folder / n).is_file() for n in names)), [])
+    if not found:
+        raise ValueError(f"{source}: no weights file; expected model.safetensors (or pytorch_model.bin)")
+    if len(found) > 1:
+        raise ValueError(f"{source}: holds {len(found)} weight files for one config "
+                         f"({', '.join(p.name for p in found)}); keep the one you mean and delete the others")
+    if found[0].name.endswith(".index.json"):
+        return sorted({folder / shard for shard in json.loads(found[0].read_text())["weight_map"].values()})
+    return found
+
+
+def _few(items: list[str]) -> str:
+    """The first three of a sorted list, and how many more there are."""
+    return f"{items[:3]}" + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+
+def _refuse_mismatch(source: str, missing, unexpected, mismatched, fix: str) -> None:
+    """Refuse weights that would leave parameters at random values: missing, unexpected or mis-shaped keys.
+
+    `mismatched` holds (key, shape in the weights, shape in the model) triples.
+    """
+    problems = [f"{label} {_few(sorted(keys))}" for label, keys in (("missing", missing), ("unexpected", unexpected))
+                if keys]
+    if mismatched:
+        shapes = [f"{k}: weights {tuple(a)}, model {tuple(b)}" for k, a, b in sorted(mismatched, key=lambda m: m[0])]
+        problems.append(f"shapes differ for {_few(shapes)}")
+    if problems:
+        raise ValueError(f"{source}: weights do not match the architecture ({'; '.join(problems)}); {fix}")
+
+
+def _cast_notes(source: str, net: nn.Module, stored: dict[str, torch.dtype]) -> tuple[str, ...]:
+    """Refuse non-float weights where `net` holds floats; one note per other dtype cast.
+
+    Keys are compared as stored: one that transformers renames on loading (legacy names) is not compared.
+    """
+    expected = {k: v.dtype for k, v in net.state_dict().items()}
+    casts = {k: (stored[k], expected[k]) for k in stored.keys() & expected.keys() if stored[k] != expected[k]}
+    not_float = sorted(k for k, (src, dst) in casts.items() if dst.is_floating_point and not src.is_floating_point)
+    if not_float:
+        shown = [f"{k} ({str(casts[k][0]).removeprefix('torch.')})" for k in not_float]
+        raise ValueError(f"{source}: weights {_few(shown)} are not floating point where the model holds floats "
+                         "(quantized or corrupted weights); save the trained model's float weights again")
+    counts = Counter(casts.values())
+    return tuple(f"{source}: {n} weight tensor(s) stored as {str(src).removeprefix('torch.')} were loaded as "
+                 f"{str(dst).removeprefix('torch.')}" for (src, dst), n in sorted(counts.items(), key=str))
+
+
+def _hf_classifier(config, config_path: Path, source: str, fix: str, pretrained: str | None, **load) -> nn.Module:
+    """A transformers sequence classifier from a folder (`pretrained`) or from `state_dict=` (pretrained None).
+
+    Refused when weights are missing, unexpected or of another shape (transformers only logs these and
+    starts the parameters at random values); keys it declares ignorable (tied weights, its
+    _keys_to_ignore_on_load_* patterns) pass.
+    """
+    from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        raise ValueError(f"{config_path}: architecture '{config.model_type}' has no sequence-classification "
+                         "head in transformers; NPEFF Explorer needs a classifier")
+    net, info = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)].from_pretrained(
+        pretrained, config=config, attn_implementation="eager", output_loading_info=True,
+        ignore_mismatched_sizes=True, **load)
+    _refuse_mismatch(source, info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"], fix)
+    return net
+
+
 def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length: int = 128) -> ClassifierModel:
     """A Hugging Face sequence-classification checkpoint folder (config.json + weights + tokenizer)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -190,36 +275,30 @@ def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length
         raise ValueError(f"{folder}: no config.json; a Hugging Face checkpoint folder needs config.json, "
                          "model.safetensors and tokenizer files")
     _check_no_remote_code(config_path)
-    weights = [p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES]
-    if not weights:
-        raise ValueError(f"{folder}: no weights file; expected model.safetensors (or pytorch_model.bin)")
+    weights = _weight_files(folder, str(folder))
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     try:
-        net = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), config=config, local_files_only=True, trust_remote_code=False, weights_only=True,
-            attn_implementation="eager")
-    except ValueError as e:
-        if "sequence classification" in str(e).lower() or "Unrecognized configuration" in str(e):
-            raise ValueError(f"{config_path}: architecture '{config.model_type}' has no sequence-classification "
-                             "head in transformers; NPEFF Explorer needs a classifier") from e
-        raise
+        net = _hf_classifier(config, config_path, str(folder), FOLDER_FIX, str(folder), local_files_only=True,
+                             weights_only=True)
     except Exception as e:
         if "weights_only" in str(e) or "Unpickl" in type(e).__name__ or "unpickl" in str(e).lower():
+            pickled = sorted(p.name for p in folder.glob("pytorch_model*.bin*"))
+            convert = conversion_command([p.resolve() for p in weights], (folder / "model.safetensors").resolve())
             raise ValueError(f"{folder}: the weights need unpickling of arbitrary objects; convert them to "
-                             "model.safetensors (model.save_pretrained(folder, safe_serialization=True))") from e
+                             f"model.safetensors, only if you trust the files, with `{convert}`, then delete "
+                             f"{', '.join(pickled)}") from e
         raise
+    notes = _cast_notes(str(folder), net, {k: d for path in weights for k, d in tensor_dtypes(path).items()})
     return ClassifierModel(net, input_kind="text", label_names=_label_names(net.config), name=folder.name,
                            content_hash=sha256_files(_checkpoint_files(folder)), tokenizer=_load_tokenizer(folder),
-                           max_length=max_length, scope=scope)
+                           max_length=max_length, scope=scope, notes=notes)
 
 
 def load_image_folder(folder: Path, *, scope: ParamScope = ParamScope()) -> ClassifierModel:
     """A folder with npeff_image_config.json and a safetensors state dict of a registered architecture."""
     folder = Path(folder)
     cfg = json.loads((folder / IMAGE_CONFIG).read_text())
-    weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
-    if not weights:
-        raise ValueError(f"{folder}: no weights file next to {IMAGE_CONFIG}; expected model.safetensors")
+    weights = _weight_files(folder, str(folder))
     return load_weights_file(weights[0], architecture=cfg["architecture"], label_names=cfg["label_names"],
                              arch_kwargs=cfg.get("kwargs", {}), scope=scope, name=folder.name)
 
@@ -239,10 +318,10 @@ def load_weights_file(path: Path, *, config: Path | None = None, architecture: s
         if not label_names:
             raise ValueError(f"{path.name}: label_names are required for an image architecture")
         net = build_image_model(architecture, n_classes=len(label_names), **(arch_kwargs or {}))
-        _load_strict(net, state, path)
+        notes = _load_strict(net, state, path)
         return ClassifierModel(net, input_kind="image", label_names=label_names, name=name or path.stem,
-                               content_hash=sha256_files([path]), scope=scope)
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+                               content_hash=sha256_files([path]), scope=scope, notes=notes)
+    from transformers import AutoConfig
 
     config = Path(config)
     config_path = config if config.name == "config.json" else config / "config.json"
@@ -250,25 +329,46 @@ def load_weights_file(path: Path, *, config: Path | None = None, architecture: s
         raise ValueError(f"{config_path}: no such config; give the config.json that matches {path.name}")
     _check_no_remote_code(config_path)
     hf_config = AutoConfig.from_pretrained(str(config_path.parent), local_files_only=True, trust_remote_code=False)
-    net = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation="eager")
-    _load_strict(net, state, path)
+    net = _hf_classifier(hf_config, config_path, path.name, BARE_FIX, None, state_dict=state)
     return ClassifierModel(net, input_kind="text", label_names=_label_names(hf_config), name=name or path.stem,
                            content_hash=sha256_files([path, config_path]),
-                           tokenizer=_load_tokenizer(config_path.parent), scope=scope)
+                           tokenizer=_load_tokenizer(config_path.parent), scope=scope,
+                           notes=_cast_notes(path.name, net, {k: v.dtype for k, v in state.items()}))
 
 
-def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path.name}: weights do not match the architecture "
-                         f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                         f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); "
-                         "pick the config/architecture the weights were saved from")
+def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> tuple[str, ...]:
+    """Copy a state dict into a plain module, refusing missing, unexpected, mis-shaped and non-float weights."""
+    expected = net.state_dict()
+    _refuse_mismatch(path.name, expected.keys() - state.keys(), state.keys() - expected.keys(),
+                     [(k, state[k].shape, expected[k].shape) for k in state.keys() & expected.keys()
+                      if state[k].shape != expected[k].shape], BARE_FIX)
+    notes = _cast_notes(path.name, net, {k: v.dtype for k, v in state.items()})
+    net.load_state_dict(state)
+    return notes
+
+
+def _checkpoint_in(folder: Path, zip_name: str) -> Path:
+    """The one checkpoint inside an extracted zip: a folder with config.json or the image config beside weights."""
+    roots = sorted({marker.parent for name in ("config.json", IMAGE_CONFIG) for marker in folder.rglob(name)
+                    if any(p.suffix in WEIGHT_SUFFIXES for p in marker.parent.iterdir())})
+    where = [zip_name if r == folder else f"{zip_name}/{r.relative_to(folder).as_posix()}" for r in roots]
+    if not roots:
+        raise ValueError(f"{zip_name}: holds no checkpoint (a folder with config.json or {IMAGE_CONFIG} beside "
+                         "its weights); zip the folder that save_pretrained wrote")
+    if len(roots) > 1:
+        raise ValueError(f"{zip_name}: holds {len(roots)} checkpoints ({', '.join(where)}); "
+                         "zip one checkpoint folder per upload")
+    _weight_files(roots[0], where[0])
+    return roots[0]
 
 
 def load_model(path: Path | str, *, scope: ParamScope = ParamScope(), extract_root: Path | None = None,
                max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES, **weights_kwargs) -> ClassifierModel:
-    """Load a checkpoint folder, a zipped checkpoint folder, or a bare weights file (with config/architecture)."""
+    """Load a checkpoint folder, a zipped checkpoint folder, or a bare weights file (with config/architecture).
+
+    A zip is extracted under `extract_root` into a folder named by its content hash; that folder is deleted
+    when the checkpoint in it is refused.
+    """
     path = Path(path)
     weights_kwargs = {k: v for k, v in weights_kwargs.items() if v is not None}
     if not path.exists():
@@ -280,7 +380,12 @@ def load_model(path: Path | str, *, scope: ParamScope = ParamScope(), extract_ro
         return load_hf_folder(path, scope=scope)
     if path.suffix == ".zip":
         root = Path(extract_root) if extract_root else Path(tempfile.mkdtemp(prefix="npeff-zip-"))
-        return load_hf_folder(safe_extract_zip(path, root / path.stem, max_unpacked_bytes), scope=scope)
+        extracted = safe_extract_zip(path, root, max_unpacked_bytes)
+        try:
+            return load_hf_folder(_checkpoint_in(extracted, path.name), scope=scope)
+        except BaseException:
+            shutil.rmtree(extracted, ignore_errors=True)
+            raise
     if path.suffix in WEIGHT_SUFFIXES:
         return load_weights_file(path, scope=scope, **weights_kwargs)
     raise ValueError(f"{path.name}: unsupported model file; give a checkpoint folder, a .zip of one, "

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from analysis.batch_gradients import BatchGradients, check_finite
 from kernels.topk import TopK, top_abs
 
 
@@ -119,6 +120,26 @@ class LrmPefs:
         """The PEFs of the given examples, in the given order."""
         return _subset(self, indices)
 
+    @staticmethod
+    def n_columns(n_classes: int) -> int:
+        """Columns of A_i per example when n_classes classes are kept: one per class."""
+        return n_classes
+
+    @classmethod
+    def from_gradients(cls, grads: BatchGradients, labels: np.ndarray, k: int | None, start: int) -> "LrmPefs":
+        """LrmPefs of a batch (top k of A jointly over classes); norms ‖A Aᵀ‖_F = ‖Aᵀ A‖_F from the dense A."""
+        grams = grads.lrm_grams()  # [B, c, c]
+        check_finite(grams, grads.logits, start)
+        M, c = grads.n_parameters, grads.class_ids.shape[1]
+        if k is None or k >= c * M:
+            values, indices, offsets = sparsify_lrm(torch.cat(grads.columns(), dim=2), None)
+        else:
+            values, indices, offsets = lrm_from_top(_lrm_top(grads, k), c, M)
+        return cls(values=values.cpu().numpy(), indices=indices.cpu().numpy(), class_offsets=offsets.cpu().numpy(),
+                   class_ids=grads.class_ids.cpu().numpy().astype(np.int64),
+                   norms=grams.square().sum(dim=(1, 2)).sqrt().cpu().numpy(),
+                   logits=grads.logits.cpu().numpy(), labels=labels, n_parameters=M)
+
 
 @dataclass(frozen=True)
 class DiagPefs:
@@ -162,6 +183,25 @@ class DiagPefs:
         """The PEFs of the given examples, in the given order."""
         return _subset(self, indices)
 
+    @staticmethod
+    def n_columns(n_classes: int) -> int:
+        """One diagonal per example, whatever the number of classes kept."""
+        return 1
+
+    @classmethod
+    def from_gradients(cls, grads: BatchGradients, labels: np.ndarray, k: int | None, start: int) -> "DiagPefs":
+        """DiagPefs of a batch (top k of f = Σ_y A_y⊙²); norms ‖f‖₂ from the dense f."""
+        f = grads.diagonals()  # [B, 1, n_p] each
+        squares = sum(block.square().sum(dim=(1, 2)) for block in f)  # [B]
+        check_finite(squares, grads.logits, start)
+        M = grads.n_parameters
+        if k is None or k >= M:
+            values, indices = sparsify_diag(torch.cat(f, dim=2)[:, 0], None)
+        else:
+            values, indices = diag_from_top(top_abs(f, k))
+        return cls(values=values.cpu().numpy(), indices=indices.cpu().numpy(), norms=squares.sqrt().cpu().numpy(),
+                   logits=grads.logits.cpu().numpy(), labels=labels, n_parameters=M)
+
 
 def concat_pefs(parts: Sequence[LrmPefs] | Sequence[DiagPefs]) -> LrmPefs | DiagPefs:
     """Stack PEFs of consecutive chunks of examples (same kind, k and parameter count) into one."""
@@ -183,3 +223,20 @@ def _subset(pefs: LrmPefs | DiagPefs, indices: Sequence[int] | np.ndarray) -> Lr
         raise ValueError(f"indices must be a 1-D list of example indices in [0, {pefs.n_examples}), got {idx}")
     arrays = {f.name: getattr(pefs, f.name)[idx] for f in fields(pefs) if f.name != "n_parameters"}
     return type(pefs)(**arrays, n_parameters=pefs.n_parameters)
+
+
+def _lrm_top(grads: BatchGradients, k: int) -> TopK:
+    """The k largest |A| entries of each example jointly over classes (k < c·M)."""
+    if grads.scale is None:
+        return top_abs(grads.blocks, k)
+    # rank one: A = scale ⊗ d, so the joint top k lie among the 2·k' entries over d's top k' = min(k, M)
+    M, c = grads.n_parameters, grads.scale.shape[1]
+    if k < M:
+        d = top_abs(grads.blocks, k)
+    else:  # every entry of d is a candidate
+        d_all = torch.cat(grads.blocks, dim=2)[:, 0]  # [B, M]
+        d = TopK(values=d_all, flat=torch.arange(M, device=d_all.device).expand_as(d_all))
+    values = (grads.scale[:, :, None] * d.values[:, None, :]).flatten(1)  # [B, c·k'], class-major
+    flat = (torch.arange(c, device=d.flat.device)[:, None] * M + d.flat[:, None, :]).flatten(1)  # [B, c·k']
+    kept = top_abs([values[:, None, :]], k)
+    return TopK(values=kept.values, flat=flat.gather(1, kept.flat))

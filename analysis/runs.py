@@ -1,175 +1,258 @@
-"""Computations stored in the workspace: computed once per settings, streamed in chunks, resumable.
+"""Computations stored in the workspace: PEFs, NPEFF fits, coefficients and small derived arrays.
 
-A PEF run writes each chunk's arrays (fsynced) before recording the chunk; killing the process
-loses at most the chunk in flight, and the next call resumes after the last recorded chunk. The
-run is marked complete only after the assembled arrays are on disk.
+Each goes through `Workspace.compute_once` (computed once per settings, leased, failures recorded, files
+checked on reuse). A PEF run is streamed in chunks: each chunk's arrays are written (fsynced) before the
+chunk and its example range are recorded, so a killed run resumes after the last recorded chunk; chunks
+of another chunk size are discarded. The full arrays are assembled from the chunk files one chunk at a
+time, and the run is complete only when they hold exactly one row per dataset example.
 """
 from __future__ import annotations
 
 import hashlib
-from contextlib import contextmanager
-from dataclasses import fields
-from typing import Callable, Iterator, Literal
+import json
+from dataclasses import dataclass, fields
+from typing import Callable
 
 import numpy as np
+import pandas as pd
 
+from analysis.batch_gradients import NonFiniteFisherError
 from analysis.datasets import ImageDataset, TextDataset, dataset_slice, dataset_subset, length_order, make_batches
 from analysis.fisher import compute_pefs
 from analysis.models import ClassifierModel
-from analysis.npeff import (DEFAULT_LR, DEFAULT_N_ITERS_G_ONLY, DiagDecomposition, LrmDecomposition,
-                            fit_coefficients, fit_d_npeff, fit_lrm_npeff)
-from analysis.pefs import DiagPefs, LrmPefs, concat_pefs
-from analysis.store import Run, Workspace
+from analysis.npeff import Decomposition, fit_coefficients
+from analysis.store import ArraysSummary, Run, RunWriter, Summary, Workspace
+from analysis.variants import Variant, get_variant, variant_of_run_kind
 
 Progress = Callable[[int, int], None]
 FitProgress = Callable[[int, int, float | None], None]
-PEF_CLASSES = {"lrm": LrmPefs, "diag": DiagPefs}
-LRM_FIT_DEFAULTS = {"n_iters_g_only": DEFAULT_N_ITERS_G_ONLY, "lr": DEFAULT_LR, "step": "line_search", "ortho_reg": 0.0}
+OnWait = Callable[[Run], None]
 
 
-@contextmanager
-def failures_recorded(ws: Workspace, run: Run) -> Iterator[None]:
-    """Mark the run failed (with the error) if the block raises, then re-raise."""
-    try:
-        yield
-    except BaseException as e:
-        ws.fail_run(run.id, f"{type(e).__name__}: {e}")
-        raise
+@dataclass(frozen=True)
+class PefsSummary(Summary):
+    n_examples: int
+    n_parameters: int
+    kind: str  # the variant name
 
+
+@dataclass(frozen=True)
+class DecompositionSummary(Summary):
+    pefs_run: str
+    kind: str  # the variant name
+    n_components: int
+    n_parameters: int
+    relative_error: float
+    final_loss: float
+
+
+@dataclass(frozen=True)
+class CoefficientsSummary(Summary):
+    decomposition_run: str
+    pefs_run: str
+    n_examples: int
+
+
+# ------------------------------------------------------------------------------------------------------ PEFs
 
 def pefs_settings(model: ClassifierModel, dataset: TextDataset | ImageDataset, *, kind: str,
                   n_values_per_example: int | None, top_k_classes: int | None) -> dict:
     """Everything the PEFs depend on: the run key (batching and chunking do not change the result)."""
     scope = hashlib.sha256("\n".join(model.param_names_in_scope()).encode()).hexdigest()
     return {"model": model.content_hash, "dataset": dataset.content_hash, "scope": scope,
-            "scope_text": model.scope.describe(), "kind": kind, "n_values_per_example": n_values_per_example,
-            "top_k_classes": top_k_classes, "max_length": model.max_length}
+            "scope_text": model.scope.describe(), "kind": get_variant(kind).name,
+            "n_values_per_example": n_values_per_example, "top_k_classes": top_k_classes,
+            "max_length": model.max_length}
 
 
-def _array_fields(kind: str) -> list[str]:
-    return [f.name for f in fields(PEF_CLASSES[kind]) if f.name != "n_parameters"]
+def array_fields(container: type) -> list[str]:
+    """The per-example arrays of a PEF container (every field but n_parameters)."""
+    return [f.name for f in fields(container) if f.name != "n_parameters"]
 
 
-def _save_pefs(ws: Workspace, run_id: str, pefs: LrmPefs | DiagPefs, prefix: str = "") -> None:
-    ws.save_arrays(run_id, {prefix + name: getattr(pefs, name) for name in _array_fields(_kind_of(pefs))})
+def _chunk_name(chunk: int, name: str) -> str:
+    return f"chunk{chunk:06d}_{name}"
 
 
-def _kind_of(pefs: LrmPefs | DiagPefs) -> str:
-    return "lrm" if isinstance(pefs, LrmPefs) else "diag"
+def _reusable_chunks(ws: Workspace, run: Run, plan: list[tuple[int, int]], names: list[str]) -> set[int]:
+    """Recorded chunks whose example range is the plan's and whose files exist; the others are forgotten."""
+    keep, drop = set(), []
+    for chunk, (start, n_rows) in ws.chunk_ranges(run.id).items():
+        fits = chunk < len(plan) and (start, n_rows) == (plan[chunk][0], plan[chunk][1] - plan[chunk][0])
+        if fits and all(ws.array_path(run.id, _chunk_name(chunk, n)).exists() for n in names):
+            keep.add(chunk)
+        else:
+            drop.append(chunk)
+    if drop:
+        _delete_chunk_files(ws, run, drop, names)
+        ws.forget_chunks(run.id, drop)
+    return keep
 
 
-def _load_pefs_arrays(ws: Workspace, run_id: str, kind: str, n_parameters: int, prefix: str = "",
-                      mmap: bool = True) -> LrmPefs | DiagPefs:
-    arrays = {name: ws.load_array(run_id, prefix + name, mmap=mmap) for name in _array_fields(kind)}
-    return PEF_CLASSES[kind](**arrays, n_parameters=n_parameters)
+def _delete_chunk_files(ws: Workspace, run: Run, chunks: list[int], names: list[str]) -> None:
+    for chunk in chunks:
+        for name in names:
+            ws.array_path(run.id, _chunk_name(chunk, name)).unlink(missing_ok=True)
+
+
+def _chunk_pefs(model: ClassifierModel, dataset: TextDataset | ImageDataset, start: int, stop: int, *, kind: str,
+                n_values_per_example: int | None, top_k_classes: int | None, batch_size: int, device,
+                progress: Progress | None):
+    """PEFs of examples [start, stop), texts batched by length; a NaN/Inf names its dataset row."""
+    part = dataset_slice(dataset, start, stop)
+    order = length_order(model, part)  # short texts batched together: less padding, same PEFs
+    try:
+        pefs = compute_pefs(model, make_batches(model, dataset_subset(part, order), batch_size=batch_size),
+                            kind=kind, n_values_per_example=n_values_per_example, top_k_classes=top_k_classes,
+                            device=device,
+                            progress=(lambda d, _t: progress(start + d, len(dataset))) if progress else None)
+    except NonFiniteFisherError as e:
+        row = start + int(order[e.example])
+        raise FloatingPointError(f"{dataset.source}: the per-example Fisher of row {row} has non-finite values "
+                                 "(logits or gradients); check that example's input and the model weights") from e
+    return pefs.subset(np.argsort(order))
+
+
+def _assemble(ws: Workspace, writer: RunWriter, n_chunks: int, names: list[str]) -> int:
+    """Write each full array from the chunk files, one chunk in memory at a time; returns the row count."""
+    n_rows = 0
+    for name in names:
+        parts = [ws.load_array(writer.run.id, _chunk_name(c, name)) for c in range(n_chunks)]
+        writer.save_array_parts(name, parts)
+        n_rows = sum(len(p) for p in parts)
+    return n_rows
 
 
 def pefs_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | ImageDataset, *,
-             kind: Literal["lrm", "diag"] = "lrm", n_values_per_example: int | None = None,
+             kind: str = "lrm", n_values_per_example: int | None = None,
              top_k_classes: int | None = None, chunk_size: int = 128, batch_size: int = 16,
-             device: str | None = None, progress: Progress | None = None) -> Run:
+             device: str | None = None, progress: Progress | None = None, on_wait: OnWait | None = None) -> Run:
     """PEFs of every example, from the workspace when already computed, else streamed chunk by chunk."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    variant = get_variant(kind)
     settings = pefs_settings(model, dataset, kind=kind, n_values_per_example=n_values_per_example,
                              top_k_classes=top_k_classes)
-    run = ws.start_run("pefs", settings, model_id=model.content_hash, dataset_id=dataset.content_hash)
-    if run.status == "complete":
-        return run
     n = len(dataset)
-    starts = list(range(0, n, chunk_size))
-    done = ws.finished_chunks(run.id)
-    n_parameters = model.summary().n_parameters_in_scope
-    with failures_recorded(ws, run):
-        for chunk, start in enumerate(starts):
+    plan = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+    names = array_fields(variant.pefs)
+
+    def compute(writer: RunWriter) -> PefsSummary:
+        done = _reusable_chunks(ws, writer.run, plan, names)
+        for chunk, (start, stop) in enumerate(plan):
             if chunk in done:
                 continue
-            part = dataset_slice(dataset, start, start + chunk_size)
-            order = length_order(model, part)  # short texts batched together: less padding, same PEFs
-            pefs = compute_pefs(model, make_batches(model, dataset_subset(part, order), batch_size=batch_size),
-                                kind=kind, n_values_per_example=n_values_per_example, top_k_classes=top_k_classes,
-                                device=device,
-                                progress=(lambda d, _t, s=start: progress(s + d, n)) if progress else None
-                                ).subset(np.argsort(order))
-            _save_pefs(ws, run.id, pefs, prefix=f"chunk{chunk:06d}_")
-            ws.record_chunk(run.id, chunk, len(part))
-        parts = [_load_pefs_arrays(ws, run.id, kind, n_parameters, prefix=f"chunk{c:06d}_", mmap=False)
-                 for c in range(len(starts))]
-        full = concat_pefs(parts)
-        _save_pefs(ws, run.id, full)
-        ws.complete_run(run.id, {"n_examples": full.n_examples, "n_parameters": full.n_parameters,
-                                 "kind": kind}, expected_arrays=_array_fields(kind))
-    for c in range(len(starts)):
-        for name in _array_fields(kind):
-            ws.array_path(run.id, f"chunk{c:06d}_{name}").unlink(missing_ok=True)
-    return ws.get_run(run.id)
+            pefs = _chunk_pefs(model, dataset, start, stop, kind=kind, n_values_per_example=n_values_per_example,
+                               top_k_classes=top_k_classes, batch_size=batch_size, device=device, progress=progress)
+            try:
+                ws.save_arrays(writer.run.id, {_chunk_name(chunk, f): getattr(pefs, f) for f in names})
+            except BaseException:  # e.g. a full disk: no partial chunk stays behind
+                _delete_chunk_files(ws, writer.run, [chunk], names)
+                raise
+            ws.record_chunk(writer.run.id, chunk, stop - start, start=start)
+        n_rows = _assemble(ws, writer, len(plan), names)
+        if n_rows != n:
+            raise RuntimeError(f"run {writer.run.id}: assembled {n_rows} rows for {n} examples of {dataset.source}; "
+                               "the run stays incomplete (recompute it)")
+        return PefsSummary(n_examples=n, n_parameters=model.summary().n_parameters_in_scope, kind=variant.name)
+
+    run = ws.compute_once("pefs", settings, compute, model_id=model.content_hash, dataset_id=dataset.content_hash,
+                          on_wait=on_wait)
+    _delete_chunk_files(ws, run, list(range(len(plan))), names)
+    return run
 
 
-def load_pefs(ws: Workspace, run: Run) -> LrmPefs | DiagPefs:
-    """The stored PEFs of a complete run (memory-mapped)."""
+def load_pefs(ws: Workspace, run: Run):
+    """The stored PEFs of a complete run (memory-mapped): LrmPefs or DiagPefs."""
     if run.status != "complete":
         raise ValueError(f"run {run.id} is {run.status}, not complete; compute it first")
-    return _load_pefs_arrays(ws, run.id, run.params["kind"], int(run.summary["n_parameters"]))
+    summary = PefsSummary.of(run)
+    container = get_variant(summary.kind).pefs
+    return container(**{name: ws.load_array(run.id, name) for name in array_fields(container)},
+                     n_parameters=int(summary.n_parameters))
 
 
-def fit_run(ws: Workspace, pefs: Run, *, n_components: int, n_iters: int, seed: int = 0,
-            device: str | None = None, progress: FitProgress | None = None, **fit_options) -> Run:
-    """An NPEFF decomposition of a complete PEF run (LRM or D by the PEFs' kind), computed once."""
-    kind = pefs.params["kind"]
-    if kind == "lrm":  # defaults spelled out, so a default and an explicit value share one run
-        fit_options = {**LRM_FIT_DEFAULTS, **fit_options}
-    settings = {"pefs": pefs.key, "n_components": n_components, "n_iters": n_iters, "seed": seed, **fit_options}
-    run = ws.start_run(f"npeff-{kind}", settings, model_id=pefs.model_id, dataset_id=pefs.dataset_id)
-    if run.status == "complete":
-        return run
-    with failures_recorded(ws, run):
-        fit = fit_lrm_npeff if kind == "lrm" else fit_d_npeff
-        dec = fit(load_pefs(ws, pefs), n_components, n_iters=n_iters, seed=seed, device=device,
-                  progress=progress, **fit_options)
-        factors = {"W": dec.W, "kept": dec.kept, "losses": dec.losses,
-                   **({"G": dec.G} if kind == "lrm" else {"H": dec.H})}
-        ws.save_arrays(run.id, factors)
-        ws.complete_run(run.id, {"pefs_run": pefs.id, "kind": kind, "n_components": n_components,
-                                 "n_parameters": dec.n_parameters, "relative_error": dec.relative_error,
-                                 "final_loss": float(dec.losses[-1])}, expected_arrays=list(factors))
-    return ws.get_run(run.id)
+# ------------------------------------------------------------------------------------------------ NPEFF fits
+
+def fit_config(variant: Variant, settings: dict):
+    """The variant's FitConfig from keyword settings; an unknown setting names the ones the variant has."""
+    names = [f.name for f in fields(variant.config)]
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not a setting of {variant.title}; its settings are {names}")
+    return variant.config(**settings)
 
 
-def load_decomposition(ws: Workspace, run: Run) -> LrmDecomposition | DiagDecomposition:
-    """The stored factors of a complete NPEFF run."""
+def fit_run(ws: Workspace, pefs: Run, *, device: str | None = None, progress: FitProgress | None = None,
+            on_wait: OnWait | None = None, on_compute: Callable[[], None] | None = None, **settings) -> Run:
+    """An NPEFF decomposition of a complete PEF run, computed once; the PEFs' variant picks LRM- or D-NPEFF.
+
+    settings: the variant's FitConfig fields (n_components, n_iters, seed, ...), checked by the fit.
+    on_compute() is called when this call (not a stored run) is about to fit, e.g. to start torchrun's
+    other ranks, which fit their column slices alongside.
+    """
+    variant = get_variant(PefsSummary.of(pefs).kind)
+    config = fit_config(variant, settings)
+
+    def compute(writer: RunWriter) -> DecompositionSummary:
+        if on_compute is not None:
+            on_compute()
+        dec = variant.fit(load_pefs(ws, pefs), config, device=device, progress=progress)
+        writer.save_arrays({"W": dec.W, "kept": dec.kept, "losses": dec.losses, dec.factor: dec.components})
+        return DecompositionSummary(pefs_run=pefs.id, kind=variant.name, n_components=config.n_components,
+                                    n_parameters=dec.n_parameters, relative_error=dec.relative_error,
+                                    final_loss=float(dec.losses[-1]))
+
+    return ws.compute_once(variant.run_kind, {"pefs": pefs.key, **config.params()}, compute,
+                           model_id=pefs.model_id, dataset_id=pefs.dataset_id, on_wait=on_wait)
+
+
+def load_decomposition(ws: Workspace, run: Run) -> Decomposition:
+    """The stored factors of a complete NPEFF run (LrmDecomposition or DiagDecomposition)."""
     if run.status != "complete":
         raise ValueError(f"run {run.id} is {run.status}, not complete; fit it first")
-    common = {"W": ws.load_array(run.id, "W"), "kept": ws.load_array(run.id, "kept"),
-              "losses": ws.load_array(run.id, "losses"), "n_parameters": int(run.summary["n_parameters"]),
-              "relative_error": float(run.summary["relative_error"])}
-    if run.summary["kind"] == "lrm":
-        return LrmDecomposition(G=ws.load_array(run.id, "G"), **common)
-    return DiagDecomposition(H=ws.load_array(run.id, "H"), **common)
+    cls = variant_of_run_kind(run.kind).decomposition
+    summary = DecompositionSummary.of(run)
+    return cls(**{name: ws.load_array(run.id, name) for name in ("W", "kept", "losses", cls.factor)},
+               n_parameters=int(summary.n_parameters), relative_error=float(summary.relative_error))
+
+
+def decomposition_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Stored NPEFF runs (Workspace.decomposition_runs rows) as a table to read: one row per run."""
+    rows = []
+    for run in runs.itertuples():
+        params, summary = json.loads(run.params), json.loads(run.summary or "{}")
+        rows.append({"run": run.id, "variant": variant_of_run_kind(run.kind).title, "status": run.status,
+                     "components": params.get("n_components"), "iterations": params.get("n_iters"),
+                     "seed": params.get("seed"), "relative error": summary.get("relative_error"),
+                     "error": run.error or "", "updated": run.updated})
+    return pd.DataFrame(rows)
 
 
 def coefficients_run(ws: Workspace, decomposition: Run, pefs: Run, *, n_iters: int, seed: int = 0,
-                     device: str | None = None, progress: FitProgress | None = None) -> Run:
+                     device: str | None = None, progress: FitProgress | None = None,
+                     on_wait: OnWait | None = None) -> Run:
     """Coefficients W of the examples of another PEF run against a fixed decomposition, computed once."""
     settings = {"decomposition": decomposition.key, "pefs": pefs.key, "n_iters": n_iters, "seed": seed}
-    run = ws.start_run("coefficients", settings, model_id=pefs.model_id, dataset_id=pefs.dataset_id)
-    if run.status == "complete":
-        return run
-    with failures_recorded(ws, run):
+
+    def compute(writer: RunWriter) -> CoefficientsSummary:
         W = fit_coefficients(load_decomposition(ws, decomposition), load_pefs(ws, pefs), n_iters=n_iters,
                              seed=seed, device=device, progress=progress)
-        ws.save_array(run.id, "W", W)
-        ws.complete_run(run.id, {"decomposition_run": decomposition.id, "pefs_run": pefs.id,
-                                 "n_examples": int(W.shape[0])}, expected_arrays=["W"])
-    return ws.get_run(run.id)
+        writer.save_array("W", W)
+        return CoefficientsSummary(decomposition_run=decomposition.id, pefs_run=pefs.id, n_examples=int(W.shape[0]))
+
+    return ws.compute_once("coefficients", settings, compute, model_id=pefs.model_id, dataset_id=pefs.dataset_id,
+                           on_wait=on_wait)
 
 
 def cached_arrays(ws: Workspace, kind: str, params: dict, compute: Callable[[], dict[str, np.ndarray]]) -> dict:
     """Arrays of a small computation keyed by (kind, params): loaded when stored, else computed and stored."""
-    run = ws.start_run(kind, params)
-    if run.status != "complete":
-        with failures_recorded(ws, run):
-            arrays = compute()
-            ws.save_arrays(run.id, arrays)
-            ws.complete_run(run.id, {"arrays": sorted(arrays)}, expected_arrays=list(arrays))
-        return arrays
-    return {name: ws.load_array(run.id, name, mmap=False) for name in ws.get_run(run.id).summary["arrays"]}
+    def store(writer: RunWriter) -> ArraysSummary:
+        arrays = compute()
+        writer.save_arrays(arrays)
+        return ArraysSummary(arrays=sorted(arrays))
+
+    run = ws.compute_once(kind, params, store)
+    return {name: ws.load_array(run.id, name, mmap=False) for name in ArraysSummary.of(run).arrays}
+
+

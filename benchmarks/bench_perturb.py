@@ -2,7 +2,8 @@
 
 Run from the repo root: `python -m benchmarks.bench_perturb`. Goal: evaluating a perturbation of
 top_n + baseline_n examples costs <= 1.2x a forward pass over them (the unperturbed probabilities
-are cached per model and dataset, the weights are changed in place and restored).
+are cached per model and dataset; the perturbed weights are a copy of the in-scope parameters, run
+through functional_call, and the model itself is never written).
 
 Model: the text demo (MiniLM-L6, last layer + head in scope) if it is built under /tmp/ws, on its 1,000
 demo examples; otherwise the image demo (built in ~10 s under /tmp/bench_ws). The decomposition is
@@ -22,11 +23,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from analysis.datasets import predict  # noqa: E402
+from analysis.datasets import dataset_subset, predict  # noqa: E402
 from analysis.demos import demo_folder, load_demo  # noqa: E402
 from analysis.npeff import LrmDecomposition  # noqa: E402
-from analysis.perturb import (example_sets, examples_at, n_scope_parameters, perturb_component,  # noqa: E402
-                              sweep_component)
+from analysis.perturb.api import perturb_component, sweep_component  # noqa: E402
+from analysis.perturb.evaluation import example_sets  # noqa: E402
 from benchmarks.results import command_line, write_section  # noqa: E402
 
 TEXT_ROOT, IMAGE_ROOT = Path("/tmp/ws"), Path("/tmp/bench_ws")
@@ -56,10 +57,10 @@ def main() -> None:
     kind = "text" if (demo_folder("text", TEXT_ROOT) / "demo_metrics.json").exists() else "image"
     model, dataset, _ = load_demo(kind, TEXT_ROOT if kind == "text" else IMAGE_ROOT)
     device = "cpu"
-    M = n_scope_parameters(model)
+    M = model.summary().n_parameters_in_scope
     decomposition = random_decomposition(len(dataset), M)
     top, baseline = example_sets(decomposition.W, 0, top_n=TOP_N, baseline_n=BASELINE_N, seed=0)
-    subset = examples_at(dataset, np.concatenate([top, baseline]))  # the same examples, in the same batches
+    subset = dataset_subset(dataset, np.concatenate([top, baseline]))  # the same examples, in the same batches
 
     def forward() -> None:
         predict(model, subset, batch_size=BATCH_SIZE, device=device)
@@ -101,7 +102,7 @@ the medians {pert_med / fwd_med:.2f}x, of the minima {min(perturbations) / min(f
 took {min(forwards):.2f}-{max(forwards):.2f} s across rounds: on a machine shared with other jobs only
 ratios taken within a round are meaningful. A profile
 puts about 98% of a perturbation in the model's forward pass: the rest is tokenization, one scatter
-of the direction into θ, and saving and restoring the in-scope parameters (no model copy).
+of the direction into θ, and θ' = θ₀ + Δ for the in-scope parameters (the model is never written).
 """
     write_section("Perturbations", command_line(), body)
     print(body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import runpy
 import threading
 from contextlib import contextmanager
@@ -24,11 +25,15 @@ from analysis.demos import METRICS, build_demo, demo_folder, image_demo_dataset,
 from analysis.figures.export import FORMATS, figure_bytes
 
 from analysis.models import ClassifierModel, ParamScope, load_model
+from analysis.paths import PathNotAllowedError, allowed_roots, confine, upload_path
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 
 DEMO_DATASETS = {"image": image_demo_dataset, "text": text_demo_dataset}
 DEMO_TITLES = {"text": "Text demo: MiniLM-L6 on Rotten Tomatoes (fresh / rotten)",
                "image": "Image demo: small CNN on 8×8 digits"}
+WORKSPACE_KEY = "workspace_folder"  # the sidebar's folder box
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#!$~|<>&])")
+MARKDOWN_LINE_STARTS = re.compile(r"^(\s*)([-+=]|\d+\.)", re.MULTILINE)  # list items, setext underlines
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -76,8 +81,53 @@ def in_app_shell() -> None:
     st.stop()
 
 
+def escape_markdown(text: object) -> str:
+    """Text shown literally where Streamlit renders Markdown (names, labels, paths, example texts, error
+    messages): no images, links, emphasis, HTML or $math$. Plain words, hyphens and decimals read unchanged."""
+    escaped = MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+    return MARKDOWN_LINE_STARTS.sub(lambda m: f"{m[1]}{m[2][:-1]}\\{m[2][-1]}", escaped)
+
+
+def _initial_workspace() -> str:
+    """The operator's workspace: NPEFF_WORKSPACE, else the default folder."""
+    return os.environ.get("NPEFF_WORKSPACE", str(DEFAULT_WORKSPACE))
+
+
 def workspace_root() -> str:
-    return st.session_state.setdefault("workspace_root", os.environ.get("NPEFF_WORKSPACE", str(DEFAULT_WORKSPACE)))
+    return st.session_state.setdefault("workspace_root", _initial_workspace())
+
+
+def path_roots() -> tuple[Path, ...]:
+    """The folders pages may read and write (analysis.paths: NPEFF_ALLOWED_ROOTS or home and the repository),
+    plus the operator's workspace."""
+    return allowed_roots(extra=[_initial_workspace()])
+
+
+def allowed_path(typed: str) -> str | None:
+    """A path typed into a page, resolved, when the server may open it; else an error saying how to allow it."""
+    if not typed.strip():
+        return None
+    try:
+        return str(confine(typed.strip(), path_roots()))
+    except PathNotAllowedError as e:
+        st.error(escape_markdown(e))
+        return None
+
+
+def switch_workspace() -> None:
+    """on_change of the sidebar folder: open an allowed folder; a refused one keeps the current workspace."""
+    typed = st.session_state[WORKSPACE_KEY].strip()
+    try:
+        if not typed:
+            raise PathNotAllowedError("give a folder for the workspace")
+        root = str(confine(typed, path_roots()))
+        _workspace(root)  # creates the folder and its database, or says why it cannot
+    except Exception as e:  # refused, or not a folder the server can write: keep the current workspace
+        st.session_state["workspace_refused"] = f"Workspace not changed: {e}"
+        st.session_state[WORKSPACE_KEY] = workspace_root()
+        return
+    st.session_state["workspace_root"] = st.session_state[WORKSPACE_KEY] = root
+
 
 @st.cache_resource(show_spinner=False)
 def _workspace(root: str) -> Workspace:
@@ -121,6 +171,9 @@ def ensure_demo(kind: str) -> None:
 
 def activate(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> tuple[ClassifierModel, TextDataset | ImageDataset]:
     """Load, validate and register a model+dataset pair; the session keeps them only if all succeeds."""
+    for path in (model_spec.source, model_spec.config, dataset_spec.source):
+        if path and not path.startswith("demo:"):
+            confine(path, path_roots())  # every page's paths, whatever the page checked
     model = model_for(model_spec)
     dataset = _dataset(dataset_spec)
     if model.input_kind != dataset.input_kind:
@@ -157,7 +210,7 @@ def save_upload(upload) -> str:
     data = upload.getvalue()
     folder = Path(workspace_root()) / "uploads" / hashlib.sha256(data).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / Path(upload.name).name
+    path = upload_path(folder, upload.name)
     path.write_bytes(data)
     return str(path)
 
@@ -170,10 +223,8 @@ def export_buttons(fig: go.Figure, name: str, *, key: str) -> None:
 
 
 def decomposition_runs(model: ClassifierModel, dataset: TextDataset | ImageDataset) -> pd.DataFrame:
-    """The complete NPEFF runs of this model and dataset (id, kind, summary, updated), newest first."""
-    return workspace().query("SELECT id, kind, summary, updated FROM runs WHERE model_id = ? AND dataset_id = ? "
-                             "AND kind LIKE 'npeff-%' AND status = 'complete' ORDER BY updated DESC",
-                             [model.content_hash, dataset.content_hash])
+    """The complete NPEFF runs of this model and dataset (id, kind, summary, updated, ...), newest first."""
+    return workspace().decomposition_runs(model.content_hash, dataset.content_hash)
 
 
 def _link_target(ws: Workspace, run_id: str) -> Run | None:
@@ -181,16 +232,15 @@ def _link_target(ws: Workspace, run_id: str) -> Run | None:
         run = ws.get_run(run_id)
         check_decomposition_run(run)
     except (KeyError, ValueError) as e:
-        st.warning(f"The link's decomposition cannot be opened: {e}")
+        st.warning(f"The link's decomposition cannot be opened: {escape_markdown(e)}")
         return None
     return run
 
 
 def _demo_of(ws: Workspace, model_id: str) -> str | None:
     """'text' or 'image' when a model is one of the demos (runs computed from the CLI leave it unregistered)."""
-    source = ws.query("SELECT source FROM models WHERE id = ?", [model_id])["source"].tolist()
-    if source:
-        return source[0].removeprefix("demo:") if source[0].startswith("demo:") else None
+    if record := ws.model_record(model_id):
+        return record["source"].removeprefix("demo:") if record["source"].startswith("demo:") else None
     built = [k for k in DEMO_DATASETS if (demo_folder(k, ws.root) / METRICS).exists()]
     return next((k for k in built if model_for(demo_specs(k)[0]).content_hash == model_id), None)
 
@@ -202,8 +252,9 @@ def _open_linked_pair(ws: Workspace, run: Run) -> None:
         activate(*demo_specs(kind, decomposition_scope(ws, run)))
         st.session_state["opened_demo"] = kind
         st.rerun()  # the sidebar, drawn before the page, shows the new pair
-    name = ws.query("SELECT name FROM models WHERE id = ?", [run.model_id])["name"].tolist()
-    st.warning(f"Decomposition {run.id} belongs to model '{name[0] if name else run.model_id[:12]}' and its "
+    record = ws.model_record(run.model_id)
+    name = record["name"] if record else run.model_id[:12]
+    st.warning(f"Decomposition {escape_markdown(run.id)} belongs to model '{escape_markdown(name)}' and its "
                "dataset; load them on the Load page to open it. Showing the active pair's decompositions instead.")
 
 

@@ -14,7 +14,7 @@ from analysis.runs import cached_arrays
 from analysis.zonotope import doubling_width
 from analysis.zonotope.data import PRESETS, near_degenerate, read_points, teacher_student
 from analysis.zonotope.experiments import greedy_vs_gd, width_study
-from pages.common import export_buttons, in_app_shell, save_upload, workspace
+from pages.common import escape_markdown, export_buttons, in_app_shell, save_upload, workspace
 
 in_app_shell()
 
@@ -79,7 +79,7 @@ def _run(X: np.ndarray, y: np.ndarray, m: int, method: str, seed: int):
 try:
     data = pick_data()
 except ValueError as e:
-    st.error(str(e))
+    st.error(escape_markdown(e))
     data = None
 if data is None:
     st.stop()
@@ -92,7 +92,7 @@ seed = int(c3.number_input("Seed", 0, 10_000, 0, key="zt_seed"))
 try:
     greedy, gd, other = _run(X, y, m, method, seed)
 except ValueError as e:
-    st.error(str(e))
+    st.error(escape_markdown(e))
     st.stop()
 
 final = greedy or gd or other

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.figures.style import paper_layout
-from analysis.perturb import PerturbationResult
+from analysis.perturb.evaluation import PerturbationResult
 
 TOP_COLOR, BASELINE_COLOR, RATIO_COLOR = "#C44E52", "#4C72B0", "#555"
 BEFORE_COLOR, AFTER_COLOR = "#8C8C8C", "#C44E52"

@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis.demos import load_demo
-from analysis.runs import fit_run, pefs_run, pefs_settings
+from analysis.runs import pefs_settings
 from analysis.store import Workspace
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -67,6 +67,10 @@ def test_components_page_renders_for_the_text_demo(app_env, text_run):
     assert overview["majority_label"].iloc[0] == "fresh"  # the planted preference
     assert len(overview["modules"].iloc[0]) > 1  # module shares of the direction, for the bar column
     assert any(m.value.startswith("**#") and "coefficient" in m.value for m in at.markdown)  # text cards
+    n_tables = len(at.dataframe)
+    at.toggle(key="cmp_top_0_table").set_value(True).run()  # the top examples as a table instead
+    top = at.dataframe[1].value
+    assert len(at.dataframe) == n_tables + 1 and "text" in top and top["coefficient"].is_monotonic_decreasing
     at.text_input(key="cmp_search").input("film").run()
     assert not at.exception, at.exception
     found = at.dataframe[-1].value
@@ -88,6 +92,14 @@ def test_image_link_opens_its_component_and_selection_updates_the_view(app_env, 
     at.button(key="cmp_attr_go").click().run()
     assert not at.exception, at.exception
     assert any(c.value.startswith("Completeness error") for c in at.caption)
+
+
+def test_a_d_npeff_run_has_no_component_attributions(app_env, diag_run):
+    at = _open({"run": diag_run})
+    assert at.selectbox(key="cmp_run").value == diag_run
+    assert f"{diag_run} · D-NPEFF · 4 components" in " ".join(at.selectbox(key="cmp_run").options)
+    assert any("not defined for D-NPEFF components" in i.value for i in at.info), [i.value for i in at.info]
+    assert not [b for b in at.button if b.key == "cmp_attr_go"]
 
 
 def test_page_points_to_compute_without_a_decomposition(demo_workspace, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ APP = Path(__file__).resolve().parents[2] / "app.py"
 def _on_image_demo() -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=300).run()
     at.radio(key="model_source").set_value("Image demo").run()
-    at.button[0].click().run()
+    at.button(key="load_pair").click().run()
     assert at.subheader[-1].value == "Active model: image-demo"
     return at
 
@@ -21,14 +21,14 @@ def test_compute_page_fits_and_then_reuses_the_result(app_env):
     at.switch_page("pages/compute.py").run()
     assert not at.exception, at.exception
     assert [m.label for m in at.metric] == ["PEFs on disk", "Peak memory (estimate)", "PEF time (estimate)"]
-    at.number_input[0].set_value(4)  # components
-    at.number_input[1].set_value(200)  # values per example
-    at.number_input[2].set_value(20).run()  # iterations
-    at.button[0].click().run()
+    at.number_input(key="cp_components_lrm").set_value(4)
+    at.number_input(key="cp_values").set_value(200)
+    at.number_input(key="cp_iters").set_value(20).run()
+    at.button(key="cp_compute").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     first = at.success[0].value
     assert "4 components" in first
-    at.button[0].click().run()
+    at.button(key="cp_compute").click().run()
     assert at.success[0].value.split(":")[0] == first.split(":")[0]  # same decomposition id: reused
     assert at.metric[2].value == "cached"
 

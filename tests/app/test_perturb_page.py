@@ -11,7 +11,7 @@ def _perturb_page(image_run) -> AppTest:
     at.query_params["run"] = image_run
     at.run()
     at.radio(key="model_source").set_value("Image demo").run()
-    at.button[0].click().run()
+    at.button(key="load_pair").click().run()
     at.switch_page("pages/perturb.py").run()
     assert not at.exception, at.exception
     return at
@@ -32,6 +32,18 @@ def test_one_perturbation_sweep_and_perturb_all(app_env, image_run):
     at.button(key="pt_all").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "median KL ratio" in at.main.caption[-1].value
+
+
+def test_a_d_npeff_run_offers_its_own_settings(app_env, diag_run):
+    at = _perturb_page(diag_run)
+    assert "(D-NPEFF, 4 components)" in at.main.caption[1].value
+    assert "Fisher-weighted merge" in at.main.caption[1].value
+    assert at.select_slider(key="pt_magnitude").label == "Merge step δ"
+    assert at.slider(key="pt_lam").label == "Merge weight λ"
+    assert not [n for n in at.number_input if n.key == "pt_max_sim"]  # semi-orthogonalization is LRM's
+    at.button(key="pt_one").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(m.value.endswith("baseline)") and "flipped" in m.value for m in at.main.markdown)
 
 
 def test_no_decomposition_links_to_compute(app_env, tmp_path, monkeypatch):

@@ -1,10 +1,15 @@
-"""Component score s_k via jvp against finite differences and dense PEFs; captum completeness on smooth models."""
+"""Component score s_k via jvp against finite differences and dense PEFs; captum completeness on smooth models;
+attributions leave the shared model and torch.nn.functional as they were."""
+import threading
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call, jvp
 
-from analysis.attributions import (class_attribution, component_attribution, component_score, direction_tangents)
+from analysis.attributions import (_composite_layer_norm, class_attribution, component_attribution, component_score,
+                                   direction_tangents)
 from analysis.datasets import image_dataset, make_batches
 from analysis.fisher import compute_pefs
 from analysis.image_models import DigitsCNN
@@ -27,6 +32,11 @@ def _image_model(net: nn.Module, scope: ParamScope = ParamScope("all")) -> Class
     torch.manual_seed(0)
     return ClassifierModel(net.double().eval(), input_kind="image", label_names=[str(i) for i in range(10)],
                            name="tiny", content_hash="tiny", scope=scope)
+
+
+def _layer_norm_model() -> ClassifierModel:
+    return _image_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.LayerNorm(12), nn.Tanh(),
+                                      nn.Linear(12, 10)))
 
 
 def _direction(model: ClassifierModel, seed: int = 0) -> np.ndarray:
@@ -132,3 +142,59 @@ def test_image_attributions_are_complete_on_a_smooth_model():
     assert abs(cls.delta) <= 0.02 * abs(cls.target_value - cls.baseline_value) + 1e-12
     with pytest.raises(ValueError, match=r"^target must be a class in \[0, 10\), got 10$"):
         class_attribution(model, image, target=10)
+
+
+def test_score_is_bitwise_the_one_computed_with_layer_norm_swapped_for_the_whole_process(bert, monkeypatch):
+    """The former way (F.layer_norm replaced by the composite around the jvp, on the model itself) gives the
+    same numbers as the composite layer-norm modules of a private view."""
+    pixels = torch.as_tensor(np.random.default_rng(8).random((3, 8, 8)))
+    for model, batch in ((bert, _text_batch()), (_layer_norm_model(), {"pixels": pixels})):
+        tangents = direction_tangents(model, _direction(model, seed=9))
+        theta = {n: p.detach() for n, p in model.named_parameters() if n in tangents}
+        with monkeypatch.context() as patched:
+            patched.setattr(torch.nn.functional, "layer_norm", _composite_layer_norm)
+            logp, dlogp = jvp(lambda params: torch.log_softmax(functional_call(model, params, (batch,)), -1),
+                              (theta,), (tangents,))
+        assert torch.equal(component_score(model, batch, tangents), (logp.exp() * dlogp.square()).sum(-1))
+
+
+def test_component_attributions_leave_torch_layer_norm_alone_for_other_threads():
+    model, original = _layer_norm_model(), torch.nn.functional.layer_norm
+    image, x = np.random.default_rng(4).random((8, 8)), torch.randn(3, 12)
+    expected = original(x, (12,))
+    done, errors, seen, polls = threading.Event(), [], set(), 0
+
+    def attribute() -> None:
+        try:
+            for seed in range(4):
+                component_attribution(model, image, _direction(model, seed=seed), n_steps=16)
+        except Exception as e:  # reported by the main thread
+            errors.append(e)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=attribute)
+    worker.start()
+    try:
+        while not done.is_set():
+            seen.add(torch.nn.functional.layer_norm)
+            assert torch.equal(torch.nn.functional.layer_norm(x, (12,)), expected)
+            polls += 1
+    finally:
+        worker.join()
+    if errors:
+        raise errors[0]
+    assert seen == {original} and polls > 0
+
+
+def test_attributions_leave_the_model_as_it_was():
+    """No training flag, hook or tensor of the model changes (captum's hooks and eval() stay in a private view)."""
+    model = _layer_norm_model()
+    model.train()  # a shared model in any mode stays in it
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    image = np.random.default_rng(5).random((8, 8))
+    class_attribution(model, image, target=2, n_steps=8)
+    component_attribution(model, image, _direction(model, seed=2), n_steps=8)
+    assert all(m.training for m in model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())

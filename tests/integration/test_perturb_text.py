@@ -8,7 +8,7 @@ from analysis.datasets import make_batches, text_dataset
 from analysis.fisher import compute_pefs
 from analysis.models import ParamScope, load_model
 from analysis.npeff import fit_d_npeff, fit_lrm_npeff
-from analysis.perturb import perturb_component, sweep_component
+from analysis.perturb.api import perturb_component, sweep_component
 from tests.conftest import TINY_LABELS, TINY_VOCAB
 
 WORDS = TINY_VOCAB[5:]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from analysis.datasets import make_batches, text_dataset
 from analysis.fisher import compute_pefs
 from analysis.models import ParamScope, load_model
 from analysis.store import Workspace
+from analysis.variants import VARIANTS, get_variant
 from tests.conftest import TINY_LABELS, TINY_VOCAB
 
 WORDS = TINY_VOCAB[5:]
@@ -35,7 +37,7 @@ def model(tiny_bert_dir):
 
 
 def _assert_same(a, b):
-    for name in runs._array_fields(runs._kind_of(a)):
+    for name in runs.array_fields(type(a)):
         np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), err_msg=name)
 
 
@@ -46,7 +48,7 @@ def test_run_equals_direct_computation_and_is_reused(tmp_path, model, monkeypatc
     assert run.status == "complete" and ws.finished_chunks(run.id) == {0: 6, 1: 6, 2: 6, 3: 2}
     stored = runs.load_pefs(ws, run)
     direct = compute_pefs(model, make_batches(model, data, batch_size=5), kind=kind, n_values_per_example=50)
-    for name in runs._array_fields(kind):
+    for name in runs.array_fields(get_variant(kind).pefs):
         np.testing.assert_allclose(np.asarray(getattr(stored, name)), getattr(direct, name), rtol=1e-5, atol=1e-7,
                                    err_msg=name)
     monkeypatch.setattr(runs, "compute_pefs", lambda *a, **k: pytest.fail("recomputed a finished run"))
@@ -121,8 +123,8 @@ def test_fit_and_coefficient_runs_are_stored_and_reused(tmp_path, model, monkeyp
     assert dec.relative_error == pytest.approx(fit.summary["relative_error"])
     coeffs = runs.coefficients_run(ws, fit, pefs, n_iters=50)
     assert ws.load_array(coeffs.id, "W").shape == (24, 3)
-    monkeypatch.setattr(runs, "fit_lrm_npeff", lambda *a, **k: pytest.fail("refit a finished decomposition"))
-    monkeypatch.setattr(runs, "fit_d_npeff", lambda *a, **k: pytest.fail("refit a finished decomposition"))
+    for name, variant in VARIANTS.items():
+        monkeypatch.setitem(VARIANTS, name, replace(variant, fit=lambda *a, **k: pytest.fail("refit a finished decomposition")))
     assert runs.fit_run(ws, pefs, n_components=3, n_iters=30).id == fit.id
 
 

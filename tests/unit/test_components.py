@@ -9,6 +9,7 @@ import analysis.embedding as emb
 from analysis.figures import components as figs
 from analysis.models import ParamScope
 from analysis.npeff import LrmDecomposition
+from analysis.parameters import parameter_offsets
 from analysis.store import Workspace
 
 LABELS = ["neg", "pos", "neu"]
@@ -131,7 +132,7 @@ def test_similarity_is_abs_cosine_accumulated_over_column_blocks():
 def test_tensor_profiles_match_a_per_tensor_loop():
     rng = np.random.default_rng(3)
     sizes = [4, 3, 5, 2]  # the third tensor has no kept column below
-    offsets = cs.parameter_offsets(sizes)
+    offsets = parameter_offsets(sizes)
     kept = np.array([0, 2, 3, 4, 6, 12, 13])
     C = rng.normal(size=(3, len(kept)))
     profiles = cs.tensor_profiles(C, kept, offsets)

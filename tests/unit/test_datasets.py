@@ -1,5 +1,6 @@
 """Dataset readers: formats, validation messages, batching."""
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -107,3 +108,70 @@ def test_npz_with_objects_is_refused(tmp_path):
 def test_image_values_must_be_scaled():
     with pytest.raises(ValueError, match=r"x: pixel values must be finite and in \[0, 1\]"):
         image_dataset(np.full((2, 4, 4), 255.0), np.array([0, 0]), label_names=["a"], name="x", source="x")
+
+
+def test_jsonl_with_mixed_types_keeps_each_value_as_written(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"text": "good film", "label": "pos", "n": 1}\n{"text": "bad plot", "label": 0, "n": "two"}\n\n'
+                    '{"text": "fine", "label": "POS", "n": 2.5}\n')
+    frame = read_table(path)
+    assert frame["label"].tolist() == ["pos", 0, "POS"] and frame["n"].tolist() == [1, "two", 2.5]
+    ds = load_text_file(path, text_columns=["text"], label_column="label", label_names=LABELS)
+    assert ds.texts == [("good film",), ("bad plot",), ("fine",)] and ds.labels.tolist() == [1, 0, 1]
+
+
+def test_json_array_files_read_like_json_lines(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[{"text": "a", "label": 1},\n {"text": "b", "label": "neg"}]')
+    ds = load_text_file(path, text_columns=["text"], label_column="label", label_names=LABELS)
+    assert ds.texts == [("a",), ("b",)] and ds.labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"text": "a"}\n{"text": oops}\n',
+     "d.jsonl: line 2 is not valid JSON (Expecting value); write one JSON object per line"),
+    ('{"text": "a"}\n["text", "b"]\n', "d.jsonl: record 2 is a list, not an object; write one JSON object per line, "
+                                       "with the column names as keys"),
+    ("\n\n", "d.jsonl: holds no JSON records; write one JSON object per line"),
+])
+def test_bad_json_lines_are_named(tmp_path, content, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_table(path)
+
+
+def test_parquet_list_column_as_text_is_refused(tmp_path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"text": ["good film", "bad"], "tags": [["a", "b"], ["c"]], "label": [1, 0]}).to_parquet(path)
+    message = ("d.parquet: text column 'tags' (object) holds a list in row 0: ['a', 'b']; choose a column of strings, "
+               "or join each row's items into one string first")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_text_file(path, text_columns=["tags"], label_column="label", label_names=LABELS)
+
+
+@pytest.mark.parametrize("column, value, kind", [("y", "1", "an integer"), ("score", "0.5", "a number")])
+def test_numeric_column_chosen_as_text_is_refused(table, column, value, kind):
+    frame = table.assign(score=[0.5, 0.25, 1.0])
+    message = (f"t.csv: text column '{column}' ({frame[column].dtype}) holds {kind} in row 0: {value}; a numeric "
+               "column is not the text: choose the column that holds the sentences, or store the values as strings "
+               "if they are the text")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        text_dataset(frame, text_columns=[column], label_column="label", label_names=LABELS, name="t", source="t.csv")
+
+
+def test_json_number_in_a_text_column_is_refused(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "good film", "label": 1}\n{"text": 12, "label": 0}\n')
+    message = "d.jsonl: text column 'text' (object) holds an integer in row 1: 12; a numeric column is not the text"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_text_file(path, text_columns=["text"], label_column="label", label_names=LABELS)
+
+
+def test_struct_label_column_is_refused(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "a", "label": {"name": "pos"}}\n{"text": "b", "label": {"name": "neg"}}\n')
+    message = ("d.jsonl: label column 'label' (object) holds a struct in row 0: {'name': 'pos'}; "
+               "give one class name or index per row")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_text_file(path, text_columns=["text"], label_column="label", label_names=LABELS)

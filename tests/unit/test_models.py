@@ -1,12 +1,18 @@
 """Model loading: HF folders, zips, bare state dicts, refusal of unsafe inputs, parameter scopes."""
+import argparse
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from analysis.image_models import DigitsCNN
 from analysis.models import ClassifierModel, ParamScope, load_model, save_image_model
@@ -152,3 +158,193 @@ def test_last_layers_on_a_small_cnn_counts_modules():
 def test_missing_path():
     with pytest.raises(ValueError, match="nowhere: no such file or folder"):
         load_model("nowhere")
+
+
+FOLDER_FIX = ("config.json and the weights are not from the same model; save both from the trained model with "
+              "save_pretrained")
+
+
+def _variant(tiny_bert_dir, folder, edit_weights=lambda state: state, **config_changes):
+    """A copy of the tiny BERT folder with its weights and config.json edited."""
+    shutil.copytree(tiny_bert_dir, folder)
+    save_file(edit_weights(load_file(str(folder / "model.safetensors"))), str(folder / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **config_changes}))
+    return folder
+
+
+def test_folder_with_fewer_layers_than_its_config_is_refused(tiny_bert_dir, tmp_path):
+    folder = _variant(tiny_bert_dir, tmp_path / "deeper", num_hidden_layers=4)
+    message = (f"{folder}: weights do not match the architecture (missing "
+               "['bert.encoder.layer.2.attention.output.LayerNorm.bias', "
+               "'bert.encoder.layer.2.attention.output.LayerNorm.weight', "
+               f"'bert.encoder.layer.2.attention.output.dense.bias'] and 29 more); {FOLDER_FIX}")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda s: {k: v for k, v in s.items() if ".layer.1.output.dense." not in k},
+     "missing ['bert.encoder.layer.1.output.dense.bias', 'bert.encoder.layer.1.output.dense.weight']"),
+    (lambda s: {**s, "bert.extra.weight": torch.zeros(2)}, "unexpected ['bert.extra.weight']"),
+    (lambda s: {**s, "classifier.weight": torch.zeros(2, 16)},
+     "shapes differ for ['classifier.weight: weights (2, 16), model (3, 16)']"),
+])
+def test_folder_with_missing_unexpected_or_misshaped_weights_is_refused(tiny_bert_dir, tmp_path, edit, problem):
+    folder = _variant(tiny_bert_dir, tmp_path / "edited", edit)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{folder}: weights do not match the architecture ({problem}); {FOLDER_FIX}")):
+        load_model(folder)
+
+
+def test_bare_weights_of_another_shape_are_refused(tiny_bert_dir, tmp_path):
+    state = load_file(str(tiny_bert_dir / "model.safetensors"))
+    save_file({**state, "classifier.weight": torch.zeros(2, 16)}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(ValueError, match=re.escape(
+            "w.safetensors: weights do not match the architecture (shapes differ for "
+            "['classifier.weight: weights (2, 16), model (3, 16)']); pick the config/architecture the weights "
+            "were saved from")):
+        load_model(tmp_path / "w.safetensors", config=tiny_bert_dir)
+
+
+def test_integer_weights_are_refused(tiny_bert_dir, tmp_path):
+    to_int = lambda s: {**s, "classifier.weight": torch.ones(3, 16, dtype=torch.int64)}  # noqa: E731
+    folder = _variant(tiny_bert_dir, tmp_path / "int", to_int)
+    message = ("weights ['classifier.weight (int64)'] are not floating point where the model holds floats "
+               "(quantized or corrupted weights); save the trained model's float weights again")
+    with pytest.raises(ValueError, match=re.escape(f"{folder}: {message}")):
+        load_model(folder)
+    with pytest.raises(ValueError, match=re.escape(f"model.safetensors: {message}")):
+        load_model(folder / "model.safetensors", config=folder)
+    cnn = tmp_path / "cnn.safetensors"
+    save_file({**DigitsCNN().state_dict(), "head.bias": torch.zeros(10, dtype=torch.int32)}, str(cnn))
+    with pytest.raises(ValueError, match=re.escape("cnn.safetensors: weights ['head.bias (int32)'] are not floating")):
+        load_model(cnn, architecture="digits-cnn", label_names=list("0123456789"))
+
+
+def test_float16_weights_load_with_a_note(tiny_bert_dir, tmp_path):
+    folder = _variant(tiny_bert_dir, tmp_path / "half", lambda s: {k: v.half() for k, v in s.items()})
+    model = load_model(folder)
+    note = f"{folder}: 41 weight tensor(s) stored as float16 were loaded as float32"
+    assert model.notes == (note,) and model.summary().notes == (note,)
+    assert model.with_scope(ParamScope("last_layers", n_layers=1)).summary().notes == (note,)
+    assert next(model.parameters()).dtype == torch.float32
+    assert load_model(folder / "model.safetensors", config=folder).notes == (
+        "model.safetensors: 41 weight tensor(s) stored as float16 were loaded as float32",)
+    assert load_model(tiny_bert_dir).summary().notes == ()
+
+
+def test_keys_transformers_declares_ignorable_still_load(tiny_bert_dir, tmp_path):
+    legacy = _variant(tiny_bert_dir, tmp_path / "legacy",  # position_ids was a saved int64 buffer in old BERTs
+                      lambda s: {**s, "bert.embeddings.position_ids": torch.arange(32)[None]})
+    assert load_model(legacy).notes == ()
+    from transformers import BartConfig, BartForSequenceClassification
+
+    bart = tmp_path / "bart"  # encoder/decoder embeddings are tied to model.shared and not saved
+    BartForSequenceClassification(BartConfig(
+        vocab_size=20, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+        num_labels=3)).save_pretrained(bart)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_bert_dir / name, bart / name)
+    model = load_model(bart)
+    assert model.net.model.encoder.embed_tokens.weight is model.net.model.shared.weight
+    bare = load_model(bart / "model.safetensors", config=bart)
+    batch = _batch(model, ["good film"])
+    torch.testing.assert_close(bare(batch), model(batch))
+
+
+def test_folder_with_both_weight_formats_reads_the_safetensors(tiny_bert_dir, tmp_path):
+    """A Hub snapshot holds model.safetensors and pytorch_model.bin: the safetensors copy is read, as
+    from_pretrained would, and the pickle is never opened (here it holds other weights, which would show)."""
+    folder = tmp_path / "both"
+    shutil.copytree(tiny_bert_dir, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    torch.save({k: v + 1 for k, v in state.items()}, folder / "pytorch_model.bin")
+    model = load_model(folder)
+    np.testing.assert_array_equal(model.net.classifier.weight.detach().numpy(), state["classifier.weight"].numpy())
+
+
+def test_folder_with_a_single_file_beside_a_shard_index_is_refused(tiny_bert_dir, tmp_path):
+    folder = tmp_path / "both"
+    shutil.copytree(tiny_bert_dir, folder)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model.safetensors"}}))
+    with pytest.raises(ValueError, match=re.escape(
+            f"{folder}: holds 2 weight files for one config (model.safetensors, model.safetensors.index.json); "
+            "keep the one you mean and delete the others")):
+        load_model(folder)
+
+
+def test_pickled_folder_conversion_command_works(tiny_bert_dir, tmp_path):
+    folder = tmp_path / "trusted"
+    shutil.copytree(tiny_bert_dir, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "args": argparse.Namespace(lr=0.1)}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError) as refused:
+        load_model(folder)
+    message = str(refused.value)
+    assert message.startswith(f"{folder}: the weights need unpickling of arbitrary objects; convert them to "
+                              "model.safetensors, only if you trust the files, with `python -c ")
+    assert message.endswith("`, then delete pytorch_model.bin")
+    command = re.search(r"`(python -c .*)`", message).group(1)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (folder / "pytorch_model.bin").unlink()
+    converted, ref = load_model(folder), load_model(tiny_bert_dir)
+    batch = _batch(ref, ["great acting"])
+    torch.testing.assert_close(converted(batch), ref(batch))
+
+
+def _zip_folder(archive, folders: dict[str, Path]):
+    with zipfile.ZipFile(archive, "w") as z:
+        for prefix, folder in folders.items():
+            for f in folder.iterdir():
+                z.write(f, f"{prefix}{f.name}")
+    return archive
+
+
+def test_zip_with_the_same_name_loads_its_own_weights(tiny_bert_dir, tmp_path):
+    from tests.conftest import build_tiny_bert
+
+    other = build_tiny_bert(tmp_path / "other", seed=1)
+    torch.save(load_file(str(other / "model.safetensors")), other / "pytorch_model.bin")
+    (other / "model.safetensors").unlink()
+    first = load_model(_zip_folder(tmp_path / "ckpt.zip", {"tiny/": tiny_bert_dir}), extract_root=tmp_path / "x")
+    second = load_model(_zip_folder(tmp_path / "ckpt.zip", {"tiny/": other}), extract_root=tmp_path / "x")
+    batch = _batch(first, ["great acting"])
+    torch.testing.assert_close(second(batch), load_model(other)(batch))
+    assert first.content_hash != second.content_hash
+
+
+def test_zip_with_two_checkpoints_is_refused_and_removed(tiny_bert_dir, tmp_path):
+    archive = _zip_folder(tmp_path / "two.zip", {"a/": tiny_bert_dir, "b/": tiny_bert_dir})
+    with pytest.raises(ValueError, match=re.escape(
+            "two.zip: holds 2 checkpoints (two.zip/a, two.zip/b); zip one checkpoint folder per upload")):
+        load_model(archive, extract_root=tmp_path / "x")
+    assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_zip_with_two_weight_files_for_one_config_is_refused(tiny_bert_dir, tmp_path):
+    folder = tmp_path / "both"
+    shutil.copytree(tiny_bert_dir, folder)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model.safetensors"}}))
+    with pytest.raises(ValueError, match=re.escape(
+            "both.zip/tiny: holds 2 weight files for one config (model.safetensors, model.safetensors.index.json); "
+            "keep the one you mean and delete the others")):
+        load_model(_zip_folder(tmp_path / "both.zip", {"tiny/": folder}), extract_root=tmp_path / "x")
+    assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_zip_of_a_refused_checkpoint_leaves_nothing_behind(tiny_bert_dir, tmp_path):
+    folder = _variant(tiny_bert_dir, tmp_path / "deeper", num_hidden_layers=4)
+    with pytest.raises(ValueError, match="weights do not match the architecture"):
+        load_model(_zip_folder(tmp_path / "deeper.zip", {"deeper/": folder}), extract_root=tmp_path / "x")
+    assert list((tmp_path / "x").iterdir()) == []
+
+
+def test_zip_of_an_image_model_in_a_top_folder_loads(tmp_path):
+    folder = save_image_model(DigitsCNN(), tmp_path / "cnn", architecture="digits-cnn", label_names=list("0123456789"))
+    model = load_model(_zip_folder(tmp_path / "cnn.zip", {"cnn/": folder}), extract_root=tmp_path / "x")
+    assert model.input_kind == "image" and model.content_hash == load_model(folder).content_hash

@@ -1,15 +1,11 @@
 """Perturbation runs stored in the workspace: a magnitude sweep of one component, or every component at
 one magnitude, computed once per (decomposition run, settings) and reloaded instantly afterwards.
 
-Tables are Parquet files in the run's folder (written to a temporary name, fsynced, then renamed);
-the run is marked complete only once they are on disk.
+They go through `Workspace.compute_once` like every stored run; their tables are Parquet files of the run.
 """
 from __future__ import annotations
 
-import os
-import uuid
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -17,12 +13,15 @@ import pandas as pd
 
 from analysis.datasets import ImageDataset, TextDataset
 from analysis.models import ClassifierModel
-from analysis.perturb import (DEFAULT_BASELINE_N, DEFAULT_LAM, DEFAULT_TOP_N, FISHER_FLOOR, KlTargeter,
-                              PerturbationResult, Progress, perturb_all, sweep_component)
-from analysis.runs import failures_recorded, load_decomposition
-from analysis.store import Run, Workspace
+from analysis.perturb.api import Progress, perturb_all, sweep_component
+from analysis.perturb.diag import DEFAULT_LAM, FISHER_FLOOR
+from analysis.perturb.evaluation import DEFAULT_BASELINE_N, DEFAULT_TOP_N, PerturbationResult
+from analysis.perturb.targeting import KlTargeter
+from analysis.runs import DecompositionSummary, load_decomposition
+from analysis.store import Run, RunWriter, Summary, Workspace
+from analysis.variants import get_variant
 
-SWEEP_TABLE, SWEEP_EXAMPLES, ALL_TABLE = "sweep.parquet", "examples.parquet", "components.parquet"
+SWEEP_TABLE, SWEEP_EXAMPLES, ALL_TABLE = "sweep", "examples", "components"
 OPTIONAL_FLOATS = ("delta", "lam")
 
 
@@ -38,29 +37,32 @@ def _check_pair(model: ClassifierModel, dataset: TextDataset | ImageDataset, dec
                          "perturbations need the examples the decomposition was fit on")
 
 
-def _write_table(path: Path, frame: pd.DataFrame) -> None:
-    """Write Parquet atomically and durably: temp file, fsync, rename."""
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:6]}")
-    frame.to_parquet(tmp, index=False)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class SweepSummary(Summary):
+    decomposition_run: str
+    component: int
+    n_magnitudes: int
+    max_kl_ratio: float | None
+
+
+@dataclass(frozen=True)
+class PerturbAllSummary(Summary):
+    decomposition_run: str
+    n_components: int
+    median_kl_ratio: float | None
 
 
 def _read_table(ws: Workspace, run: Run, name: str) -> pd.DataFrame:
     if run.status != "complete":
         raise ValueError(f"run {run.id} is {run.status}, not complete; compute it first")
-    path = ws.run_dir(run.id) / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: table of run {run.id} is missing; recompute the run")
-    return pd.read_parquet(path)
+    return ws.load_table(run.id, name)
 
 
 def _common_settings(decomposition: Run, *, max_sim: float | None, top_n: int, baseline_n: int, seed: int,
                      lam: float, fisher_floor: float) -> dict:
     settings = {"decomposition": decomposition.key, "max_sim": max_sim, "top_n": top_n, "baseline_n": baseline_n,
                 "seed": seed}
-    if decomposition.summary.get("kind") == "diag":  # merge settings change only D-NPEFF results
+    if get_variant(DecompositionSummary.of(decomposition).kind).perturbation.merges:  # λ and the floor matter
         settings.update({"lam": lam, "fisher_floor": fisher_floor})
     return settings
 
@@ -75,20 +77,19 @@ def sweep_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | Imag
     settings = {**_common_settings(decomposition, max_sim=max_sim, top_n=top_n, baseline_n=baseline_n, seed=seed,
                                    lam=lam, fisher_floor=fisher_floor),
                 "component": int(k), "magnitudes": [float(m) for m in magnitudes], "sign": int(sign)}
-    run = ws.start_run("perturb-sweep", settings, model_id=decomposition.model_id, dataset_id=decomposition.dataset_id)
-    if run.status == "complete":
-        return run
-    with failures_recorded(ws, run):
+
+    def compute(writer: RunWriter) -> SweepSummary:
         results = sweep_component(model, dataset, load_decomposition(ws, decomposition), k, magnitudes, sign=sign,
                                   max_sim=max_sim, top_n=top_n, baseline_n=baseline_n, seed=seed, lam=lam,
                                   fisher_floor=fisher_floor, batch_size=batch_size, device=device, progress=progress)
-        folder = ws.run_dir(run.id)
-        _write_table(folder / SWEEP_TABLE, pd.DataFrame([r.scalars() for r in results]))
-        _write_table(folder / SWEEP_EXAMPLES,
-                     pd.concat([r.examples.assign(step=i) for i, r in enumerate(results)], ignore_index=True))
-        ws.complete_run(run.id, {"decomposition_run": decomposition.id, "component": int(k),
-                                 "n_magnitudes": len(results), "max_kl_ratio": _largest([r.kl_ratio for r in results])})
-    return ws.get_run(run.id)
+        writer.save_table(SWEEP_TABLE, pd.DataFrame([r.scalars() for r in results]))
+        writer.save_table(SWEEP_EXAMPLES,
+                          pd.concat([r.examples.assign(step=i) for i, r in enumerate(results)], ignore_index=True))
+        return SweepSummary(decomposition_run=decomposition.id, component=int(k), n_magnitudes=len(results),
+                            max_kl_ratio=_largest([r.kl_ratio for r in results]))
+
+    return ws.compute_once("perturb-sweep", settings, compute, model_id=decomposition.model_id,
+                           dataset_id=decomposition.dataset_id)
 
 
 def _largest(values: list[float]) -> float | None:
@@ -127,20 +128,20 @@ def perturb_all_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset 
                 "magnitude": float(magnitude), "signs": None if signs is None else [int(s) for s in signs]}
     if kl_range is not None:
         settings.update({"kl_range": [float(v) for v in kl_range], "targeter": asdict(targeter)})
-    run = ws.start_run("perturb-all", settings, model_id=decomposition.model_id, dataset_id=decomposition.dataset_id)
-    if run.status == "complete":
-        return run
-    with failures_recorded(ws, run):
+
+    def compute(writer: RunWriter) -> PerturbAllSummary:
         table = perturb_all(model, dataset, load_decomposition(ws, decomposition), magnitude, signs=signs,
                             max_sim=max_sim, top_n=top_n, baseline_n=baseline_n, seed=seed, lam=lam,
                             kl_range=kl_range, targeter=targeter, fisher_floor=fisher_floor, batch_size=batch_size,
                             device=device, progress=progress)
-        _write_table(ws.run_dir(run.id) / ALL_TABLE, table)
+        writer.save_table(ALL_TABLE, table)
         ratios = table["kl_ratio"].to_numpy(dtype=float)
         ratios = ratios[~np.isnan(ratios)]
-        ws.complete_run(run.id, {"decomposition_run": decomposition.id, "n_components": len(table),
-                                 "median_kl_ratio": float(np.median(ratios)) if len(ratios) else None})
-    return ws.get_run(run.id)
+        return PerturbAllSummary(decomposition_run=decomposition.id, n_components=len(table),
+                                 median_kl_ratio=float(np.median(ratios)) if len(ratios) else None)
+
+    return ws.compute_once("perturb-all", settings, compute, model_id=decomposition.model_id,
+                           dataset_id=decomposition.dataset_id)
 
 
 def load_perturb_all(ws: Workspace, run: Run) -> pd.DataFrame:

@@ -1,0 +1,77 @@
+"""D-NPEFF (spec §2): non-negative factorization f_i ≈ Σ_k W_ik h_k of the diagonal PEFs by Lee–Seung MU."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from analysis.npeff.common import Decomposition, FitConfig, fit_setup, initial_factors, result_arrays, tensor
+from analysis.pefs import DiagPefs
+from kernels import d_npeff
+from kernels import sparse as sp
+from kernels.distributed import LossMonitor, Progress, all_reduce_sum_, gather_columns
+
+
+@dataclass(frozen=True)
+class DiagFitConfig(FitConfig):
+    """D-NPEFF settings: n_iters MU iterations (W then H); no settings beyond the common ones."""
+
+
+def diag_entries(pefs: DiagPefs, device: torch.device, examples: slice = slice(None)) -> sp.Entries:
+    """Normalized entries of A [n, M] for the given examples (spec §1.6)."""
+    entries = sp.diag_entries(tensor(pefs.values[examples], torch.float32, device),
+                              tensor(pefs.indices[examples], torch.int64, device), pefs.n_parameters)
+    return sp.normalize(entries, sp.diag_scales(tensor(pefs.norms[examples], torch.float32, device)))
+
+
+@dataclass(frozen=True)
+class DiagDecomposition(Decomposition):
+    """D-NPEFF result: f_i ≈ Σ_k W_ik h_k; losses are ‖A − WH‖²_F, relative_error = loss / ‖A‖²_F."""
+
+    H: np.ndarray  # [r, m] float32, ≥ 0, unit-norm rows over the kept parameters
+
+    factor = "H"
+    pefs_type = DiagPefs
+
+    @staticmethod
+    def coefficient_entries(pefs: DiagPefs, device: torch.device, examples: slice) -> sp.Entries:
+        return diag_entries(pefs, device, examples)
+
+    @staticmethod
+    def fit_w(X: torch.Tensor, n: int, Ct: torch.Tensor, W: torch.Tensor, n_iters: int) -> torch.Tensor:
+        return d_npeff.fit_w(X, Ct, W, n_iters)
+
+
+def _diag_problem(local: sp.Entries) -> d_npeff.DiagProblem:
+    """A, Aᵀ of this rank's columns and ‖A‖²_F over all columns."""
+    sq_norm = local.values.double().square().sum()
+    all_reduce_sum_(sq_norm)
+    A, At = sp.csr_pair(local)
+    return d_npeff.DiagProblem(A, At, float(sq_norm))
+
+
+def fit_diag(pefs: DiagPefs, config: DiagFitConfig, *, device: str | torch.device | None = None,
+             progress: Progress | None = None, init: tuple[np.ndarray, np.ndarray] | None = None) -> DiagDecomposition:
+    """Factorize the D-PEFs by MU, W then H (spec §2).
+
+    Init: W, H ~ U(0,1] from seed + rank (W from rank 0), or `init` = (W0 [n, r], H0 [r, m] over the kept
+    parameters). Under torchrun every rank owns a column slice and returns the full result.
+    """
+    setup = fit_setup(pefs, DiagPefs, config, diag_entries, device, init, "H")
+    problem = _diag_problem(setup.local)
+    W, Ht = initial_factors(init, lambda: d_npeff.init_factors(setup.n, setup.cols.size, setup.r, config.seed,
+                                                               setup.rank), setup.cols, setup.device)
+    monitor = LossMonitor("D-NPEFF", config.n_iters, config.tol, progress, "check the PEFs for Inf or NaN")
+    W, Ht = d_npeff.run_d_npeff(problem, W, Ht, config.n_iters, monitor)
+    W, H = d_npeff.normalize_components(W, gather_columns(Ht, setup.m).T)
+    return DiagDecomposition(H=H.contiguous().cpu().numpy(), n_parameters=pefs.n_parameters,
+                             **result_arrays(W, setup, monitor, problem.sq_norm))
+
+
+def fit_d_npeff(pefs: DiagPefs, n_components: int, *, n_iters: int, device: str | torch.device | None = None,
+                progress: Progress | None = None, init: tuple[np.ndarray, np.ndarray] | None = None,
+                **settings) -> DiagDecomposition:
+    """fit_diag with the settings as keywords (seed, tol, min_nnz_per_col)."""
+    return fit_diag(pefs, DiagFitConfig(n_components=n_components, n_iters=n_iters, **settings), device=device,
+                    progress=progress, init=init)

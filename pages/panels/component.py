@@ -1,0 +1,100 @@
+"""One component in depth: metrics, top examples, coefficient bands, statistics and attributions."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from analysis import components as cs
+from analysis.figures import components as figs
+from pages.common import export_buttons
+from pages.panels.attributions import attribution_panel
+from pages.panels.browse import COMPONENT_KEY, BrowseContext, open_component
+from pages.panels.examples import show_examples
+
+
+@st.fragment
+def component_view(ctx: BrowseContext) -> None:
+    """One component in depth; reruns alone when its own widgets change."""
+    data, table, r = ctx.data, ctx.overview, ctx.n_components
+    c1, c2 = st.columns([1, 3])
+    k = int(c1.selectbox("Component", range(r), key=COMPONENT_KEY,
+                         format_func=lambda c: f"{c} · mostly {table['majority_label'].iloc[c]} "
+                                               f"({table['purity'].iloc[c]:.0%})"))
+    n_top = int(c2.slider("Top examples", 5, min(200, data.n_examples), min(20, data.n_examples),
+                          key="cmp_n_top"))
+    st.query_params["component"] = str(k)
+    top = cs.top_examples(data.W, k, n_top, ctx.index["top_indices"])
+    frame = ctx.examples(top, k)
+    row = table.iloc[k]
+    st.subheader(f"Component {k}")
+    m1, m2, m3, m4, m5 = st.columns(5)
+    m1.metric("Top coefficient", f"{row['top_coefficient']:.4f}")
+    m2.metric("Notable examples", f"{row['notable']:,}")
+    m3.metric(f"Purity (top {n_top})", f"{cs.label_distribution(data.labels[top], len(data.label_names)).max():.0%}")
+    m4.metric(f"Accuracy (top {n_top})", f"{data.correct[top].mean():.0%}")
+    m5.metric("Most similar", f"{int(row['most_similar'])}" if r > 1 else "—",
+              f"|cos| {row['similar_abs_cos']:.2f}" if r > 1 else None, delta_color="off", delta_arrow="off")
+    st.caption(f"Permalink: `?run={ctx.run_id}&component={k}`")
+
+    t_top, t_quant, t_stats, t_attr = st.tabs(["Top examples", "Quantiles", "Statistics", "Attributions"])
+    with t_top:
+        show_examples(frame, key=f"cmp_top_{k}", images=ctx.images, title=f"Top {n_top} examples of component {k}",
+                      captions=[f"#{i} {g}→{p} ({c:.2f})" for i, g, p, c in
+                                zip(frame["idx"], frame["gold"], frame["prediction"], frame["coefficient"])],
+                      extras={"coefficient": "{:.4f}"})
+    with t_quant:
+        _bands(ctx, k)
+    with t_stats:
+        _statistics(ctx, k, top, n_top)
+    with t_attr:
+        attribution_panel(ctx, k, frame)
+
+
+def _bands(ctx: BrowseContext, k: int) -> None:
+    """A seeded sample of each equal-count band of the notable coefficients."""
+    q1, q2 = st.columns(2)
+    n_bands = int(q1.number_input("Bands", 2, 10, 5, key="cmp_bands"))
+    per_band = int(q2.number_input("Examples per band", 1, 20, 3, key="cmp_per_band"))
+    bands = cs.quantile_sample(ctx.data.W[:, k], n_bands=n_bands, per_band=per_band, threshold=ctx.threshold)
+    if bands.empty:
+        st.info("No example has a notable coefficient on this component.")
+        return
+    st.caption("Examples with a notable coefficient, split into equal-count bands by rank "
+               "(band 1 = largest coefficients), a seeded sample from each.")
+    q = ctx.examples(bands["idx"].to_numpy(), k)
+    q.insert(1, "band", bands["band"].to_numpy())
+    show_examples(q, key=f"cmp_quant_{k}", images=ctx.images, title=f"Coefficient bands of component {k}",
+                  captions=[f"band {b}: #{i} ({c:.2f})" for b, i, c in zip(q["band"], q["idx"], q["coefficient"])],
+                  extras={"band": "{}", "coefficient": "{:.4f}"})
+
+
+def _statistics(ctx: BrowseContext, k: int, top: np.ndarray, n_top: int) -> None:
+    """Coefficient histogram, label breakdown of the top examples, similar components, layer/module profile."""
+    data, r = ctx.data, ctx.n_components
+    s1, s2 = st.columns(2)
+    with s1:
+        hist = figs.coefficient_histogram(data.W[:, k], k=k, threshold=ctx.threshold)
+        st.plotly_chart(hist, key="cmp_hist")
+        export_buttons(hist, f"component_{k}_coefficients", key="cmp_hist_export")
+    with s2:
+        labels_fig = figs.label_breakdown_figure(cs.breakdown(data, top), k=k, n_top=n_top)
+        st.plotly_chart(labels_fig, key="cmp_labels")
+        export_buttons(labels_fig, f"component_{k}_labels", key="cmp_labels_export")
+    s3, s4 = st.columns(2)
+    with s3:
+        if r > 1:
+            similar = cs.most_similar(ctx.index["similarity"], k, n=min(8, r - 1))
+            sim_fig = figs.similar_components_figure(similar, k=k)
+            st.plotly_chart(sim_fig, key="cmp_similar")
+            export_buttons(sim_fig, f"component_{k}_similar", key="cmp_similar_export")
+            jump = st.selectbox("Open a similar component", similar["component"].tolist(), key="cmp_jump")
+            st.button("Open", key="cmp_jump_go", on_click=open_component, args=(jump,))
+    with s4:
+        if ctx.profiles is None:
+            st.info("The layer/module profile needs the model the decomposition was fitted with.")
+        else:
+            by = st.radio("Profile by", ["module", "layer"], horizontal=True, key="cmp_profile_by")
+            shares = cs.group_profiles(*ctx.profiles, by=by).iloc[k]
+            prof_fig = figs.module_profile_figure(shares, k=k, by=by)
+            st.plotly_chart(prof_fig, key="cmp_profile")
+            export_buttons(prof_fig, f"component_{k}_profile", key="cmp_profile_export")

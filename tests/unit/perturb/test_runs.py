@@ -1,0 +1,46 @@
+"""Perturbation runs stored in the workspace (analysis.perturb.runs): computed once, loaded as computed."""
+import pytest
+
+import analysis.perturb.runs as perturb_runs
+from analysis.datasets import ImageDataset
+from analysis.perturb.api import sweep_component
+from analysis.runs import fit_run, pefs_run
+from analysis.store import Workspace
+from tests.unit.perturb.planted import BASELINE_N, LABELS, SETS, TOP_N
+
+
+def test_runs_are_computed_once_and_load_as_computed(tmp_path, model, examples, monkeypatch):
+    ws = Workspace(tmp_path / "ws")
+    pefs = pefs_run(ws, model, examples, kind="lrm", batch_size=50, chunk_size=200, device="cpu")
+    dec = fit_run(ws, pefs, n_components=2, n_iters=5, n_iters_g_only=2, device="cpu")
+    magnitudes = [0.5, 2.0]
+    run = perturb_runs.sweep_run(ws, model, examples, dec, 0, magnitudes, top_n=TOP_N, baseline_n=BASELINE_N,
+                                 device="cpu")
+    assert run.status == "complete" and run.summary["n_magnitudes"] == 2
+    loaded = perturb_runs.load_sweep(ws, run)
+    direct = sweep_component(model, examples, perturb_runs.load_decomposition(ws, dec), 0, magnitudes,
+                             **SETS)
+    for a, b in zip(loaded, direct):
+        assert a.scalars() == pytest.approx(b.scalars(), nan_ok=True)
+        assert a.examples.equals(b.examples)
+    all_run = perturb_runs.perturb_all_run(ws, model, examples, dec, 1.0, top_n=TOP_N, baseline_n=BASELINE_N,
+                                           device="cpu")
+    table = perturb_runs.load_perturb_all(ws, all_run)
+    assert list(table["component"]) == [0, 1]
+
+    monkeypatch.setattr(perturb_runs, "sweep_component", lambda *a, **k: pytest.fail("recomputed a sweep"))
+    monkeypatch.setattr(perturb_runs, "perturb_all", lambda *a, **k: pytest.fail("recomputed perturb_all"))
+    assert perturb_runs.sweep_run(ws, model, examples, dec, 0, magnitudes, top_n=TOP_N, baseline_n=BASELINE_N).id \
+        == run.id
+    assert perturb_runs.perturb_all_run(ws, model, examples, dec, 1.0, top_n=TOP_N, baseline_n=BASELINE_N).id \
+        == all_run.id
+
+
+def test_runs_refuse_a_dataset_the_decomposition_was_not_fit_on(tmp_path, model, examples):
+    ws = Workspace(tmp_path / "ws")
+    dec = fit_run(ws, pefs_run(ws, model, examples, kind="lrm", device="cpu"), n_components=2, n_iters=2,
+                  n_iters_g_only=0, device="cpu")
+    other = ImageDataset(images=examples.images, labels=examples.labels, label_names=LABELS, name="other",
+                         source="test", content_hash="other-data")
+    with pytest.raises(ValueError, match=f"^dataset 'other' is not the dataset of decomposition run {dec.id}; "):
+        perturb_runs.sweep_run(ws, model, other, dec, 0, [1.0])

@@ -1,0 +1,113 @@
+"""Estimates from shapes, the refusal check against free disk and memory, and the stored time per example."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from analysis.estimates import (TIMINGS, PefEstimate, Resources, available_memory_bytes, default_values_per_example,
+                                duration, estimate_pefs, gib, measure_seconds_per_example, resource_problems,
+                                stored_seconds_per_example, timing_key)
+
+MiB, GiB = 2**20, 2**30
+
+
+def fake_model(n_parameters: int, n_classes: int):
+    """What the estimates read of a model: its size in scope, classes and identity (nothing can be computed)."""
+    return SimpleNamespace(summary=lambda: SimpleNamespace(n_parameters_in_scope=n_parameters),
+                           label_names=[str(c) for c in range(n_classes)], content_hash="m" * 8,
+                           scope=SimpleNamespace(describe=lambda: "all parameters"))
+
+
+class Examples(list):
+    """What the estimates read of a dataset: its length and identity."""
+
+    content_hash = "d" * 8
+
+
+def estimate(disk: int = 10 * MiB, pef_memory: int = 20 * MiB, fit_memory: int = 30 * MiB) -> PefEstimate:
+    return PefEstimate(pef_bytes=disk // 2, disk_bytes=disk, pef_memory_bytes=pef_memory,
+                       fit_memory_bytes=fit_memory, pef_seconds=None)
+
+
+def test_sizes_follow_the_shapes():
+    """500 examples, 3,818 parameters, 10 classes, 200 values kept: the image demo."""
+    e = estimate_pefs(fake_model(3818, 10), Examples(range(500)), kind="lrm", n_values_per_example=200,
+                      top_k_classes=None, n_components=None, batch_size=16, seconds_each=0.002)
+    assert e.pef_bytes == 500 * 200 * (4 + 8) + 500 * 11 * 8
+    assert e.disk_bytes == 2 * e.pef_bytes  # chunk files and the assembled arrays, until the chunks go
+    assert e.pef_memory_bytes == max(3 * 16 * 10 * 3818 * 4, 2 * e.pef_bytes)
+    assert e.fit_memory_bytes == 0 and e.peak_bytes == e.pef_memory_bytes
+    assert e.pef_seconds == pytest.approx(1.0)
+    with_fit = estimate_pefs(fake_model(3818, 10), Examples(range(500)), kind="lrm", n_values_per_example=200,
+                             top_k_classes=None, n_components=4, batch_size=16, seconds_each=None)
+    assert with_fit.fit_memory_bytes == 2 * 500 * 200 * 12 + 4 * 4 * 3818 * 4 and with_fit.pef_seconds is None
+
+
+def test_keeping_all_values_of_a_large_model_is_refused():
+    """1.85M rows, MiniLM's last layer + head (1.8M parameters) × 2 classes, all values kept: 43 MB per example."""
+    e = estimate_pefs(fake_model(1_800_000, 2), Examples(range(1_850_000)), kind="lrm", n_values_per_example=None,
+                      top_k_classes=None, n_components=None, batch_size=16, seconds_each=None)
+    assert e.pef_bytes / 1_850_000 == pytest.approx(43.2e6, rel=1e-3)
+    assert resource_problems(e, Resources(free_disk_bytes=500 * GiB, available_memory_bytes=24 * GiB)) == [
+        f"the PEFs need about {gib(e.disk_bytes)} of disk while computing, 500.0 GiB are free",
+        f"the computation needs about {gib(e.peak_bytes)} of memory, 24.0 GiB are available"]
+
+
+def test_default_values_per_example():
+    assert default_values_per_example(fake_model(3818, 10)) == 2048
+    assert default_values_per_example(fake_model(100, 3)) == 300
+
+
+def test_nothing_to_refuse_when_it_fits():
+    assert resource_problems(estimate(), Resources(free_disk_bytes=GiB, available_memory_bytes=GiB)) == []
+
+
+def test_refused_when_the_disk_is_too_small():
+    assert resource_problems(estimate(disk=10 * MiB), Resources(free_disk_bytes=5 * MiB,
+                                                                available_memory_bytes=GiB)) == [
+        "the PEFs need about 10.0 MiB of disk while computing, 5.0 MiB are free"]
+
+
+def test_refused_when_memory_is_too_small():
+    assert resource_problems(estimate(fit_memory=3 * GiB), Resources(free_disk_bytes=GiB,
+                                                                     available_memory_bytes=2 * GiB)) == [
+        "the computation needs about 3.0 GiB of memory, 2.0 GiB are available"]
+
+
+def test_unknown_memory_is_not_checked():
+    assert resource_problems(estimate(fit_memory=3 * GiB), Resources(free_disk_bytes=GiB,
+                                                                     available_memory_bytes=None)) == []
+
+
+def test_stored_pefs_need_no_disk_and_only_the_fit_memory():
+    tight = Resources(free_disk_bytes=MiB, available_memory_bytes=25 * MiB)
+    assert resource_problems(estimate(disk=10 * MiB, pef_memory=40 * MiB, fit_memory=20 * MiB), tight,
+                             pefs_stored=True) == []
+    assert len(resource_problems(estimate(disk=10 * MiB, pef_memory=40 * MiB, fit_memory=20 * MiB), tight)) == 2
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   12288000 kB\n")
+    assert available_memory_bytes(meminfo) == 12288000 * 1024
+    assert available_memory_bytes(tmp_path / "absent") is None
+
+
+def test_formats():
+    assert [gib(5 * MiB), gib(1.5 * GiB)] == ["5.0 MiB", "1.5 GiB"]
+    assert [duration(0.2), duration(42), duration(600), duration(380 * 3600)] == ["< 1 s", "42 s", "10.0 min",
+                                                                                   "380.0 h"]
+
+
+def test_the_stored_time_per_example_is_used_without_computing(tmp_path):
+    model, data = fake_model(3818, 10), Examples(range(500))  # a fake model: computing would raise
+    key = timing_key(model, data, kind="lrm", top_k_classes=None, n_values_per_example=200)
+    assert stored_seconds_per_example(tmp_path, key) is None
+    (tmp_path / TIMINGS).write_text(json.dumps({key: 0.25}))
+    assert measure_seconds_per_example(tmp_path, model, data, kind="lrm", top_k_classes=None,
+                                       n_values_per_example=200) == 0.25
+    assert timing_key(model, data, kind="lrm", top_k_classes=2, n_values_per_example=200) != key
+    assert timing_key(model, data, kind="diag", top_k_classes=None, n_values_per_example=200) != key
+    assert timing_key(model, data, kind="lrm", top_k_classes=None, n_values_per_example=None) != key
+    (tmp_path / TIMINGS).write_text("{broken")
+    assert stored_seconds_per_example(tmp_path, key) is None
