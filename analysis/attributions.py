@@ -3,13 +3,13 @@
 The component score of an example is s_k(x) = Σ_y p_y(x) (g_kᵀ ∇_θ log p_y(x))² = g_kᵀ F(x) g_k, the
 example's Fisher along the component's parameter direction g_k. One forward-mode product
 (torch.func.jvp of θ ↦ log p(x; θ) along g_k) gives g_kᵀ∇_θ log p_y for every class y at once, and
-captum integrates the input gradient of s_k: LayerIntegratedGradients on the word-embedding layer
-for text, IntegratedGradients on the pixels for images. Under the layer attribution the embedding
-output is the input, so a direction's entries on the word-embedding matrix do not enter s_k.
+captum integrates the input gradient of s_k on the input the model's adapter attributes:
+LayerIntegratedGradients on the word-embedding layer for text, IntegratedGradients on the pixels for
+images. Under the layer attribution the embedding output is the input, so a direction's entries on the
+word-embedding matrix do not enter s_k.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -17,21 +17,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
+from analysis.adapters import Attribution
+from analysis.datasets import Dataset, make_batches
 from analysis.models import ClassifierModel
 from analysis.parameters import ParameterLayout, private_view
 
 N_STEPS = 32  # integration steps of integrated gradients
-
-
-@dataclass(frozen=True)
-class Attribution:
-    """Attributions of one example's input for one target (the predicted class or a component)."""
-
-    scores: np.ndarray  # [L] per token (summed over the embedding) or [H, W] per pixel
-    tokens: list[str] | None  # [L] for text, None for images
-    target_value: float  # the attributed function at the input (probability or s_k)
-    baseline_value: float  # ... and at the baseline
-    delta: float  # completeness error: Σ scores − (target_value − baseline_value)
 
 
 def direction_tangents(model: ClassifierModel, direction: np.ndarray) -> dict[str, torch.Tensor]:
@@ -102,103 +93,44 @@ def component_score(model: ClassifierModel, batch: dict[str, torch.Tensor],
     return _score(_jvp_view(model), batch, tangents)
 
 
-Example = str | tuple[str, ...] | np.ndarray  # a text, a sentence pair, or an image [H, W]
+def _batch(model: ClassifierModel, examples: Dataset, index: int) -> dict[str, torch.Tensor]:
+    """The model inputs of example `index` as a batch of one."""
+    if not 0 <= index < len(examples):
+        raise ValueError(f"index must be in [0, {len(examples)}), got {index}")
+    batch = next(make_batches(model, examples.subset([index]), batch_size=1))
+    return {k: v for k, v in batch.items() if k != "labels"}
 
 
-def _text_inputs(model: ClassifierModel, text: str | tuple[str, ...]) -> dict[str, torch.Tensor]:
-    if model.tokenizer is None:
-        raise ValueError(f"model '{model.name}' has no tokenizer; text attributions need one")
-    texts = (text,) if isinstance(text, str) else tuple(text)
-    enc = model.tokenizer(*texts, truncation=True, max_length=model.max_length, return_tensors="pt")
-    return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-
-
-def _text_baseline(model: ClassifierModel, input_ids: torch.Tensor) -> torch.Tensor:
-    """Same length, sequence markers ([CLS], [SEP], <s>, </s>) kept, every other token replaced by [PAD]."""
-    tok = model.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    markers = {tok.cls_token_id, tok.sep_token_id, tok.bos_token_id, tok.eos_token_id} - {None}
-    keep = torch.tensor([[i in markers for i in input_ids[0].tolist()]])
-    return torch.where(keep, input_ids, torch.full_like(input_ids, pad))
-
-
-def _attribute_text(model: ClassifierModel, text: str | tuple[str, ...], target_fn, n_steps: int) -> Attribution:
-    from captum.attr import LayerIntegratedGradients
-
-    inputs = _text_inputs(model, text)
-    extra = {k: v for k, v in inputs.items() if k != "input_ids"}
-
-    def forward(input_ids: torch.Tensor) -> torch.Tensor:
-        batch = {k: v.expand(len(input_ids), -1) for k, v in extra.items()}
-        return target_fn({"input_ids": input_ids, **batch})
-
-    ids = inputs["input_ids"]
-    baseline = _text_baseline(model, ids)
-    lig = LayerIntegratedGradients(forward, model.net.get_input_embeddings())
-    attr, delta = lig.attribute(ids, baselines=baseline, n_steps=n_steps, internal_batch_size=n_steps,
-                                return_convergence_delta=True)
-    with torch.no_grad():
-        values = forward(torch.cat([ids, baseline]))
-    tokens = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
-    return Attribution(scores=attr.sum(-1)[0].detach().double().numpy(), tokens=tokens,
-                       target_value=float(values[0]), baseline_value=float(values[1]), delta=float(delta[0]))
-
-
-def _attribute_image(model: ClassifierModel, image: np.ndarray, target_fn, n_steps: int) -> Attribution:
-    from captum.attr import IntegratedGradients
-
-    dtype = next(model.parameters()).dtype
-    pixels = torch.as_tensor(np.asarray(image), dtype=dtype)[None]  # [1, H, W]
-    baseline = torch.zeros_like(pixels)
-
-    def forward(p: torch.Tensor) -> torch.Tensor:
-        return target_fn({"pixels": p})
-
-    ig = IntegratedGradients(forward)
-    attr, delta = ig.attribute(pixels, baselines=baseline, n_steps=n_steps, internal_batch_size=n_steps,
-                               return_convergence_delta=True)
-    with torch.no_grad():
-        values = forward(torch.cat([pixels, baseline]))
-    return Attribution(scores=attr[0].detach().double().numpy(), tokens=None, target_value=float(values[0]),
-                       baseline_value=float(values[1]), delta=float(delta[0]))
-
-
-def _attribute(model: ClassifierModel, example: Example, target_fn, n_steps: int) -> Attribution:
-    """Integrated gradients of target_fn(batch) on `model`, a private view: captum hooks and eval() stay in it."""
+def _attribute(view: ClassifierModel, batch: dict[str, torch.Tensor], target_fn, n_steps: int) -> Attribution:
+    """Integrated gradients of target_fn(batch) on a private view (captum hooks and eval() stay in it), on the
+    input the model's adapter attributes: word embeddings for text, pixels for images."""
     if n_steps < 2:
         raise ValueError(f"n_steps must be >= 2, got {n_steps}")
-    model.eval()
-    if model.input_kind == "text":
-        if not isinstance(example, (str, tuple)):
-            raise TypeError(f"a text model needs a str or a tuple of str, got {type(example).__name__}")
-        return _attribute_text(model, example, target_fn, n_steps)
-    return _attribute_image(model, example, target_fn, n_steps)
+    view.eval()
+    return view.adapter.attribute(target_fn, view.net, batch, n_steps)
 
 
-def predicted_class(model: ClassifierModel, example: Example) -> int:
+def predicted_class(model: ClassifierModel, examples: Dataset, index: int = 0) -> int:
     """The model's predicted class for one example."""
     with torch.no_grad():
-        if model.input_kind == "text":
-            logits = model(_text_inputs(model, example))
-        else:
-            dtype = next(model.parameters()).dtype
-            logits = model({"pixels": torch.as_tensor(np.asarray(example), dtype=dtype)[None]})
-    return int(logits.argmax(-1)[0])
+        return int(model(_batch(model, examples, index)).argmax(-1)[0])
 
 
-def class_attribution(model: ClassifierModel, example: Example, target: int | None = None,
+def class_attribution(model: ClassifierModel, examples: Dataset, index: int = 0, target: int | None = None,
                       n_steps: int = N_STEPS) -> Attribution:
-    """Integrated gradients of p_target(x) (default: the predicted class) for a text or an image."""
-    target = predicted_class(model, example) if target is None else target
+    """Integrated gradients of p_target(x) (default: the predicted class) for example `index`."""
+    target = predicted_class(model, examples, index) if target is None else target
     if not 0 <= target < len(model.label_names):
         raise ValueError(f"target must be a class in [0, {len(model.label_names)}), got {target}")
     view = private_view(model)
-    return _attribute(view, example, lambda batch: torch.softmax(view(batch), -1)[:, target], n_steps)
+    return _attribute(view, _batch(model, examples, index), lambda batch: torch.softmax(view(batch), -1)[:, target],
+                      n_steps)
 
 
-def component_attribution(model: ClassifierModel, example: Example, direction: np.ndarray,
+def component_attribution(model: ClassifierModel, examples: Dataset, direction: np.ndarray, index: int = 0,
                           n_steps: int = N_STEPS) -> Attribution:
-    """Integrated gradients of the component score s_k(x) for the direction g_k [M] (full parameter space)."""
+    """Integrated gradients of the component score s_k(x) of example `index` for the direction g_k [M]
+    (full parameter space)."""
     tangents = direction_tangents(model, direction)
     view = _jvp_view(model)
-    return _attribute(view, example, lambda batch: _score(view, batch, tangents), n_steps)
+    return _attribute(view, _batch(model, examples, index), lambda batch: _score(view, batch, tangents), n_steps)

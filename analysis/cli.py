@@ -19,18 +19,19 @@ import argparse
 import os
 import sys
 import traceback
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from analysis.datasets import load_image_file, load_text_file
-from analysis.demos import DEMOS, build_demo, demo_folder, load_demo
+from analysis.demos import DEMOS, build_demo, demo_folder
 from analysis.errors import about, describe_error
 from analysis.estimates import (Resources, default_values_per_example, describe_estimate, estimate_pefs,
                                 machine_resources, measure_seconds_per_example, resource_problems)
-from analysis.models import ParamScope, load_model
+from analysis.loading import (DatasetSpec, ModelSpec, check_pair, demo_specs, load_dataset_spec, load_model_spec,
+                              register_pair)
+from analysis.models import ParamScope
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 from analysis.variants import VARIANTS
 
@@ -87,26 +88,32 @@ def _model_source(args: argparse.Namespace, ws: Workspace) -> Path:
     return demo_folder(args.demo, ws.root) if args.demo else Path(args.model)
 
 
-def _model_and_data(args: argparse.Namespace, ws: Workspace):
+def _specs(args: argparse.Namespace) -> tuple[ModelSpec, DatasetSpec]:
+    """The model and dataset the arguments name (a demo, or --model and --data)."""
     scope = parse_scope(args.scope) if args.scope else None
     if args.demo:
         if args.model or args.data:
             raise ValueError("--demo brings its own model and dataset; drop --model and --data, or drop --demo")
-        with about(demo_folder(args.demo, ws.root)):
-            model, dataset, _ = load_demo(args.demo, ws.root, scope=scope)
-        return model, dataset
+        return demo_specs(args.demo, scope)
     if not (args.model and args.data):
-        raise ValueError("give --demo text|image, or both --model PATH and --data PATH")
-    with about(args.model):
-        model = load_model(args.model, scope=scope or ParamScope(), extract_root=ws.root / "uploads" / "extracted",
-                           config=args.config, architecture=args.architecture,
-                           label_names=args.labels.split(",") if args.labels else None)
-    with about(args.data):
-        if args.data.endswith(".npz"):
-            dataset = load_image_file(args.data, label_names=model.label_names)
-        else:
-            dataset = load_text_file(args.data, text_columns=args.text_column or ["text"],
-                                     label_column=args.label_column, label_names=model.label_names)
+        raise ValueError(f"give --demo {'|'.join(DEMOS)}, or both --model PATH and --data PATH")
+    return (ModelSpec(source=args.model, scope=scope or ParamScope(), config=args.config,
+                      architecture=args.architecture, label_names=tuple(args.labels.split(",")) if args.labels else ()),
+            DatasetSpec(source=args.data, text_columns=tuple(args.text_column or ["text"]),
+                        label_column=args.label_column))
+
+
+def _model_and_data(args: argparse.Namespace, ws: Workspace):
+    """Load, check and register (like the dashboard does) the model and dataset the arguments name."""
+    model_spec, dataset_spec = _specs(args)
+    if model_spec.demo:
+        build_demo(model_spec.demo, ws.root)
+    with about(demo_folder(model_spec.demo, ws.root) if model_spec.demo else args.model):
+        model = load_model_spec(model_spec, ws.root)
+    with about(args.data or dataset_spec.source):
+        dataset = load_dataset_spec(replace(dataset_spec, label_names=tuple(model.label_names)))
+        check_pair(model, dataset)
+    register_pair(ws, model, dataset, model_spec.source)
     return model, dataset
 
 

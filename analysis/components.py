@@ -255,8 +255,10 @@ def parse_scope(text: str) -> ParamScope:
 
 
 def decomposition_scope(ws: Workspace, run: Run) -> ParamScope:
-    """The parameter scope the decomposition's PEFs were taken over."""
-    return parse_scope(ws.get_run(run.summary["pefs_run"]).params["scope_text"])
+    """The parameter scope the decomposition's PEFs were taken over (stored as data; as its description by runs
+    stored before scopes were)."""
+    params = ws.get_run(run.summary["pefs_run"]).params
+    return ParamScope(**params["scope_spec"]) if "scope_spec" in params else parse_scope(params["scope_text"])
 
 
 def scoped_model(ws: Workspace, run: Run, model: ClassifierModel) -> ClassifierModel:

@@ -5,14 +5,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import duckdb
 import numpy as np
 import pandas as pd
 import torch
 
-from analysis.models import resolve_device
+from analysis.devices import resolve_device
 
 # DuckDB table functions by suffix; "json" is Python's json module (see _read_json)
 TABLE_READERS = {".csv": "read_csv_auto", ".gz": "read_csv_auto", ".jsonl": "json", ".json": "json",
@@ -21,53 +21,82 @@ PAIR_SEPARATOR = " ‖ "  # how a sentence pair is shown in tables
 
 
 @dataclass(frozen=True)
-class TextDataset:
-    """Texts (one string, or a pair for two text columns) with integer labels (-1 = unknown)."""
+class Dataset:
+    """Examples with integer labels (-1 = unknown); a subclass holds the inputs (texts or images)."""
 
-    texts: list[tuple[str, ...]]  # [n] of 1- or 2-tuples
     labels: np.ndarray  # [n] int64
     label_names: list[str]
     name: str
     source: str
     content_hash: str = field(default="")
-    input_kind: str = "text"
+    annotations: dict[str, list[str]] = field(default_factory=dict)  # other columns to browse by, e.g. a rule
+
+    kind: ClassVar[str] = ""  # what the examples are ("text", "image")
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.labels)
+
+    def _rows(self, idx: np.ndarray) -> dict:
+        """The fields every dataset keeps per example, at `idx`."""
+        return {"labels": self.labels[idx], "annotations": {k: [v[i] for i in idx] for k, v in self.annotations.items()}}
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "Dataset":
+        """The examples at `indices`, in that order (hash left to the parent: chunks of one dataset)."""
+        raise NotImplementedError
+
+    def inputs_bytes(self) -> bytes:
+        """The examples' inputs as bytes (for a digest when the dataset was built without a content hash)."""
+        raise NotImplementedError
+
+    def digest(self) -> str:
+        """The content hash, else a hash of the inputs and labels."""
+        return self.content_hash or _hash(self.inputs_bytes(), np.ascontiguousarray(self.labels).tobytes())
+
+
+@dataclass(frozen=True)
+class TextDataset(Dataset):
+    """Texts: one string per example, or a pair for two text columns."""
+
+    texts: list[tuple[str, ...]] = field(default_factory=list)  # [n] of 1- or 2-tuples
+    text_columns: tuple[str, ...] = ("text",)  # the column each part of a text came from
+
+    kind: ClassVar[str] = "text"
 
     def display_texts(self) -> list[str]:
         return [PAIR_SEPARATOR.join(t) for t in self.texts]
 
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "TextDataset":
+        idx = np.asarray(indices, dtype=np.int64)
+        return replace(self, texts=[self.texts[i] for i in idx], **self._rows(idx))
+
+    def inputs_bytes(self) -> bytes:
+        return json.dumps(self.texts).encode()
+
 
 @dataclass(frozen=True)
-class ImageDataset:
-    """Grey images in [0, 1] with integer labels (-1 = unknown)."""
+class ImageDataset(Dataset):
+    """Images in [0, 1]: grey [n, H, W] or with channels [n, C, H, W] (C = 1 or 3)."""
 
-    images: np.ndarray  # [n, H, W] float32
-    labels: np.ndarray  # [n] int64
-    label_names: list[str]
-    name: str
-    source: str
-    content_hash: str = field(default="")
-    input_kind: str = "image"
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.float32))
 
-    def __len__(self) -> int:
-        return len(self.images)
+    kind: ClassVar[str] = "image"
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "ImageDataset":
+        idx = np.asarray(indices, dtype=np.int64)
+        return replace(self, images=self.images[idx], **self._rows(idx))
+
+    def inputs_bytes(self) -> bytes:
+        return np.ascontiguousarray(self.images).tobytes()
 
 
-def dataset_slice(dataset: TextDataset | ImageDataset, start: int, stop: int) -> TextDataset | ImageDataset:
+def dataset_slice(dataset: Dataset, start: int, stop: int) -> Dataset:
     """Examples [start, stop) of a dataset (chunks of a streamed computation); hash left to the parent."""
-    if isinstance(dataset, TextDataset):
-        return replace(dataset, texts=dataset.texts[start:stop], labels=dataset.labels[start:stop])
-    return replace(dataset, images=dataset.images[start:stop], labels=dataset.labels[start:stop])
+    return dataset.subset(np.arange(start, min(stop, len(dataset))))
 
 
-def dataset_subset(dataset: TextDataset | ImageDataset, indices: Sequence[int] | np.ndarray) -> TextDataset | ImageDataset:
+def dataset_subset(dataset: Dataset, indices: Sequence[int] | np.ndarray) -> Dataset:
     """The examples at `indices`, in that order (hash left to the parent, as in dataset_slice)."""
-    idx = np.asarray(indices, dtype=np.int64)
-    if isinstance(dataset, TextDataset):
-        return replace(dataset, texts=[dataset.texts[i] for i in idx], labels=dataset.labels[idx])
-    return replace(dataset, images=dataset.images[idx], labels=dataset.labels[idx])
+    return dataset.subset(indices)
 
 
 def _hash(*parts: bytes) -> str:
@@ -214,14 +243,16 @@ def encode_labels(values: pd.Series, label_names: list[str], source: str, column
 
 
 def text_dataset(frame: pd.DataFrame, *, text_columns: Sequence[str], label_column: str | None,
-                 label_names: list[str], name: str, source: str) -> TextDataset:
+                 label_names: list[str], name: str, source: str,
+                 annotation_columns: Sequence[str] = ()) -> TextDataset:
     """Validate columns and labels of a table and build a TextDataset (1 text column, or 2 for pairs).
 
-    Text columns must hold strings in every row (see _check_text).
+    Text columns must hold strings in every row (see _check_text); annotation columns (e.g. a ground-truth
+    rule) are kept as strings for browsing and change nothing computed.
     """
     if not 1 <= len(text_columns) <= 2:
         raise ValueError(f"{source}: choose one text column, or two for sentence pairs; got {list(text_columns)}")
-    _check_columns(frame, [*text_columns, *([label_column] if label_column else [])], source)
+    _check_columns(frame, [*text_columns, *([label_column] if label_column else []), *annotation_columns], source)
     for col in text_columns:
         empty = frame[col].isna()
         if empty.any():
@@ -232,24 +263,36 @@ def text_dataset(frame: pd.DataFrame, *, text_columns: Sequence[str], label_colu
     labels = (encode_labels(frame[label_column], label_names, source, label_column) if label_column
               else np.full(len(frame), -1, np.int64))
     digest = _hash(json.dumps(texts).encode(), labels.tobytes(), json.dumps(label_names).encode())
+    annotations = {c: frame[c].astype(str).tolist() for c in annotation_columns}
     return TextDataset(texts=texts, labels=labels, label_names=list(label_names), name=name, source=source,
-                       content_hash=digest)
+                       content_hash=digest, text_columns=tuple(text_columns), annotations=annotations)
+
+
+def text_examples(texts: Sequence[str | tuple[str, ...]], label_names: list[str], *, name: str = "typed",
+                  text_columns: tuple[str, ...] = ("text",)) -> TextDataset:
+    """Texts given in memory (typed on a page, in a test) as an unlabelled dataset."""
+    rows = [(t,) if isinstance(t, str) else tuple(t) for t in texts]
+    return TextDataset(texts=rows, labels=np.full(len(rows), -1, np.int64), label_names=list(label_names),
+                       name=name, source=name, content_hash=_hash(json.dumps(rows).encode()),
+                       text_columns=text_columns)
 
 
 def load_text_file(path: Path | str, *, text_columns: Sequence[str], label_column: str | None,
-                   label_names: list[str]) -> TextDataset:
+                   label_names: list[str], annotation_columns: Sequence[str] = ()) -> TextDataset:
     path = Path(path)
     return text_dataset(read_table(path), text_columns=text_columns, label_column=label_column,
-                        label_names=label_names, name=path.stem, source=path.name)
+                        label_names=label_names, name=path.stem, source=path.name,
+                        annotation_columns=annotation_columns)
 
 
 def image_dataset(images: np.ndarray, labels: np.ndarray, *, label_names: list[str], name: str,
                   source: str) -> ImageDataset:
-    """Validate an image array [n, H, W] (values scaled to [0, 1]) and labels [n]."""
+    """Validate an image array, grey [n, H, W] or [n, C, H, W] with C = 1 or 3 (values in [0, 1]), and labels [n]."""
     images = np.asarray(images, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
-    if images.ndim != 3 or len(images) == 0:
-        raise ValueError(f"{source}: images must have shape [n, H, W] with n >= 1, got {images.shape}")
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))) or len(images) == 0:
+        raise ValueError(f"{source}: images must have shape [n, H, W] or [n, C, H, W] with C = 1 or 3 and n >= 1, "
+                         f"got {images.shape}; put the channels second (numpy: images.transpose(0, 3, 1, 2))")
     if labels.shape != (len(images),):
         raise ValueError(f"{source}: labels must have shape [{len(images)}], got {labels.shape}")
     if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
@@ -259,6 +302,12 @@ def image_dataset(images: np.ndarray, labels: np.ndarray, *, label_names: list[s
         raise ValueError(f"{source}: labels {bad[:5]} are outside the model's classes 0..{len(label_names) - 1}")
     return ImageDataset(images=images, labels=labels, label_names=list(label_names), name=name, source=source,
                         content_hash=_hash(images.tobytes(), labels.tobytes(), json.dumps(label_names).encode()))
+
+
+def image_examples(images: np.ndarray, label_names: list[str], *, name: str = "uploaded") -> ImageDataset:
+    """Images given in memory ([n, H, W] or [n, C, H, W] in [0, 1]) as an unlabelled dataset."""
+    images = np.asarray(images, dtype=np.float32)
+    return image_dataset(images, np.full(len(images), -1, np.int64), label_names=label_names, name=name, source=name)
 
 
 def load_image_file(path: Path | str, *, label_names: list[str]) -> ImageDataset:
@@ -278,53 +327,25 @@ def load_image_file(path: Path | str, *, label_names: list[str]) -> ImageDataset
         raise
 
 
-def text_batches(dataset: TextDataset, tokenizer, *, batch_size: int, max_length: int) -> Iterator[dict]:
-    """Tokenized batches (padded to the longest in the batch) with a `labels` key."""
-    for start in range(0, len(dataset), batch_size):
-        chunk = dataset.texts[start:start + batch_size]
-        columns = list(zip(*chunk))
-        enc = tokenizer(*[list(c) for c in columns], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        batch = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        batch["labels"] = torch.as_tensor(dataset.labels[start:start + batch_size])
-        yield batch
+def length_order(model, dataset: Dataset) -> np.ndarray:
+    """A permutation [n] that batches similar examples together (texts by token count), so batches pad little.
 
-
-def image_batches(dataset: ImageDataset, *, batch_size: int) -> Iterator[dict]:
-    for start in range(0, len(dataset), batch_size):
-        yield {"pixels": torch.as_tensor(dataset.images[start:start + batch_size]),
-               "labels": torch.as_tensor(dataset.labels[start:start + batch_size])}
-
-
-def length_order(model, dataset: TextDataset | ImageDataset) -> np.ndarray:
-    """A permutation [n] that sorts texts by token count (stable), so batches of neighbours pad little.
-
-    Images (all one size) keep their order. Per-example results do not depend on the batch, so a caller
-    computes on `dataset_subset(dataset, order)` and puts rows back with `np.argsort(order)`.
+    Per-example results do not depend on the batch, so a caller computes on `dataset_subset(dataset, order)`
+    and puts rows back with `np.argsort(order)`.
     """
-    if dataset.input_kind != "text" or model.tokenizer is None:
-        return np.arange(len(dataset))
-    columns = [list(c) for c in zip(*dataset.texts)]
-    ids = model.tokenizer(*columns, truncation=True, max_length=model.max_length)["input_ids"]
-    return np.argsort([len(i) for i in ids], kind="stable")
+    return model.adapter.length_order(dataset)
 
 
-def make_batches(model, dataset: TextDataset | ImageDataset, *, batch_size: int = 32) -> Iterator[dict]:
-    """Batches a ClassifierModel accepts for this dataset; checks the input kinds match."""
+def make_batches(model, dataset: Dataset, *, batch_size: int = 32) -> Iterator[dict]:
+    """Batches a ClassifierModel accepts for this dataset (its adapter makes them; it checks the dataset)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if model.input_kind != dataset.input_kind:
-        raise ValueError(f"model '{model.name}' takes {model.input_kind} inputs but dataset '{dataset.name}' "
-                         f"holds {dataset.input_kind}; pick a matching pair")
-    if dataset.input_kind == "text":
-        if model.tokenizer is None:
-            raise ValueError(f"model '{model.name}' has no tokenizer; save one beside its weights")
-        return text_batches(dataset, model.tokenizer, batch_size=batch_size, max_length=model.max_length)
-    return image_batches(dataset, batch_size=batch_size)
+    model.adapter.check_dataset(dataset)
+    return model.adapter.batches(dataset, batch_size)
 
 
 @torch.no_grad()
-def predict(model, dataset: TextDataset | ImageDataset, *, batch_size: int = 64, device: str | None = None,
+def predict(model, dataset: Dataset, *, batch_size: int = 64, device: str | None = None,
             progress=None) -> np.ndarray:
     """Logits [n, C] of a model on a dataset, batched, on `device`."""
     device = resolve_device(device)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.datasets import ImageDataset, TextDataset, image_dataset, predict, text_dataset
+from analysis.datasets import Dataset, ImageDataset, TextDataset, image_dataset, predict, text_dataset
 from analysis.models import ClassifierModel, ParamScope, load_model, save_image_model
 from analysis.image_models import DigitsCNN
 from analysis.store import pid_alive
@@ -151,16 +151,33 @@ def _train_digits(folder: Path, progress: Progress) -> dict:
     return {"n_train": len(X), "trained": "DigitsCNN from scratch, 40 epochs, Adam lr 3e-3"}
 
 
-def _held_out_accuracy(kind: str, model: ClassifierModel) -> tuple[float, int]:
-    if kind == "text":
-        test = _text_split("rotten-tomatoes-test", rotten_tomatoes().iloc[TEXT_TRAIN:TEXT_TRAIN + TEXT_TEST])
-    else:
-        test = image_demo_dataset()
+def _text_test_dataset() -> TextDataset:
+    return _text_split("rotten-tomatoes-test", rotten_tomatoes().iloc[TEXT_TRAIN:TEXT_TRAIN + TEXT_TEST])
+
+
+def _held_out_accuracy(demo: "Demo", model: ClassifierModel) -> tuple[float, int]:
+    test = demo.held_out()
     logits = predict(model, test, device="cpu")
     return float((logits.argmax(1) == test.labels).mean()), len(test)
 
 
-DEMOS: dict[str, Callable[[Path, Progress], dict]] = {"text": _finetune_text, "image": _train_digits}
+@dataclass(frozen=True)
+class Demo:
+    """An offline demo: how its model is built, the examples it is browsed on, and its default scope."""
+
+    title: str
+    build: Callable[[Path, Progress], dict]  # trains into a folder, returns DemoMetrics fields
+    dataset: Callable[[], Dataset]  # the examples the dashboard browses
+    held_out: Callable[[], Dataset]  # the examples its accuracy is measured on
+    scope: ParamScope  # per-example Fishers over these parameters by default (affordable on a CPU)
+
+
+DEMOS: dict[str, Demo] = {
+    "text": Demo("Text demo: MiniLM-L6 on Rotten Tomatoes (fresh / rotten)", _finetune_text, text_demo_dataset,
+                 _text_test_dataset, ParamScope("last_layers", n_layers=1)),
+    "image": Demo("Image demo: small CNN on 8×8 digits", _train_digits, image_demo_dataset, image_demo_dataset,
+                  ParamScope("all")),
+}
 
 
 def demo_folder(kind: str, root: Path) -> Path:
@@ -189,9 +206,9 @@ def build_demo(kind: str, root: Path, progress: Progress = _quiet) -> tuple[Path
     tmp.mkdir(parents=True)
     try:
         progress(0.02, f"building the {kind} demo (once per workspace)")
-        info = DEMOS[kind](tmp, progress)
+        info = DEMOS[kind].build(tmp, progress)
         progress(0.9, "measuring held-out accuracy")
-        accuracy, n_test = _held_out_accuracy(kind, load_model(tmp))
+        accuracy, n_test = _held_out_accuracy(DEMOS[kind], load_model(tmp))
         metrics = DemoMetrics(test_accuracy=accuracy, n_test=n_test, build_seconds=time.perf_counter() - start,
                               **info)
         (tmp / METRICS).write_text(json.dumps(metrics.__dict__, indent=2))
@@ -205,15 +222,8 @@ def build_demo(kind: str, root: Path, progress: Progress = _quiet) -> tuple[Path
 
 
 def load_demo(kind: str, root: Path, progress: Progress = _quiet,
-              scope: ParamScope | None = None) -> tuple[ClassifierModel, TextDataset | ImageDataset, DemoMetrics]:
-    """The demo model (built if needed) and its browsing dataset.
-
-    Default scope keeps per-example Fishers affordable: text = last layer + head, image = all.
-    """
+              scope: ParamScope | None = None) -> tuple[ClassifierModel, Dataset, DemoMetrics]:
+    """The demo model (built if needed) under its default scope (or `scope`) and its browsing dataset."""
     folder, metrics = build_demo(kind, root, progress)
-    if scope is None:
-        scope = ParamScope("last_layers", n_layers=1) if kind == "text" else ParamScope("all")
-    model = load_model(folder, scope=scope)
-    dataset = text_demo_dataset() if kind == "text" else image_demo_dataset()
-    return model, dataset, metrics
-
+    model = load_model(folder, scope=scope or DEMOS[kind].scope)
+    return model, DEMOS[kind].dataset(), metrics

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.datasets import ImageDataset, TextDataset, dataset_slice, make_batches
+from analysis.datasets import Dataset, dataset_slice, make_batches
 from analysis.fisher import compute_pefs
 from analysis.models import ClassifierModel
 from analysis.variants import get_variant
@@ -54,7 +54,7 @@ def default_values_per_example(model: ClassifierModel) -> int:
     return min(MAX_DEFAULT_VALUES, model.summary().n_parameters_in_scope * len(model.label_names))
 
 
-def estimate_pefs(model: ClassifierModel, dataset: TextDataset | ImageDataset, *, kind: str,
+def estimate_pefs(model: ClassifierModel, dataset: Dataset, *, kind: str,
                   n_values_per_example: int | None, top_k_classes: int | None, n_components: int | None,
                   batch_size: int, seconds_each: float | None) -> PefEstimate:
     """Sizes from the shapes; time = seconds_each × examples. n_components=None estimates the PEFs alone."""
@@ -109,7 +109,7 @@ def describe_estimate(estimate: PefEstimate, resources: Resources) -> str:
 
 
 # -- measured numbers -------------------------------------------------------------------------------
-def seconds_per_example(model: ClassifierModel, dataset: TextDataset | ImageDataset, *, kind: str,
+def seconds_per_example(model: ClassifierModel, dataset: Dataset, *, kind: str,
                         top_k_classes: int | None, n_values_per_example: int | None = None, batch_size: int = 16,
                         device: str | None = None) -> float:
     """Time compute_pefs on one batch of the first examples, after the same batch once as a warm-up
@@ -126,7 +126,7 @@ def seconds_per_example(model: ClassifierModel, dataset: TextDataset | ImageData
     return (time.perf_counter() - start) / len(part)
 
 
-def timing_key(model: ClassifierModel, dataset: TextDataset | ImageDataset, *, kind: str,
+def timing_key(model: ClassifierModel, dataset: Dataset, *, kind: str,
                top_k_classes: int | None, n_values_per_example: int | None, device: str | None = None) -> str:
     """What the time per example depends on: model, dataset, parameters in scope, kind, classes, values kept
     (keeping all of MiniLM's last layer is 20× slower than keeping 2048), device."""
@@ -147,7 +147,7 @@ def stored_seconds_per_example(root: Path, key: str) -> float | None:
     return _timings(root).get(key)
 
 
-def measure_seconds_per_example(root: Path, model: ClassifierModel, dataset: TextDataset | ImageDataset, *,
+def measure_seconds_per_example(root: Path, model: ClassifierModel, dataset: Dataset, *,
                                 kind: str, top_k_classes: int | None, n_values_per_example: int | None = None,
                                 batch_size: int = 16, device: str | None = None) -> float:
     """The time per example stored in the workspace for this timing_key, else timed now (real PEFs, one batch of

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vjp, vmap
 
-from analysis.models import ClassifierModel, resolve_device
+from analysis.devices import resolve_device
+from analysis.models import ClassifierModel
 from analysis.parameters import private_view
 from analysis.batch_gradients import BatchGradients
 from analysis.datasets import make_batches

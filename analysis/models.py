@@ -1,8 +1,7 @@
-"""Load sequence/image classifiers safely and wrap them behind one interface (ClassifierModel).
+"""Load models safely and wrap them behind one interface (ClassifierModel).
 
-ClassifierModel is an nn.Module whose forward takes a dict batch and returns logits [B, C], so
-torch.func.functional_call/vmap work on it directly (the text path builds the 4-D additive
-attention mask itself: transformers' 2-D mask code does not vmap, see ECOSYSTEM.md).
+ClassifierModel is an nn.Module whose forward takes a dict batch and returns class logits [B, C] through
+its model adapter (analysis.adapters), so torch.func.functional_call/vmap work on it directly.
 """
 from __future__ import annotations
 
@@ -13,11 +12,15 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
+from analysis.adapters import ModelAdapter
+from analysis.adapters.images import ImageModule
+from analysis.adapters.sequence_classification import SequenceClassification
+from analysis.adapters.text import is_decoder_only
 from analysis.image_models import build_image_model
 from analysis.parameters import has_layer_index, layer_of, module_of
 from analysis.safe_io import (DEFAULT_MAX_UNPACKED_BYTES, conversion_command, load_state_dict, safe_extract_zip,
@@ -25,11 +28,6 @@ from analysis.safe_io import (DEFAULT_MAX_UNPACKED_BYTES, conversion_command, lo
 
 IMAGE_CONFIG = "npeff_image_config.json"  # {"architecture", "label_names", "kwargs"} beside the weights
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The given device, else CUDA when present, else the CPU."""
-    return torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass(frozen=True)
@@ -44,8 +42,12 @@ class ParamScope:
         return {"all": "all parameters", "pattern": f"names matching /{self.pattern}/",
                 "last_layers": f"last {self.n_layers} layer(s) + head"}[self.mode]
 
-    def select(self, named: list[tuple[str, nn.Parameter]]) -> list[str]:
-        """Names in scope, in named_parameters() order."""
+    def to_dict(self) -> dict:
+        """The scope as data (stored with the runs computed over it)."""
+        return {"mode": self.mode, "pattern": self.pattern, "n_layers": self.n_layers}
+
+    def select(self, named: list[tuple[str, nn.Parameter]], layer_of: Callable[[str], str] = layer_of) -> list[str]:
+        """Names in scope, in named_parameters() order; layer_of names each parameter's layer."""
         names = [n for n, _ in named]
         if self.mode == "all":
             return names
@@ -62,11 +64,11 @@ class ParamScope:
         if self.mode == "last_layers":
             if self.n_layers < 1:
                 raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
-            return _last_layers(names, self.n_layers)
+            return _last_layers(names, self.n_layers, layer_of)
         raise ValueError(f"scope mode must be 'all', 'pattern' or 'last_layers', got '{self.mode}'")
 
 
-def _last_layers(names: list[str], n_layers: int) -> list[str]:
+def _last_layers(names: list[str], n_layers: int, layer_of: Callable[[str], str]) -> list[str]:
     """Last n numbered layers plus every parameter after them (pooler, classifier head).
 
     Models without numbered layers (small CNNs/MLPs) count each module as a layer.
@@ -87,7 +89,8 @@ class ModelSummary:
 
     name: str
     architecture: str
-    input_kind: str
+    adapter: str  # the adapter's title
+    input_kind: str  # what the model reads ("text", "image")
     label_names: tuple[str, ...]
     n_parameters: int
     n_parameters_in_scope: int
@@ -97,52 +100,48 @@ class ModelSummary:
 
 
 class ClassifierModel(nn.Module):
-    """One interface for every classifier: forward(batch dict) -> logits [B, C]."""
+    """One interface for every model: forward(batch dict) -> class logits [B, C], through its adapter."""
 
-    def __init__(self, net: nn.Module, *, input_kind: Literal["text", "image"], label_names: list[str],
-                 name: str, content_hash: str, tokenizer=None, max_length: int = 128,
+    def __init__(self, net: nn.Module, *, adapter: ModelAdapter, name: str, content_hash: str,
                  scope: ParamScope = ParamScope(), notes: tuple[str, ...] = ()):
         super().__init__()
         self.net = net.eval()
-        self.input_kind = input_kind
-        self.label_names = list(label_names)
+        self.adapter = adapter
         self.name = name
         self.content_hash = content_hash
-        self.tokenizer = tokenizer
-        self.max_length = max_length
         self.scope = scope
         self.notes = tuple(notes)
         self.param_names_in_scope()  # validate the scope now, with the model's names in the message
 
+    @property
+    def label_names(self) -> list[str]:
+        return self.adapter.label_names
+
+    @property
+    def input_kind(self) -> str:
+        """What the model reads ("text", "image"): the kind of dataset its adapter takes."""
+        return self.adapter.data.kind
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits [B, C]; text batches carry input_ids/attention_mask [B, L], image batches pixels [B, H, W]."""
-        if self.input_kind == "image":
-            return self.net(batch["pixels"])
-        mask = batch["attention_mask"]
-        dtype = next(self.net.parameters()).dtype
-        # additive mask [B, 1, 1, L]: 0 where attended, dtype-min where padded (vmap-safe, no .all())
-        additive = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-        kwargs = {"input_ids": batch["input_ids"], "attention_mask": additive}
-        if "token_type_ids" in batch:
-            kwargs["token_type_ids"] = batch["token_type_ids"]
-        return self.net(**kwargs).logits
+        """Class logits [B, C] of a batch made by the adapter."""
+        return self.adapter.logits(self.net, batch)
 
     def param_names_in_scope(self) -> list[str]:
         """Names (as in self.named_parameters()) of the parameters that Fishers are taken over."""
-        return self.scope.select(list(self.named_parameters()))
+        return self.scope.select(list(self.named_parameters()), lambda name: self.adapter.layer_of(name))
 
     def with_scope(self, scope: ParamScope) -> "ClassifierModel":
         """A view sharing these weights under another parameter scope (validated; self is unchanged)."""
-        return ClassifierModel(self.net, input_kind=self.input_kind, label_names=self.label_names, name=self.name,
-                               content_hash=self.content_hash, tokenizer=self.tokenizer,
-                               max_length=self.max_length, scope=scope, notes=self.notes)
+        return ClassifierModel(self.net, adapter=self.adapter, name=self.name, content_hash=self.content_hash,
+                               scope=scope, notes=self.notes)
 
     def summary(self) -> ModelSummary:
         params = dict(self.named_parameters())
         in_scope = self.param_names_in_scope()
         return ModelSummary(
-            name=self.name, architecture=type(self.net).__name__, input_kind=self.input_kind,
-            label_names=tuple(self.label_names), n_parameters=sum(p.numel() for p in params.values()),
+            name=self.name, architecture=type(self.net).__name__, adapter=self.adapter.title,
+            input_kind=self.input_kind, label_names=tuple(self.label_names),
+            n_parameters=sum(p.numel() for p in params.values()),
             n_parameters_in_scope=sum(params[n].numel() for n in in_scope), scope=self.scope.describe(),
             content_hash=self.content_hash, notes=self.notes)
 
@@ -160,6 +159,12 @@ def _check_no_remote_code(config_path: Path) -> dict:
 
 def _label_names(config) -> list[str]:
     return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def _sequence_adapter(config, tokenizer, max_length: int = 128) -> SequenceClassification:
+    """The adapter of a transformers sequence classifier: its id2label classes, decoder-only or not."""
+    return SequenceClassification(tokenizer, _label_names(config), decoder_only=is_decoder_only(config),
+                                  max_length=max_length)
 
 
 def _load_tokenizer(folder: Path):
@@ -289,9 +294,9 @@ def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length
                              f"{', '.join(pickled)}") from e
         raise
     notes = _cast_notes(str(folder), net, {k: d for path in weights for k, d in tensor_dtypes(path).items()})
-    return ClassifierModel(net, input_kind="text", label_names=_label_names(net.config), name=folder.name,
-                           content_hash=sha256_files(_checkpoint_files(folder)), tokenizer=_load_tokenizer(folder),
-                           max_length=max_length, scope=scope, notes=notes)
+    return ClassifierModel(net, adapter=_sequence_adapter(net.config, _load_tokenizer(folder), max_length),
+                           name=folder.name, content_hash=sha256_files(_checkpoint_files(folder)), scope=scope,
+                           notes=notes)
 
 
 def load_image_folder(folder: Path, *, scope: ParamScope = ParamScope()) -> ClassifierModel:
@@ -319,7 +324,7 @@ def load_weights_file(path: Path, *, config: Path | None = None, architecture: s
             raise ValueError(f"{path.name}: label_names are required for an image architecture")
         net = build_image_model(architecture, n_classes=len(label_names), **(arch_kwargs or {}))
         notes = _load_strict(net, state, path)
-        return ClassifierModel(net, input_kind="image", label_names=label_names, name=name or path.stem,
+        return ClassifierModel(net, adapter=ImageModule(label_names), name=name or path.stem,
                                content_hash=sha256_files([path]), scope=scope, notes=notes)
     from transformers import AutoConfig
 
@@ -330,9 +335,8 @@ def load_weights_file(path: Path, *, config: Path | None = None, architecture: s
     _check_no_remote_code(config_path)
     hf_config = AutoConfig.from_pretrained(str(config_path.parent), local_files_only=True, trust_remote_code=False)
     net = _hf_classifier(hf_config, config_path, path.name, BARE_FIX, None, state_dict=state)
-    return ClassifierModel(net, input_kind="text", label_names=_label_names(hf_config), name=name or path.stem,
-                           content_hash=sha256_files([path, config_path]),
-                           tokenizer=_load_tokenizer(config_path.parent), scope=scope,
+    return ClassifierModel(net, adapter=_sequence_adapter(hf_config, _load_tokenizer(config_path.parent)),
+                           name=name or path.stem, content_hash=sha256_files([path, config_path]), scope=scope,
                            notes=_cast_notes(path.name, net, {k: v.dtype for k, v in state.items()}))
 
 

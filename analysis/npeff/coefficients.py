@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from analysis.models import resolve_device
+from analysis.devices import resolve_device
 from analysis.npeff.common import Decomposition, check_at_least, check_decomposition, tensor
 from kernels import sparse as sp
 from kernels.distributed import Progress, rank_generator

@@ -14,7 +14,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from analysis.models import resolve_device
+from analysis.devices import resolve_device
 from kernels import sparse as sp
 from kernels.distributed import ColumnSlice, broadcast_from_root_, column_slice, rank_and_world
 

@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 
 from analysis.fisher import dataset_fisher
-from analysis.models import ClassifierModel, resolve_device
+from analysis.devices import resolve_device
+from analysis.models import ClassifierModel
 from analysis.npeff import Decomposition
 from analysis.npeff.common import check_decomposition
 from analysis.perturb.diag import DEFAULT_LAM, FISHER_FLOOR

@@ -9,7 +9,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from analysis.models import ClassifierModel, resolve_device
+from analysis.devices import resolve_device
+from analysis.models import ClassifierModel
 from analysis.npeff import DiagDecomposition
 from analysis.perturb.evaluation import Batches, EvalSet, Examples, Setup, batches
 from analysis.perturb.targeting import check_range

@@ -6,8 +6,6 @@ The unperturbed probabilities are computed once per (model, dataset, device, sco
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import threading
 import weakref
@@ -19,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.datasets import ImageDataset, TextDataset, dataset_subset, make_batches
+from analysis.datasets import Dataset, dataset_subset, make_batches
 from analysis.models import ClassifierModel
 from analysis.perturb.weights import FunctionalModel, Tensors
 
-Examples = TextDataset | ImageDataset
+Examples = Dataset
 Batches = list[dict[str, torch.Tensor]]
 
 KL_CLIP = 1e-7  # probabilities are clipped to [KL_CLIP, 1] in the KL, as Keras does in the reference
@@ -128,16 +126,6 @@ class Reference:
         return self._values[name]
 
 
-def dataset_key(examples: Examples) -> str:
-    """The dataset's content hash, or a hash of its examples and labels when it was built without one."""
-    if examples.content_hash:
-        return examples.content_hash
-    h = hashlib.sha256(np.ascontiguousarray(examples.labels).tobytes())
-    h.update(json.dumps(examples.texts).encode() if isinstance(examples, TextDataset)
-             else np.ascontiguousarray(examples.images).tobytes())
-    return h.hexdigest()
-
-
 # model's network -> (dataset hash, n, device, scope) -> Reference; an entry goes with its network
 _REFERENCES: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict[tuple, Reference]]" = weakref.WeakKeyDictionary()
 _REFERENCES_LOCK = threading.Lock()  # guards the maps only; two threads filling one Reference write equal rows
@@ -145,7 +133,7 @@ _REFERENCES_LOCK = threading.Lock()  # guards the maps only; two threads filling
 
 def reference_for(model: ClassifierModel, examples: Examples, device: torch.device) -> Reference:
     """The cached Reference of (model, examples, device, scope); MAX_REFERENCES per model are kept."""
-    key = (dataset_key(examples), len(examples), str(device), model.scope)
+    key = (examples.digest(), len(examples), str(device), model.scope)
     with _REFERENCES_LOCK:
         per_model = _REFERENCES.setdefault(model.net, OrderedDict())
         if key not in per_model:

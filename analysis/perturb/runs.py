@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.datasets import ImageDataset, TextDataset
+from analysis.datasets import Dataset
 from analysis.models import ClassifierModel
 from analysis.perturb.api import Progress, perturb_all, sweep_component
 from analysis.perturb.diag import DEFAULT_LAM, FISHER_FLOOR
@@ -25,7 +25,7 @@ SWEEP_TABLE, SWEEP_EXAMPLES, ALL_TABLE = "sweep", "examples", "components"
 OPTIONAL_FLOATS = ("delta", "lam")
 
 
-def _check_pair(model: ClassifierModel, dataset: TextDataset | ImageDataset, decomposition: Run) -> None:
+def _check_pair(model: ClassifierModel, dataset: Dataset, decomposition: Run) -> None:
     """The model and dataset must be the ones the decomposition's PEFs were computed from."""
     if decomposition.status != "complete":
         raise ValueError(f"run {decomposition.id} is {decomposition.status}, not complete; fit it first")
@@ -67,7 +67,7 @@ def _common_settings(decomposition: Run, *, max_sim: float | None, top_n: int, b
     return settings
 
 
-def sweep_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | ImageDataset, decomposition: Run,
+def sweep_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, decomposition: Run,
               k: int, magnitudes: Sequence[float], sign: int = 1, *, max_sim: float | None = None,
               top_n: int = DEFAULT_TOP_N, baseline_n: int = DEFAULT_BASELINE_N, seed: int = 0,
               lam: float = DEFAULT_LAM, fisher_floor: float = FISHER_FLOOR, batch_size: int = 32,
@@ -115,7 +115,7 @@ def load_sweep(ws: Workspace, run: Run) -> list[PerturbationResult]:
     return results
 
 
-def perturb_all_run(ws: Workspace, model: ClassifierModel, dataset: TextDataset | ImageDataset, decomposition: Run,
+def perturb_all_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, decomposition: Run,
                     magnitude: float, *, signs: Sequence[int] | None = None, max_sim: float | None = None,
                     top_n: int = DEFAULT_TOP_N, baseline_n: int = DEFAULT_BASELINE_N, seed: int = 0,
                     lam: float = DEFAULT_LAM, kl_range: tuple[float, float] | None = None,

@@ -13,11 +13,12 @@ from pages.panels.browse import BrowseContext, cached_decomposition
 
 
 @st.cache_data(show_spinner="Integrating gradients…", max_entries=32)
-def _attributions(_model, _ws: Workspace, root: str, run_id: str, k: int, idx: int, n_steps: int, _example):
+def _attributions(_model, _ws: Workspace, root: str, run_id: str, k: int, idx: int, n_steps: int, _dataset,
+                  dataset_key: str):
     run, dec, _ = cached_decomposition(_ws, root, run_id)
     scoped = cs.scoped_model(_ws, run, _model)
-    return (class_attribution(scoped, _example, n_steps=n_steps),
-            component_attribution(scoped, _example, dec.full_component(k), n_steps=n_steps))
+    return (class_attribution(scoped, _dataset, idx, n_steps=n_steps),
+            component_attribution(scoped, _dataset, dec.full_component(k), idx, n_steps=n_steps))
 
 
 def attribution_panel(ctx: BrowseContext, k: int, frame: pd.DataFrame) -> None:
@@ -39,9 +40,9 @@ def attribution_panel(ctx: BrowseContext, k: int, frame: pd.DataFrame) -> None:
                    "s_k(x) (a Jacobian-vector product along g_k) with respect to the input.")
         return
     images = ctx.images
-    example = ctx.dataset.texts[idx] if images is None else images[idx]
     try:
-        cls, comp = _attributions(ctx.model, ctx.ws, ctx.root, ctx.run_id, k, idx, n_steps, example)
+        cls, comp = _attributions(ctx.model, ctx.ws, ctx.root, ctx.run_id, k, idx, n_steps, ctx.dataset,
+                                  ctx.dataset.content_hash)
     except ValueError as e:
         st.error(escape_markdown(e))
         return

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import components as cs
-from analysis.datasets import ImageDataset, TextDataset
+from analysis.datasets import Dataset
 from analysis.models import ClassifierModel
 from analysis.runs import load_decomposition
 from analysis.store import Run, Workspace
@@ -27,7 +27,7 @@ class BrowseContext:
     """What the Components page's panels read: the active pair and one decomposition with its derived tables."""
 
     model: ClassifierModel
-    dataset: TextDataset | ImageDataset
+    dataset: Dataset
     ws: Workspace
     run: Run
     variant: Variant
@@ -55,7 +55,7 @@ class BrowseContext:
     @property
     def images(self) -> np.ndarray | None:
         """[n, H, W] for image datasets, else None."""
-        return dataset_images(self.dataset)
+        return dataset_images(self.model, self.dataset)
 
     def examples(self, indices: np.ndarray, k: int | None = None) -> pd.DataFrame:
         """The example table of some examples (idx, gold, prediction, probability, correct, coefficient on k, text)."""
@@ -93,11 +93,11 @@ def _overview(_data: cs.BrowseData, _index: dict, root: str, run_id: str, n_top:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _texts(_dataset, content_hash: str) -> list[str] | None:
-    return _dataset.display_texts() if isinstance(_dataset, TextDataset) else None
+def _texts(_model: ClassifierModel, _dataset: Dataset, model_key: str, dataset_key: str) -> list[str] | None:
+    return _model.adapter.display_texts(_dataset)
 
 
-def browse_context(model: ClassifierModel, dataset: TextDataset | ImageDataset, ws: Workspace,
+def browse_context(model: ClassifierModel, dataset: Dataset, ws: Workspace,
                    run_id: str) -> BrowseContext:
     """The context of one decomposition of the active pair (its arrays and tables cached across reruns)."""
     root = str(ws.root)
@@ -109,7 +109,7 @@ def browse_context(model: ClassifierModel, dataset: TextDataset | ImageDataset, 
     if profiles is not None:
         overview["modules"] = cs.group_profiles(*profiles, by="module").to_numpy().tolist()
     return BrowseContext(model=model, dataset=dataset, ws=ws, run=run, variant=variant_of_run_kind(run.kind),
-                         decomposition=dec, data=data, index=index, texts=_texts(dataset, dataset.content_hash),
+                         decomposition=dec, data=data, index=index, texts=_texts(model, dataset, model.content_hash, dataset.content_hash),
                          profiles=profiles, overview=overview, n_top_overview=n_top,
                          threshold=cs.notable_threshold(data.W))
 
@@ -129,7 +129,7 @@ def _on_run_change() -> None:
     st.session_state.pop(COMPONENT_KEY, None)
 
 
-def run_picker(model: ClassifierModel, dataset: TextDataset | ImageDataset, run_id: str) -> None:
+def run_picker(model: ClassifierModel, dataset: Dataset, run_id: str) -> None:
     """The 'Decomposition' select box over the pair's complete runs, showing `run_id` (the active one)."""
     runs = decomposition_runs(model, dataset)
     st.session_state["cmp_run"] = run_id

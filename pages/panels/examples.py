@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.datasets import ImageDataset, TextDataset
+from analysis.datasets import Dataset
 from analysis.figures.components import example_grid
+from analysis.models import ClassifierModel
 from pages.common import escape_markdown, export_buttons
 
 LONG_TEXT = 400  # characters shown before a text collapses
@@ -20,9 +21,10 @@ COLUMN_CONFIG = {
 }
 
 
-def dataset_images(dataset: TextDataset | ImageDataset) -> np.ndarray | None:
-    """The images [n, H, W] of an image dataset; None for texts (their frames carry a 'text' column)."""
-    return dataset.images if isinstance(dataset, ImageDataset) else None
+def dataset_images(model: ClassifierModel, dataset: Dataset) -> np.ndarray | None:
+    """The images of a dataset as the model's adapter shows them; None for texts (their frames carry a 'text'
+    column)."""
+    return model.adapter.display_images(dataset)
 
 
 def meta_line(row: Mapping, extras: Mapping[str, str]) -> str:

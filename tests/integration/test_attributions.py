@@ -8,9 +8,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
+from analysis.adapters.images import ImageModule
 from analysis.attributions import (_composite_layer_norm, class_attribution, component_attribution, component_score,
                                    direction_tangents)
-from analysis.datasets import image_dataset, make_batches
+from analysis.datasets import image_dataset, image_examples, make_batches, text_examples
 from analysis.fisher import compute_pefs
 from analysis.image_models import DigitsCNN
 from analysis.models import ClassifierModel, ParamScope, load_model
@@ -30,8 +31,13 @@ def bert(tiny_bert_dir) -> ClassifierModel:
 
 def _image_model(net: nn.Module, scope: ParamScope = ParamScope("all")) -> ClassifierModel:
     torch.manual_seed(0)
-    return ClassifierModel(net.double().eval(), input_kind="image", label_names=[str(i) for i in range(10)],
+    return ClassifierModel(net.double().eval(), adapter=ImageModule([str(i) for i in range(10)]),
                            name="tiny", content_hash="tiny", scope=scope)
+
+
+def _images(image: np.ndarray):
+    """One image [H, W] as a dataset the digits classes label."""
+    return image_examples(image[None], [str(i) for i in range(10)])
 
 
 def _layer_norm_model() -> ClassifierModel:
@@ -122,19 +128,19 @@ def test_direction_must_cover_the_parameters_in_scope(bert):
 
 def test_text_attributions_are_complete_on_a_smooth_model(bert):
     g = _direction(bert)
-    comp = component_attribution(bert, "the film was good", g, n_steps=64)
+    comp = component_attribution(bert, text_examples(["the film was good"], bert.label_names), g, n_steps=64)
     assert comp.tokens[0] == "[CLS]" and comp.tokens[-1] == "[SEP]" and len(comp.scores) == len(comp.tokens)
     gap = comp.target_value - comp.baseline_value
     assert abs(comp.scores.sum() - gap) == pytest.approx(abs(comp.delta), abs=1e-12)
     assert abs(comp.delta) <= 0.02 * abs(gap) + 1e-12
-    cls = class_attribution(bert, ("the film", "was good"), n_steps=64)
+    cls = class_attribution(bert, text_examples([("the film", "was good")], bert.label_names), n_steps=64)
     assert cls.tokens.count("[SEP]") == 2
     assert abs(cls.delta) <= 0.02 * abs(cls.target_value - cls.baseline_value) + 1e-12
 
 
 def test_image_attributions_are_complete_on_a_smooth_model():
     model = _image_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.Tanh(), nn.Linear(12, 10)))
-    image = np.random.default_rng(4).random((8, 8))
+    image = _images(np.random.default_rng(4).random((8, 8)))
     comp = component_attribution(model, image, _direction(model, seed=5), n_steps=64)
     assert comp.scores.shape == (8, 8) and comp.tokens is None
     assert abs(comp.delta) <= 0.02 * abs(comp.target_value - comp.baseline_value)
@@ -160,7 +166,7 @@ def test_score_is_bitwise_the_one_computed_with_layer_norm_swapped_for_the_whole
 
 def test_component_attributions_leave_torch_layer_norm_alone_for_other_threads():
     model, original = _layer_norm_model(), torch.nn.functional.layer_norm
-    image, x = np.random.default_rng(4).random((8, 8)), torch.randn(3, 12)
+    image, x = _images(np.random.default_rng(4).random((8, 8))), torch.randn(3, 12)
     expected = original(x, (12,))
     done, errors, seen, polls = threading.Event(), [], set(), 0
 
@@ -192,7 +198,7 @@ def test_attributions_leave_the_model_as_it_was():
     model = _layer_norm_model()
     model.train()  # a shared model in any mode stays in it
     before = {n: t.clone() for n, t in model.state_dict().items()}
-    image = np.random.default_rng(5).random((8, 8))
+    image = _images(np.random.default_rng(5).random((8, 8)))
     class_attribution(model, image, target=2, n_steps=8)
     component_attribution(model, image, _direction(model, seed=2), n_steps=8)
     assert all(m.training for m in model.modules())

@@ -18,7 +18,7 @@ def bert(tiny_bert_dir):
 @pytest.fixture(scope="module")
 def encoded(bert) -> dict[str, torch.Tensor]:
     """All texts padded to a common length (padding=max_length adds padding even to the longest)."""
-    return dict(bert.tokenizer(TEXTS, padding="max_length", max_length=16, return_tensors="pt"))
+    return dict(bert.adapter.tokenizer(TEXTS, padding="max_length", max_length=16, return_tensors="pt"))
 
 
 def loop_pefs(model, encoded: dict[str, torch.Tensor], top_k: int | None = None) -> np.ndarray:
@@ -62,7 +62,7 @@ def test_all_parameters_including_embeddings_match_the_loop(tiny_bert_dir, encod
 
 
 def test_padding_and_batch_size_do_not_change_the_pefs(bert, encoded):
-    tight = dict(bert.tokenizer(TEXTS, padding=True, return_tensors="pt"))  # padded to the longest text only
+    tight = dict(bert.adapter.tokenizer(TEXTS, padding=True, return_tensors="pt"))  # padded to the longest text only
     one_by_one = compute_pefs(bert, split(tight, 1))
     together = compute_pefs(bert, split(encoded, 5))
     assert_close(together.dense(), one_by_one.dense())

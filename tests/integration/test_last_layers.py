@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from analysis.adapters.images import ImageModule
 from analysis.image_models import DigitsCNN
 from analysis.models import ClassifierModel, ParamScope
 from analysis.parameters import layer_of
@@ -48,7 +49,7 @@ def _tiny_gpt2():
                          ids=["bert", "gpt2", "digits-cnn"])
 def test_last_layers_selects_the_same_names_as_before(build):
     net = build()
-    model = ClassifierModel(net, input_kind="image", label_names=[str(i) for i in range(3)], name="m",
+    model = ClassifierModel(net, adapter=ImageModule([str(i) for i in range(3)]), name="m",
                             content_hash="m")
     names = [n for n, _ in model.named_parameters()]
     n_blocks = len(dict.fromkeys(layer_of(n) for n in names))

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.datasets import (image_batches, image_dataset, load_image_file, load_text_file, read_table,
-                               text_dataset)
+from analysis.adapters.images import ImageModule
+from analysis.datasets import image_dataset, load_image_file, load_text_file, read_table, text_dataset
 
 LABELS = ["neg", "pos"]
 
@@ -94,7 +94,7 @@ def test_images_npz_round_trip_and_batches(tmp_path):
     images = np.random.default_rng(0).random((5, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "imgs.npz", images=images, labels=np.array([0, 1, 2, 1, 0]))
     ds = load_image_file(tmp_path / "imgs.npz", label_names=["a", "b", "c"])
-    batches = list(image_batches(ds, batch_size=2))
+    batches = list(ImageModule(ds.label_names).batches(ds, batch_size=2))
     assert [len(b["pixels"]) for b in batches] == [2, 2, 1]
     assert torch.equal(torch.cat([b["labels"] for b in batches]), torch.tensor([0, 1, 2, 1, 0]))
 

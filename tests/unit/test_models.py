@@ -14,13 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from analysis.adapters.images import ImageModule
 from analysis.image_models import DigitsCNN
 from analysis.models import ClassifierModel, ParamScope, load_model, save_image_model
 from tests.conftest import TINY_LABELS
 
 
 def _batch(model, texts):
-    return dict(model.tokenizer(texts, padding=True, return_tensors="pt"))
+    return dict(model.adapter.tokenizer(texts, padding=True, return_tensors="pt"))
 
 
 def test_hf_folder_loads_with_labels_tokenizer_and_hash(tiny_bert_dir):
@@ -150,7 +151,7 @@ def test_scope_errors_are_explained(tiny_bert_dir):
 
 
 def test_last_layers_on_a_small_cnn_counts_modules():
-    model = ClassifierModel(DigitsCNN(), input_kind="image", label_names=list("0123456789"), name="cnn",
+    model = ClassifierModel(DigitsCNN(), adapter=ImageModule(list("0123456789")), name="cnn",
                             content_hash="x", scope=ParamScope("last_layers", n_layers=2))
     assert model.param_names_in_scope() == ["net.conv2.weight", "net.conv2.bias", "net.head.weight", "net.head.bias"]
 

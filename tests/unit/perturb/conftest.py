@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.adapters.images import ImageModule
 from analysis.datasets import ImageDataset
 from analysis.models import ClassifierModel
 from analysis.npeff import DiagDecomposition, LrmDecomposition
@@ -15,7 +16,7 @@ def model() -> ClassifierModel:
     net = Planted()
     with torch.no_grad():
         net.linear.weight.mul_(0.3)
-    return ClassifierModel(net, input_kind="image", label_names=LABELS, name="planted", content_hash="planted-model")
+    return ClassifierModel(net, adapter=ImageModule(LABELS), name="planted", content_hash="planted-model")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import analysis.perturb.evaluation as evaluation
+from analysis.adapters.images import ImageModule
 from analysis.datasets import ImageDataset
 from analysis.models import ClassifierModel, ParamScope
 from analysis.perturb.api import perturb_component
@@ -68,7 +69,7 @@ def test_references_are_keyed_on_dataset_content_and_scope(model, examples):
 
 def test_references_go_with_their_model():
     """Keyed weakly on the network: a new model at a reused address can never find an old model's outputs."""
-    model = ClassifierModel(Planted(), input_kind="image", label_names=LABELS, name="short-lived", content_hash="x")
+    model = ClassifierModel(Planted(), adapter=ImageModule(LABELS), name="short-lived", content_hash="x")
     data = ImageDataset(images=np.zeros((4, 1, 6), np.float32), labels=np.zeros(4, np.int64), label_names=LABELS,
                         name="d", source="test", content_hash="d")
     evaluation.reference_for(model, data, CPU)

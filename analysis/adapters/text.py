@@ -1,0 +1,125 @@
+"""What text adapters share: tokenizing examples into padded batches, attention masks that vmap, token
+attributions, and the text shown for an example.
+
+transformers' own mask code does not run under torch.func.vmap (it calls `padding_mask.all()`), so the
+adapters pass prepared 4-D additive masks: [B, 1, 1, L] (padding only) for encoders, [B, 1, L, L]
+(causal and padding) for decoder-only models, whose own causal mask a 4-D mask replaces.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from analysis.adapters.base import Attribution, Batch, ModelAdapter
+from analysis.datasets import Dataset, TextDataset
+
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def padding_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [B, 1, 1, L] from mask [B, L]: 0 where attended, dtype-min at padding (no .all(): vmap-safe)."""
+    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def causal_padding_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive [B, 1, L, L] from mask [B, L]: query i sees key j when j <= i and j is not padding."""
+    L = mask.shape[-1]
+    causal = torch.ones(L, L, dtype=torch.bool, device=mask.device).tril()  # [L, L]
+    allowed = causal[None, None] & mask[:, None, None, :].bool()  # [B, 1, L, L]
+    return (~allowed).to(dtype) * torch.finfo(dtype).min
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids [B, L] counting real tokens only, so a left-padded example gets the ids it has unpadded."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def is_decoder_only(config) -> bool:
+    """A causal LM architecture without a masked-LM form (GPT-2, GPT-NeoX, Llama, Qwen2 ...), as opposed to
+    encoders such as BERT, which transformers also offers as causal LMs but which attend both ways."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+
+    return type(config) in MODEL_FOR_CAUSAL_LM_MAPPING and type(config) not in MODEL_FOR_MASKED_LM_MAPPING
+
+
+def with_pad_token(tokenizer):
+    """Decoder-only tokenizers (GPT-2, Llama) often have no padding token: pad with end-of-sequence."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither a padding nor an end-of-sequence "
+                             "token; set tokenizer.pad_token and save it again")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+class TextAdapter(ModelAdapter):
+    """Tokenized text inputs: batches of input_ids / attention_mask (/ token_type_ids) padded on one side."""
+
+    data = TextDataset
+    padding_side = "right"
+
+    def __init__(self, tokenizer, max_length: int = 128):
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def texts(self, dataset: TextDataset) -> list[tuple[str, ...]]:
+        """The model's input text(s) of each example (prompt templates rewrite them)."""
+        return dataset.texts
+
+    def encode(self, texts: list[tuple[str, ...]]) -> Batch:
+        """Token inputs of some examples, padded to the longest of them on `padding_side`."""
+        columns = [list(c) for c in zip(*texts)]
+        enc = self.tokenizer(*columns, padding=True, truncation=True, max_length=self.max_length,
+                             padding_side=self.padding_side, return_tensors="pt")
+        return {k: v for k, v in enc.items() if k in TOKEN_INPUTS}
+
+    def batches(self, dataset: TextDataset, batch_size: int) -> Iterator[Batch]:
+        texts = self.texts(dataset)
+        for start in range(0, len(dataset), batch_size):
+            batch = self.encode(texts[start:start + batch_size])
+            batch["labels"] = torch.as_tensor(np.asarray(dataset.labels[start:start + batch_size]))
+            yield batch
+
+    def length_order(self, dataset: TextDataset) -> np.ndarray:
+        columns = [list(c) for c in zip(*self.texts(dataset))]
+        ids = self.tokenizer(*columns, truncation=True, max_length=self.max_length)["input_ids"]
+        return np.argsort([len(i) for i in ids], kind="stable")
+
+    def _baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Same length, sequence markers ([CLS], [SEP], <s>, </s>) kept, every other token replaced by padding."""
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        markers = {tok.cls_token_id, tok.sep_token_id, tok.bos_token_id, tok.eos_token_id} - {None, pad}
+        keep = torch.tensor([[i in markers for i in input_ids[0].tolist()]])
+        return torch.where(keep, input_ids, torch.full_like(input_ids, pad))
+
+    def attribute(self, forward: Callable[[Batch], torch.Tensor], net: nn.Module, batch: Batch,
+                  n_steps: int) -> Attribution:
+        """Layer integrated gradients on the word embeddings (the embedding output is the input attributed)."""
+        from captum.attr import LayerIntegratedGradients
+
+        ids = batch["input_ids"]
+        extra = {k: v for k, v in batch.items() if k not in ("input_ids", "labels")}
+
+        def run(input_ids: torch.Tensor) -> torch.Tensor:
+            return forward({"input_ids": input_ids, **{k: v.expand(len(input_ids), -1) for k, v in extra.items()}})
+
+        baseline = self._baseline(ids)
+        lig = LayerIntegratedGradients(run, net.get_input_embeddings())
+        attr, delta = lig.attribute(ids, baselines=baseline, n_steps=n_steps, internal_batch_size=n_steps,
+                                    return_convergence_delta=True)
+        with torch.no_grad():
+            values = run(torch.cat([ids, baseline]))
+        return Attribution(scores=attr.sum(-1)[0].detach().double().numpy(),
+                           tokens=self.tokenizer.convert_ids_to_tokens(ids[0].tolist()),
+                           target_value=float(values[0]), baseline_value=float(values[1]), delta=float(delta[0]))
+
+    def display_texts(self, dataset: Dataset) -> list[str]:
+        return dataset.display_texts()
+
+    def display_images(self, dataset: Dataset) -> None:
+        return None
