@@ -23,6 +23,7 @@ from analysis.variants import VARIANTS, variant_of
 
 TOP_K = 500  # examples per component kept in the precomputed top table
 NOTABLE_FRACTION = 0.01  # a coefficient is notable when > this fraction of the largest coefficient in W
+NOT_AVAILABLE = "not available"  # what a gold-label statistic reads when no example it covers has a gold label
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -53,6 +54,16 @@ class BrowseData:
     def correct(self) -> np.ndarray:
         """[n] bool, prediction equals the gold label (False when the label is unknown)."""
         return self.predictions == self.labels
+
+    @property
+    def known(self) -> np.ndarray:
+        """[n] bool, the example has a gold label (free-form next-token datasets may have none)."""
+        return self.labels >= 0
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether any example has a gold label (else gold-label statistics are not available)."""
+        return bool(self.known.any())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -170,6 +181,23 @@ def label_distribution(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else counts
 
 
+def purity(labels: np.ndarray, n_classes: int) -> float:
+    """Share of the majority class among the known labels [k]; NaN when none is known."""
+    dist = label_distribution(labels, n_classes)
+    return float(dist.max()) if dist.sum() else float("nan")
+
+
+def accuracy(data: BrowseData, indices: np.ndarray) -> float:
+    """The model's accuracy on those of some examples that have a gold label; NaN when none has."""
+    known = np.asarray(indices, dtype=np.int64)[data.known[indices]]
+    return float(data.correct[known].mean()) if len(known) else float("nan")
+
+
+def percent(value: float) -> str:
+    """A share as the pages show it: '83%', or 'not available' for NaN (no gold labels)."""
+    return NOT_AVAILABLE if np.isnan(value) else f"{value:.0%}"
+
+
 def entropy_bits(distribution: np.ndarray) -> float:
     """Shannon entropy H(p) = −Σ p log2 p of a distribution, in bits."""
     p = np.asarray(distribution, dtype=np.float64)
@@ -181,14 +209,61 @@ def breakdown(data: BrowseData, indices: np.ndarray) -> pd.DataFrame:
     """Gold-label and prediction fractions of some examples vs the whole dataset (long format).
 
     Columns: group ("top examples" | "all examples"), what ("gold label" | "prediction"), label, fraction.
+    Gold-label rows only when the dataset has gold labels; labels at 0 in every row are left out (a
+    next-token model's classes are its whole vocabulary).
     """
     C = len(data.label_names)
-    rows = []
-    for group, idx in (("top examples", np.asarray(indices)), ("all examples", np.arange(data.n_examples))):
-        for what, values in (("gold label", data.labels[idx]), ("prediction", data.predictions[idx])):
-            for label, frac in zip(data.label_names, label_distribution(values, C)):
-                rows.append((group, what, label, float(frac)))
+    whats = (("gold label", data.labels), ("prediction", data.predictions)) if data.has_labels else (
+        ("prediction", data.predictions),)
+    fractions = {(group, what): label_distribution(values[idx], C)  # [C]
+                 for group, idx in (("top examples", np.asarray(indices)), ("all examples", np.arange(data.n_examples)))
+                 for what, values in whats}
+    shown = np.flatnonzero(np.any(np.stack(list(fractions.values())) > 0, axis=0))
+    rows = [(group, what, data.label_names[c], float(frac[c])) for (group, what), frac in fractions.items()
+            for c in shown]
     return pd.DataFrame(rows, columns=["group", "what", "label", "fraction"])
+
+
+# ------------------------------------------------------------------------------------- annotation stats
+
+def annotation_values(annotations: dict[str, list[str]], n_examples: int) -> dict[str, np.ndarray]:
+    """A dataset's annotation columns (e.g. a ground-truth rule) as string arrays [n], those covering all
+    n_examples of the decomposition; {} for a dataset without annotations."""
+    return {name: np.asarray(values, dtype=str) for name, values in annotations.items() if len(values) == n_examples}
+
+
+def majority(values: np.ndarray) -> tuple[str, float]:
+    """The most frequent of values [k] (ties: the first in sorted order) and its share; ("", 0.0) when empty."""
+    if len(values) == 0:
+        return "", 0.0
+    unique, counts = np.unique(values, return_counts=True)
+    return str(unique[counts.argmax()]), float(counts.max() / len(values))
+
+
+def annotation_overview(annotations: dict[str, np.ndarray], top: np.ndarray) -> pd.DataFrame:
+    """Per component (a row of top [r, n_top]) and annotation, the majority value among its top examples and
+    its share. Columns: "<name>_majority", "<name>_share" for each annotation (none without annotations)."""
+    columns = {}
+    for name, values in annotations.items():
+        found = [majority(values[row]) for row in top]
+        columns[f"{name}_majority"] = [value for value, _ in found]
+        columns[f"{name}_share"] = np.array([share for _, share in found], dtype=np.float64)
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(top)))
+
+
+def annotation_breakdown(values: np.ndarray, indices: np.ndarray) -> pd.DataFrame:
+    """Fraction of each annotation value among some examples vs all examples (long format, like breakdown).
+
+    Columns: group ("top examples" | "all examples"), value, fraction; values most frequent overall first.
+    """
+    unique, counts = np.unique(values, return_counts=True)
+    order = unique[np.lexsort((unique, -counts))]  # [v], by overall count, then by value
+    rows = []
+    for group, chosen in (("top examples", values[np.asarray(indices, dtype=np.int64)]), ("all examples", values)):
+        found, found_counts = np.unique(chosen, return_counts=True)
+        share = dict(zip(found.tolist(), (found_counts / max(len(chosen), 1)).tolist()))
+        rows += [(group, str(v), float(share.get(v, 0.0))) for v in order.tolist()]
+    return pd.DataFrame(rows, columns=["group", "value", "fraction"])
 
 
 # ------------------------------------------------------------------------------------- component geometry
@@ -297,7 +372,8 @@ def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_to
     and its most similar other component.
 
     top_indices [r, K >= n_top]; sim [r, r] |cos|. Purity is the majority gold label's share among the
-    top n_top examples, entropy that distribution's entropy in bits, accuracy the model's accuracy on them.
+    top n_top examples, entropy that distribution's entropy in bits, accuracy the model's accuracy on them
+    (each over the examples with a gold label; NaN, and majority label 'not available', when none has one).
     """
     W, r = data.W, data.n_components
     if top_indices.shape[1] < n_top:
@@ -305,6 +381,7 @@ def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_to
     top = top_indices[:, :n_top]  # [r, n_top]
     C = len(data.label_names)
     dists = np.stack([label_distribution(data.labels[t], C) for t in top])  # [r, C]
+    known = dists.sum(1) > 0  # [r] some top example has a gold label
     threshold = notable_threshold(W, notable_fraction)
     sim_off = np.asarray(sim, dtype=np.float64).copy()
     np.fill_diagonal(sim_off, -np.inf)
@@ -313,10 +390,10 @@ def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_to
         "component": np.arange(r),
         "notable": (W > threshold).sum(0) if threshold > 0 else np.zeros(r, dtype=int),
         "top_coefficient": W.max(0) if len(W) else np.zeros(r),
-        "majority_label": [data.label_names[i] for i in dists.argmax(1)],
-        "purity": dists.max(1),
-        "entropy_bits": [entropy_bits(d) for d in dists],
-        "accuracy": data.correct[top].mean(1),
+        "majority_label": [data.label_names[i] if ok else NOT_AVAILABLE for i, ok in zip(dists.argmax(1), known)],
+        "purity": np.where(known, dists.max(1), np.nan),
+        "entropy_bits": [entropy_bits(d) if ok else np.nan for d, ok in zip(dists, known)],
+        "accuracy": [accuracy(data, t) for t in top],
         "most_similar": nearest if r > 1 else [-1] * r,
         "similar_abs_cos": sim_off[np.arange(r), nearest] if r > 1 else np.zeros(r),
     })
@@ -324,15 +401,18 @@ def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_to
 
 def example_table(data: BrowseData, indices: np.ndarray, k: int | None = None,
                   texts: list[str] | None = None) -> pd.DataFrame:
-    """Rows for some examples: idx, gold, prediction, probability (of the prediction), coefficient on k, text."""
+    """Rows for some examples: idx, gold, prediction, probability (of the prediction), correct, coefficient on
+    k, text. An example without a gold label has gold 'not available' and correct None."""
     indices = np.asarray(indices, dtype=np.int64)
     pred = data.predictions[indices]
+    known = data.known[indices]
     frame = pd.DataFrame({
         "idx": indices,
-        "gold": [data.label_names[l] if l >= 0 else "?" for l in data.labels[indices]],
+        "gold": [data.label_names[l] if l >= 0 else NOT_AVAILABLE for l in data.labels[indices]],
         "prediction": [data.label_names[p] for p in pred],
         "probability": data.probs[indices, pred],
-        "correct": data.correct[indices],
+        "correct": data.correct[indices] if known.all() else
+        [bool(c) if ok else None for c, ok in zip(data.correct[indices], known)],
     })
     if k is not None:
         frame["coefficient"] = np.asarray(data.W[indices, k], dtype=np.float64)

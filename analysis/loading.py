@@ -2,12 +2,20 @@
 and registered in the workspace in one place, so both register the same rows."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from analysis.datasets import Dataset, load_image_file, load_text_file
+from analysis.adapters import ADAPTERS, OptionSpec, adapter_class
+from analysis.adapters.causal_lm import CausalLmAdapter, CausalLmClassifier, CausalLmNextToken
+from analysis.adapters.images import ImageClassification
+from analysis.datasets import (Dataset, load_image_file, load_image_folder_dataset, load_text_file,
+                               read_table)
 from analysis.demos import DEMOS, demo_folder
-from analysis.models import ClassifierModel, ParamScope, load_model
+from analysis.models import (ADAPTER_CONFIG, IMAGE_CONFIG, SEQUENCE_KIND, ClassifierModel, ParamScope,
+                             _checkpoint_in, _is_causal_lm, _is_image_classifier, _load_tokenizer,
+                             load_model)
+from analysis.safe_io import safe_extract_zip
 from analysis.store import Workspace
 
 DEMO_PREFIX = "demo:"  # a spec's source "demo:text" names a built-in demo
@@ -22,6 +30,8 @@ class ModelSpec:
     config: str | None = None  # config.json for a bare transformers state dict
     architecture: str | None = None  # registered image architecture for a bare state dict
     label_names: tuple[str, ...] = ()  # classes of a bare image architecture
+    adapter: str | None = None  # how a transformers causal LM is read (a registered adapter kind)
+    options: tuple[tuple[str, object], ...] = ()  # the adapter's options as (name, value) pairs (hashable)
 
     @property
     def demo(self) -> str | None:
@@ -33,11 +43,12 @@ class ModelSpec:
 class DatasetSpec:
     """Where a dataset comes from; hashable, so it can key a cache."""
 
-    source: str  # "demo:<kind>", or a local .csv/.jsonl/.parquet/.npz path
+    source: str  # "demo:<kind>", a local .csv/.jsonl/.parquet/.npz path, or a folder of <class>/<image> files
     text_columns: tuple[str, ...] = ()
     label_column: str | None = None
     label_names: tuple[str, ...] = field(default=())
     annotation_columns: tuple[str, ...] = ()  # other columns kept for browsing (e.g. a ground-truth rule)
+    image_size: tuple[int, int] | None = None  # (height, width) an image folder is resized to (default: first image)
 
 
 def demo_specs(kind: str, scope: ParamScope | None = None) -> tuple[ModelSpec, DatasetSpec]:
@@ -49,23 +60,38 @@ def demo_specs(kind: str, scope: ParamScope | None = None) -> tuple[ModelSpec, D
 
 def load_model_spec(spec: ModelSpec, root: Path) -> ClassifierModel:
     """The model of a spec; demos are read from the workspace `root`, zips are extracted under it."""
+    how = {"adapter": spec.adapter, "options": dict(spec.options) or None}
     if spec.demo:
-        return load_model(demo_folder(spec.demo, root), scope=spec.scope)
-    return load_model(spec.source, scope=spec.scope, extract_root=Path(root) / "uploads" / "extracted",
+        return load_model(demo_folder(spec.demo, root), scope=spec.scope, **how)
+    return load_model(spec.source, scope=spec.scope, extract_root=Path(root) / "uploads" / "extracted", **how,
                       config=spec.config, architecture=spec.architecture,
                       label_names=list(spec.label_names) or None)
 
 
 def load_dataset_spec(spec: DatasetSpec) -> Dataset:
-    """The dataset of a spec (.npz images, else a table read with the spec's columns)."""
+    """The dataset of a spec (.npz images, a folder of class subfolders of images, else a table).
+
+    A table's label column with no label_names given has its own distinct values as classes (e.g. the answer
+    strings of a free-form next-token dataset, which pair_dataset turns into the model's vocabulary)."""
     if spec.source.startswith(DEMO_PREFIX):
         kind = spec.source.removeprefix(DEMO_PREFIX)
         demo_folder(kind, Path("."))
         return DEMOS[kind].dataset()
+    if Path(spec.source).is_dir():
+        return load_image_folder_dataset(spec.source, list(spec.label_names), size=spec.image_size)
     if spec.source.endswith(".npz"):
         return load_image_file(spec.source, label_names=list(spec.label_names))
+    names = list(spec.label_names)
+    if spec.label_column and not names:
+        names = sorted({str(v) for v in read_table(spec.source)[spec.label_column].dropna().tolist()})
     return load_text_file(spec.source, text_columns=list(spec.text_columns), label_column=spec.label_column,
-                          label_names=list(spec.label_names), annotation_columns=list(spec.annotation_columns))
+                          label_names=names, annotation_columns=list(spec.annotation_columns))
+
+
+def pair_dataset(model: ClassifierModel, dataset: Dataset) -> Dataset:
+    """The dataset with labels over the model's classes (its adapter decides: a free-form next-token model reads
+    a label column of answer strings as each answer's first token)."""
+    return model.adapter.align_labels(dataset)
 
 
 def check_pair(model: ClassifierModel, dataset: Dataset) -> None:
@@ -74,6 +100,50 @@ def check_pair(model: ClassifierModel, dataset: Dataset) -> None:
     if list(dataset.label_names) != list(model.label_names):
         raise ValueError(f"dataset '{dataset.name}' has classes {dataset.label_names} but model '{model.name}' "
                          f"predicts {model.label_names}; relabel the dataset with the model's classes")
+
+
+def _checkpoint_folder(source: str, root: Path) -> Path | None:
+    """The checkpoint folder of a model source (a zip extracted under `root` as load_model_spec extracts it),
+    or None for a bare weights file."""
+    path = Path(source)
+    if path.suffix == ".zip":
+        return _checkpoint_in(safe_extract_zip(path, Path(root) / "uploads" / "extracted"), path.name)
+    return path if path.is_dir() else None
+
+
+def adapter_choices(source: str, root: Path) -> tuple[list[str], str | None]:
+    """The registered adapters that can read a model source, and the one load_model picks by default.
+
+    ([], None) for a bare weights file or a folder without config (those are read as they declare)."""
+    folder = _checkpoint_folder(source, root)
+    if folder is None or (folder / IMAGE_CONFIG).exists() or not (folder / "config.json").exists():
+        return [], None
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    if _is_image_classifier(config, folder):
+        return [ImageClassification.kind], ImageClassification.kind
+    if not _is_causal_lm(config):
+        return [SEQUENCE_KIND], SEQUENCE_KIND
+    kinds = [k for k, cls in ADAPTERS.items() if issubclass(cls, CausalLmAdapter)]
+    declared = folder / ADAPTER_CONFIG
+    default = (json.loads(declared.read_text(encoding="utf-8"))["adapter"] if declared.exists()
+               else CausalLmNextToken.kind)
+    return kinds, default
+
+
+def adapter_options(kind: str) -> tuple[OptionSpec, ...]:
+    """The settings an adapter takes beyond the checkpoint (what the Load page renders as inputs)."""
+    return adapter_class(kind).options
+
+
+def label_word_tokens(source: str, root: Path, verbalizer: str) -> dict[str, str]:
+    """Label word -> the token that stands for it, from the checkpoint's tokenizer (before loading weights);
+    the verbalizer's error when words encode to nothing or share a first token."""
+    folder = _checkpoint_folder(source, root)
+    if folder is None:
+        raise ValueError(f"{source}: the label words' tokens need a checkpoint folder with its tokenizer")
+    return CausalLmClassifier(_load_tokenizer(folder), verbalizer=verbalizer).label_tokens
 
 
 def register_pair(ws: Workspace, model: ClassifierModel, dataset: Dataset, model_source: str) -> None:

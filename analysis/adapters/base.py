@@ -49,6 +49,7 @@ class ModelAdapter(ABC):
     title: ClassVar[str]  # what the Load page calls it
     data: ClassVar[type]  # the dataset class it reads (TextDataset, ImageDataset)
     options: ClassVar[tuple[OptionSpec, ...]] = ()  # settings beyond the checkpoint (template, top-k ...)
+    default_top_k_classes: int | None = None  # classes per example PEFs keep unless told (None: all)
 
     @property
     @abstractmethod
@@ -85,6 +86,10 @@ class ModelAdapter(ABC):
         if not isinstance(dataset, self.data):
             raise ValueError(f"a {self.title} model reads {self.data.kind} datasets, but '{dataset.name}' holds "
                              f"{dataset.kind}; load a {self.data.kind} dataset for it")
+
+    def align_labels(self, dataset: Dataset) -> Dataset:
+        """The dataset with labels over this adapter's classes (unchanged unless the adapter names them itself)."""
+        return dataset
 
     def length_order(self, dataset: Dataset) -> np.ndarray:
         """A permutation [n] that batches similar examples together (identity unless inputs vary in size)."""

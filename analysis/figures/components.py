@@ -47,6 +47,20 @@ def label_breakdown_figure(frame: pd.DataFrame, *, k: int, n_top: int) -> go.Fig
     return fig.update_layout(margin_t=75)
 
 
+def annotation_breakdown_figure(frame: pd.DataFrame, *, name: str, k: int, n_top: int) -> go.Figure:
+    """Fractions of an annotation's values (a ground-truth column) among the top examples vs all examples
+    (components.annotation_breakdown)."""
+    fig = go.Figure()
+    for group, color in (("top examples", BLUE), ("all examples", GREY)):
+        part = frame[frame["group"] == group]
+        fig.add_trace(go.Bar(x=part["value"], y=part["fraction"], marker_color=color,
+                             name=f"top {n_top}" if group == "top examples" else "all examples"))
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(title_text="fraction", range=[0, 1])
+    fig.update_xaxes(type="category", title_text=name)
+    return paper_layout(fig, title=f"{name} of component {k}'s top examples", height=340)
+
+
 def similar_components_figure(frame: pd.DataFrame, *, k: int) -> go.Figure:
     """|cos| of component k's direction with its most similar components (components.most_similar)."""
     fig = go.Figure(go.Bar(x=[f"{c}" for c in frame["component"]], y=frame["abs_cos"], marker_color=BLUE,
@@ -105,10 +119,19 @@ def _square_pixels(fig: go.Figure, n_panels: int) -> None:
         fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
 
 
+def _image_trace(image: np.ndarray, **heatmap) -> go.BaseTraceType:
+    """A grey image [H, W] in [0, 1] as a heatmap (dark = 1), or an RGB one [H, W, 3] as go.Image."""
+    if image.ndim == 3:
+        return go.Image(z=np.round(np.clip(image, 0, 1) * 255), colormodel="rgb",
+                        hovertemplate="(%{x}, %{y}): %{z}<extra></extra>")
+    return go.Heatmap(z=image, colorscale="gray_r", zmin=0, zmax=1, showscale=False, **heatmap)
+
+
 def example_grid(images: np.ndarray, captions: Sequence[str], *, n_cols: int = 8,
                  title: str | None = None) -> go.Figure:
-    """Grey images [b, H, W] in [0, 1], row-major from the top left in the given order, each under its caption
-    (spec §5 collages: descending coefficient). Built with make_subplots so caption i is always image i's."""
+    """Grey [b, H, W] or RGB [b, H, W, 3] images in [0, 1], row-major from the top left in the given order, each
+    under its caption (spec §5 collages: descending coefficient). Built with make_subplots so caption i is
+    always image i's."""
     images = np.asarray(images, dtype=float)
     b = len(images)
     n_cols = max(1, min(n_cols, b))
@@ -116,8 +139,7 @@ def example_grid(images: np.ndarray, captions: Sequence[str], *, n_cols: int = 8
     fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=list(captions) + [""] * (n_rows * n_cols - b),
                         horizontal_spacing=0.015, vertical_spacing=min(0.12, 0.5 / n_rows))
     for i, image in enumerate(images):
-        fig.add_trace(go.Heatmap(z=image, colorscale="gray_r", zmin=0, zmax=1, showscale=False,
-                                 hovertemplate="(%{x}, %{y}): %{z:.2f}<extra></extra>"),
+        fig.add_trace(_image_trace(image, hovertemplate="(%{x}, %{y}): %{z:.2f}<extra></extra>"),
                       row=i // n_cols + 1, col=i % n_cols + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
@@ -159,10 +181,10 @@ def token_attribution_figure(tokens: Sequence[str], scores: Mapping[str, np.ndar
 
 
 def pixel_attribution_figure(image: np.ndarray, scores: Mapping[str, np.ndarray]) -> go.Figure:
-    """The image and one attribution map [H, W] per entry of scores (diverging, symmetric around 0)."""
+    """The image (grey [H, W] or RGB [H, W, 3]) and one attribution map [H, W] per entry of scores (diverging,
+    symmetric around 0)."""
     fig = make_subplots(rows=1, cols=1 + len(scores), subplot_titles=["input", *scores], horizontal_spacing=0.04)
-    fig.add_trace(go.Heatmap(z=np.asarray(image, dtype=float), colorscale="gray_r", zmin=0, zmax=1,
-                             showscale=False), row=1, col=1)
+    fig.add_trace(_image_trace(np.asarray(image, dtype=float)), row=1, col=1)
     for col, values in enumerate(scores.values(), start=2):
         values = np.asarray(values, dtype=float)
         scale = float(np.abs(values).max()) or 1.0

@@ -39,6 +39,7 @@ class BrowseContext:
     overview: pd.DataFrame  # one row per component (plus 'modules' shares when profiles exist)
     n_top_overview: int  # top examples the overview's purity, entropy and accuracy are over
     threshold: float  # a coefficient above this is notable
+    annotations: dict[str, np.ndarray]  # [n] values of each annotation column (a ground truth); {} when none
 
     @property
     def run_id(self) -> str:
@@ -108,10 +109,12 @@ def browse_context(model: ClassifierModel, dataset: Dataset, ws: Workspace,
     overview = _overview(data, index, root, run_id, n_top).copy()
     if profiles is not None:
         overview["modules"] = cs.group_profiles(*profiles, by="module").to_numpy().tolist()
+    annotations = cs.annotation_values(dataset.annotations, data.n_examples)
+    overview = overview.join(cs.annotation_overview(annotations, index["top_indices"][:, :n_top]))
     return BrowseContext(model=model, dataset=dataset, ws=ws, run=run, variant=variant_of_run_kind(run.kind),
                          decomposition=dec, data=data, index=index, texts=_texts(model, dataset, model.content_hash, dataset.content_hash),
                          profiles=profiles, overview=overview, n_top_overview=n_top,
-                         threshold=cs.notable_threshold(data.W))
+                         threshold=cs.notable_threshold(data.W), annotations=annotations)
 
 
 # --------------------------------------------------------------------------- run and component selection

@@ -17,9 +17,7 @@ def component_view(ctx: BrowseContext) -> None:
     """One component in depth; reruns alone when its own widgets change."""
     data, table, r = ctx.data, ctx.overview, ctx.n_components
     c1, c2 = st.columns([1, 3])
-    k = int(c1.selectbox("Component", range(r), key=COMPONENT_KEY,
-                         format_func=lambda c: f"{c} · mostly {table['majority_label'].iloc[c]} "
-                                               f"({table['purity'].iloc[c]:.0%})"))
+    k = int(c1.selectbox("Component", range(r), key=COMPONENT_KEY, format_func=lambda c: _component_title(table, c)))
     n_top = int(c2.slider("Top examples", 5, min(200, data.n_examples), min(20, data.n_examples),
                           key="cmp_n_top"))
     st.query_params["component"] = str(k)
@@ -30,8 +28,8 @@ def component_view(ctx: BrowseContext) -> None:
     m1, m2, m3, m4, m5 = st.columns(5)
     m1.metric("Top coefficient", f"{row['top_coefficient']:.4f}")
     m2.metric("Notable examples", f"{row['notable']:,}")
-    m3.metric(f"Purity (top {n_top})", f"{cs.label_distribution(data.labels[top], len(data.label_names)).max():.0%}")
-    m4.metric(f"Accuracy (top {n_top})", f"{data.correct[top].mean():.0%}")
+    m3.metric(f"Purity (top {n_top})", cs.percent(cs.purity(data.labels[top], len(data.label_names))))
+    m4.metric(f"Accuracy (top {n_top})", cs.percent(cs.accuracy(data, top)))
     m5.metric("Most similar", f"{int(row['most_similar'])}" if r > 1 else "—",
               f"|cos| {row['similar_abs_cos']:.2f}" if r > 1 else None, delta_color="off", delta_arrow="off")
     st.caption(f"Permalink: `?run={ctx.run_id}&component={k}`")
@@ -48,6 +46,12 @@ def component_view(ctx: BrowseContext) -> None:
         _statistics(ctx, k, top, n_top)
     with t_attr:
         attribution_panel(ctx, k, frame)
+
+
+def _component_title(table, c: int) -> str:
+    """'3 · mostly fresh (80%)', or just the number when the top examples have no gold labels."""
+    purity = table["purity"].iloc[c]
+    return str(c) if np.isnan(purity) else f"{c} · mostly {table['majority_label'].iloc[c]} ({purity:.0%})"
 
 
 def _bands(ctx: BrowseContext, k: int) -> None:
@@ -69,7 +73,8 @@ def _bands(ctx: BrowseContext, k: int) -> None:
 
 
 def _statistics(ctx: BrowseContext, k: int, top: np.ndarray, n_top: int) -> None:
-    """Coefficient histogram, label breakdown of the top examples, similar components, layer/module profile."""
+    """Coefficient histogram, label and annotation breakdowns of the top examples, similar components,
+    layer/module profile."""
     data, r = ctx.data, ctx.n_components
     s1, s2 = st.columns(2)
     with s1:
@@ -77,9 +82,17 @@ def _statistics(ctx: BrowseContext, k: int, top: np.ndarray, n_top: int) -> None
         st.plotly_chart(hist, key="cmp_hist")
         export_buttons(hist, f"component_{k}_coefficients", key="cmp_hist_export")
     with s2:
+        if not data.has_labels:
+            st.caption(f"Gold labels: {cs.NOT_AVAILABLE} for this dataset; the predictions are shown.")
         labels_fig = figs.label_breakdown_figure(cs.breakdown(data, top), k=k, n_top=n_top)
         st.plotly_chart(labels_fig, key="cmp_labels")
         export_buttons(labels_fig, f"component_{k}_labels", key="cmp_labels_export")
+    columns = st.columns(2) if ctx.annotations else []
+    for i, (name, values) in enumerate(ctx.annotations.items()):  # ground-truth columns of the dataset
+        with columns[i % 2]:
+            fig = figs.annotation_breakdown_figure(cs.annotation_breakdown(values, top), name=name, k=k, n_top=n_top)
+            st.plotly_chart(fig, key=f"cmp_annotation_{name}")
+            export_buttons(fig, f"component_{k}_{name}", key=f"cmp_annotation_{name}_export")
     s3, s4 = st.columns(2)
     with s3:
         if r > 1:

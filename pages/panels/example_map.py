@@ -20,7 +20,8 @@ def map_panel(ctx: BrowseContext) -> None:
     mm1, mm2, mm3 = st.columns(3)
     n_neighbors = int(mm1.number_input("UMAP neighbours", 2, 200, 15, key="cmp_umap_nn"))
     min_dist = float(mm2.number_input("UMAP min. distance", 0.0, 1.0, 0.1, 0.05, key="cmp_umap_md"))
-    colour_by = mm3.radio("Colour by", ["dominant component", "gold label", "correctness"], key="cmp_umap_colour")
+    colour_by = mm3.radio("Colour by", ["dominant component", "gold label", "correctness", *ctx.annotations],
+                          key="cmp_umap_colour")
     settings = {"n_neighbors": n_neighbors, "min_dist": min_dist}
     xy = stored_umap(ctx.ws, ctx.run, **settings)
     if xy is None:
@@ -33,7 +34,7 @@ def map_panel(ctx: BrowseContext) -> None:
         return
     colours = {"dominant component": dominant_component(data.W),
                "gold label": [data.label_names[l] if l >= 0 else "?" for l in data.labels],
-               "correctness": np.where(data.correct, "correct", "wrong")}[colour_by]
+               "correctness": np.where(data.correct, "correct", "wrong"), **ctx.annotations}[colour_by]
     hover = ([t[:80] for t in texts] if texts is not None else
              [f"{data.label_names[l]}→{data.label_names[p]}" for l, p in zip(data.labels, data.predictions)])
     map_fig = figs.example_map(xy, colours, colour_name=colour_by, hover=hover)

@@ -36,7 +36,7 @@ def meta_line(row: Mapping, extras: Mapping[str, str]) -> str:
     if "prediction" in row:
         probability = f" ({row['probability']:.0%})" if "probability" in row else ""
         parts.append(f"predicted **{escape_markdown(row['prediction'])}**{probability}")
-    if "correct" in row and not row["correct"]:
+    if "correct" in row and row["correct"] is not None and not row["correct"]:  # None: no gold label
         parts.append("*misclassified*")
     parts += [f"{escape_markdown(column)} **{escape_markdown(fmt.format(row[column]))}**"
               for column, fmt in extras.items()]

@@ -1,6 +1,7 @@
 """The overview of all components: filters and a table whose rows open a component."""
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from pages.panels.browse import BrowseContext, open_component
@@ -10,13 +11,20 @@ def overview_panel(ctx: BrowseContext) -> None:
     """Filter the components by majority label, purity and notable examples; clicking a row opens it."""
     table, data = ctx.overview, ctx.data
     f1, f2, f3 = st.columns(3)
-    majority = f1.multiselect("Majority label of top examples", data.label_names, key="cmp_filter_label")
-    min_purity = f2.slider("Minimum purity", 0.0, 1.0, 0.0, 0.05, key="cmp_filter_purity")
+    majority = f1.multiselect("Majority label of top examples", sorted(set(table["majority_label"])),
+                              key="cmp_filter_label")
+    min_purity = f2.slider("Minimum purity", 0.0, 1.0, 0.0, 0.05, key="cmp_filter_purity",
+                           disabled=not data.has_labels,
+                           help=None if data.has_labels else "gold labels are not available for this dataset")
     min_notable = f3.number_input("Minimum notable examples", 0, data.n_examples, 0, key="cmp_filter_notable")
-    shown = table[(table["purity"] >= min_purity) & (table["notable"] >= min_notable)
+    if not data.has_labels:
+        st.caption("Gold labels are not available for this dataset: majority label, purity, entropy and accuracy "
+                   "read 'not available'; the predictions are the model's.")
+    shown = table[((table["purity"] >= min_purity) if min_purity > 0 else True) & (table["notable"] >= min_notable)
                   & (table["majority_label"].isin(majority) if majority else True)].reset_index(drop=True)
     event = st.dataframe(
         shown, hide_index=True, height=min(38 + 35 * len(shown), 320), key="cmp_overview",
+        column_order=_column_order(shown, ctx),
         on_select="rerun", selection_mode="single-row",
         column_config={
             "component": st.column_config.NumberColumn("component", help="click a row to open it"),
@@ -34,6 +42,7 @@ def overview_panel(ctx: BrowseContext) -> None:
             "modules": st.column_config.BarChartColumn(
                 "direction by module", y_min=0.0, y_max=1.0,
                 help="share of ‖g‖² per module, in parameter order"),
+            **_annotation_columns(ctx),
         })
     rows = event.selection.rows if event is not None else []
     if rows and rows[0] < len(shown):
@@ -43,3 +52,23 @@ def overview_panel(ctx: BrowseContext) -> None:
             open_component(picked)
     else:
         st.session_state.pop("cmp_overview_applied", None)
+
+
+def _column_order(table: pd.DataFrame, ctx: BrowseContext) -> list[str]:
+    """The table's columns with each annotation's pair right after the gold-label purity."""
+    added = [c for name in ctx.annotations for c in (f"{name}_majority", f"{name}_share")]
+    rest = [c for c in table.columns if c not in added]
+    at = rest.index("purity") + 1
+    return [*rest[:at], *added, *rest[at:]]
+
+
+def _annotation_columns(ctx: BrowseContext) -> dict:
+    """Column settings of each annotation's majority value and share among the top examples."""
+    columns = {}
+    for name in ctx.annotations:
+        columns[f"{name}_majority"] = st.column_config.TextColumn(
+            name, help=f"most frequent '{name}' among the top {ctx.n_top_overview} examples")
+        columns[f"{name}_share"] = st.column_config.ProgressColumn(
+            f"{name} share", min_value=0.0, max_value=1.0, format="%.2f",
+            help=f"share of the most frequent '{name}' among the top {ctx.n_top_overview} examples")
+    return columns

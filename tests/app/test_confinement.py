@@ -154,7 +154,7 @@ def test_refusals_in_the_browser_and_a_workspace_switch_settles(roots, app_env, 
         page.get_by_text("Active model: text-demo").wait_for(timeout=120_000)
         page.get_by_text("Local path", exact=True).first.click()  # the model's source; the dataset's radio appears
         page.get_by_text("Local path", exact=True).nth(1).click()
-        box = page.get_by_label("CSV, JSONL, Parquet, or .npz of images")
+        box = page.get_by_label("CSV, JSONL, Parquet, .npz of images, or a folder of images with one subfolder per class")
         box.fill("/etc/passwd")
         box.press("Enter")
         page.get_by_text("is outside the folders this server may open").first.wait_for(timeout=30_000)

@@ -276,3 +276,93 @@ def test_many_categories_fold_into_other():
     fig = figs.example_map(xy, list(range(30)), colour_name="component", hover=[""] * 30)
     names = [t.name for t in fig.data]
     assert len(names) == figs.MAX_CATEGORIES + 1 and names[-1] == "other"
+
+
+# -------------------------------------------------------------------------------------- annotations
+
+def _rules(n_per: int = 20, r: int = 3) -> np.ndarray:
+    """A planted ground truth: component k's examples follow rule 'r{k}', except every fourth one ('none')."""
+    owner = np.repeat(np.arange(r), n_per)
+    return np.where(np.arange(n_per * r) % 4 == 3, "none", np.char.add("r", owner.astype(str)))
+
+
+def test_annotation_values_keep_the_columns_that_cover_every_example():
+    found = cs.annotation_values({"rule": ["a", "b", "a"], "short": ["x"]}, 3)
+    assert list(found) == ["rule"] and found["rule"].tolist() == ["a", "b", "a"]
+    assert cs.annotation_values({}, 3) == {}
+
+
+def test_majority_breaks_ties_by_value_and_handles_no_examples():
+    assert cs.majority(np.array(["b", "a", "b", "a", "c"])) == ("a", 0.4)
+    assert cs.majority(np.array([], dtype=str)) == ("", 0.0)
+
+
+def test_annotation_overview_recovers_the_planted_rules():
+    data, _ = _planted()
+    rules = _rules()
+    top, _ = cs.top_table(data.W, 10)
+    table = cs.annotation_overview({"rule": rules}, top)
+    assert list(table.columns) == ["rule_majority", "rule_share"]
+    assert table["rule_majority"].tolist() == ["r0", "r1", "r2"]
+    np.testing.assert_allclose(table["rule_share"], [(rules[t] == f"r{k}").mean() for k, t in enumerate(top)])
+    assert (table["rule_share"] >= 0.5).all()
+    assert cs.annotation_overview({}, top).shape == (3, 0)  # no annotations, no columns
+
+
+def test_annotation_breakdown_compares_top_examples_with_all_examples():
+    rules = _rules()
+    frame = cs.annotation_breakdown(rules, np.arange(20))  # component 0's examples
+    assert list(frame.columns) == ["group", "value", "fraction"]
+    top = frame[frame["group"] == "top examples"].set_index("value")["fraction"]
+    every = frame[frame["group"] == "all examples"].set_index("value")["fraction"]
+    assert top.index.tolist() == every.index.tolist() == ["none", "r0", "r1", "r2"]  # most frequent first
+    assert top.to_dict() == {"none": 0.25, "r0": 0.75, "r1": 0.0, "r2": 0.0}
+    assert every.to_dict() == {"none": 0.25, "r0": 0.25, "r1": 0.25, "r2": 0.25}
+
+
+def test_annotation_breakdown_figure_has_top_and_all_bars():
+    fig = figs.annotation_breakdown_figure(cs.annotation_breakdown(_rules(), np.arange(20)), name="rule", k=0, n_top=20)
+    assert isinstance(fig, go.Figure) and [t.name for t in fig.data] == ["top 20", "all examples"]
+    assert list(fig.data[0].x) == ["none", "r0", "r1", "r2"] and list(fig.data[0].y) == [0.25, 0.75, 0.0, 0.0]
+    assert "rule of component 0" in fig.layout.title.text
+
+
+# ------------------------------------------------------------------------------ no gold labels (next token)
+
+def _unlabelled() -> cs.BrowseData:
+    """The planted decomposition as a free-form next-token run whose dataset has no gold labels."""
+    data, _ = _planted()
+    return cs.BrowseData(W=data.W, labels=np.full(data.n_examples, -1, np.int64), probs=data.probs,
+                         label_names=data.label_names)
+
+
+def test_gold_label_statistics_are_not_available_without_gold_labels():
+    data, dec = _planted()
+    unlabelled = _unlabelled()
+    index, _ = cs.top_table(unlabelled.W, 20)
+    table = cs.overview(unlabelled, index, cs.similarity(dec.G), n_top=20)
+    assert (table["majority_label"] == cs.NOT_AVAILABLE).all()
+    assert table[["purity", "entropy_bits", "accuracy"]].isna().all().all()
+    assert not unlabelled.has_labels and data.has_labels
+    assert cs.percent(cs.accuracy(unlabelled, np.arange(20))) == cs.NOT_AVAILABLE
+    assert cs.percent(cs.purity(unlabelled.labels[:20], 3)) == cs.NOT_AVAILABLE
+    assert cs.percent(cs.accuracy(data, np.arange(20))) == "100%"
+    rows = cs.example_table(unlabelled, np.array([0, 45]), 2)
+    assert rows["gold"].tolist() == [cs.NOT_AVAILABLE] * 2 and rows["correct"].tolist() == [None, None]
+    assert rows["prediction"].tolist() == ["neg", "neg"]  # predictions still shown
+
+
+def test_partly_labelled_statistics_count_only_the_labelled_examples():
+    data, _ = _planted()
+    labels = data.labels.copy()
+    labels[:10] = -1  # half of component 0's examples have no answer
+    partial = cs.BrowseData(W=data.W, labels=labels, probs=data.probs, label_names=data.label_names)
+    assert cs.accuracy(partial, np.arange(20)) == 1.0 and cs.purity(labels[:20], 3) == 1.0
+    assert cs.example_table(partial, np.array([0, 15]))["correct"].tolist() == [None, True]
+
+
+def test_breakdown_without_gold_labels_has_predictions_of_the_predicted_classes_only():
+    frame = cs.breakdown(_unlabelled(), np.arange(20))
+    assert set(frame["what"]) == {"prediction"}
+    assert set(frame["label"]) == {"neg", "pos"}  # nothing is predicted 'neu': left out
+    np.testing.assert_allclose(frame.groupby("group")["fraction"].sum(), 1.0)

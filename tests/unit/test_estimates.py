@@ -4,9 +4,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from analysis.estimates import (TIMINGS, PefEstimate, Resources, available_memory_bytes, default_values_per_example,
-                                duration, estimate_pefs, gib, measure_seconds_per_example, resource_problems,
-                                stored_seconds_per_example, timing_key)
+from analysis.estimates import (MAX_CLASS_CHOICES, TIMINGS, PefEstimate, Resources, available_memory_bytes,
+                                class_options, default_values_per_example, duration, estimate_pefs, gib,
+                                measure_seconds_per_example, resource_problems, stored_seconds_per_example,
+                                timing_key)
 
 MiB, GiB = 2**20, 2**30
 
@@ -111,3 +112,8 @@ def test_the_stored_time_per_example_is_used_without_computing(tmp_path):
     assert timing_key(model, data, kind="lrm", top_k_classes=None, n_values_per_example=None) != key
     (tmp_path / TIMINGS).write_text("{broken")
     assert stored_seconds_per_example(tmp_path, key) is None
+
+
+def test_class_choices_drop_all_for_a_vocabulary():
+    assert class_options(3) == ["all", "1", "2"]
+    assert class_options(50_257) == [str(k) for k in range(1, MAX_CLASS_CHOICES + 1)]
