@@ -13,7 +13,8 @@ pages = {
     "Data": [st.Page("pages/load.py", title="Load model & data", icon="📂", default=True)],
     "NPEFF": [st.Page("pages/compute.py", title="Compute", icon="⚙️"),
               st.Page("pages/components.py", title="Components", icon="🧩"),
-              st.Page("pages/perturb.py", title="Perturb", icon="🎯")],
+              st.Page("pages/perturb.py", title="Perturb", icon="🎯"),
+              st.Page("pages/jobs.py", title="Jobs", icon="⏱️")],
     "ReLU training": [st.Page("pages/zonotope.py", title="Zonotope explorer", icon="🔷")],
 }
 page = st.navigation(pages)

@@ -7,6 +7,11 @@ Heavy runs can go here (also under torchrun on a GPU box) and be browsed later i
   torchrun --nproc_per_node 2 -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
   python -m analysis.cli fit-coeffs --decomposition RUN_ID --pefs OTHER_RUN_ID --iters 200
   python -m analysis.cli runs
+  python -m analysis.cli jobs
+  python -m analysis.cli job run JOB_ID   (what the dashboard starts in the background)
+
+`pefs` and `fit` add themselves to the workspace's jobs (seen on the dashboard's Jobs page, which can cancel
+them); `job run` runs a job the dashboard queued (analysis/jobs.py).
 
 Before computing PEFs the command prints its disk, memory and time estimates, and refuses (unless --yes)
 when they exceed the workspace's free disk or the available memory. An error prints one line,
@@ -29,11 +34,12 @@ from analysis.demos import DEMOS, build_demo, demo_folder
 from analysis.errors import about, describe_error
 from analysis.estimates import (Resources, default_values_per_example, describe_estimate, estimate_pefs,
                                 machine_resources, measure_seconds_per_example, resource_problems)
+from analysis.jobs import JobCancelled, compute_spec, list_jobs, own_job, run_job
 from analysis.loading import (DatasetSpec, ModelSpec, check_pair, demo_specs, load_dataset_spec, load_model_spec,
-                              register_pair)
+                              pair_dataset, register_pair)
 from analysis.models import ParamScope
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
-from analysis.variants import VARIANTS
+from analysis.variants import DEFAULT_VARIANT, VARIANTS
 
 if TYPE_CHECKING:
     from analysis.variants import Variant
@@ -111,10 +117,20 @@ def _model_and_data(args: argparse.Namespace, ws: Workspace):
     with about(demo_folder(model_spec.demo, ws.root) if model_spec.demo else args.model):
         model = load_model_spec(model_spec, ws.root)
     with about(args.data or dataset_spec.source):
-        dataset = load_dataset_spec(replace(dataset_spec, label_names=tuple(model.label_names)))
+        dataset = pair_dataset(model, load_dataset_spec(dataset_spec if model_spec.demo else
+                                                        replace(dataset_spec, label_names=tuple(model.label_names))))
         check_pair(model, dataset)
     register_pair(ws, model, dataset, model_spec.source)
     return model, dataset
+
+
+def _pefs_job_spec(args: argparse.Namespace, model, k: int | None) -> dict:
+    """The `pefs` command as a job spec (the dashboard's Jobs page lists it and can start it again)."""
+    model_spec, dataset_spec = _specs(args)
+    return compute_spec(model_spec, replace(dataset_spec, label_names=tuple(model.label_names)),
+                        pefs={"kind": args.kind, "n_values_per_example": k, "top_k_classes": args.top_k_classes,
+                              "chunk_size": args.chunk_size, "batch_size": args.batch_size, "device": args.device},
+                        fit=None)
 
 
 def _values_per_example(args: argparse.Namespace, model) -> int | None:
@@ -154,10 +170,12 @@ def _pefs(args: argparse.Namespace) -> int:
     if stored is None or stored.status != "complete":
         _check_estimate(args, ws, model, dataset, k)
     bar, progress = _bar("per-example Fishers", "ex")
-    with bar, about(_model_source(args, ws)):
+    with own_job(ws, "pefs", _pefs_job_spec(args, model, k)) as job, bar, about(_model_source(args, ws)):
         run = pefs_run(ws, model, dataset, kind=args.kind, n_values_per_example=k,
                        top_k_classes=args.top_k_classes, chunk_size=args.chunk_size, batch_size=args.batch_size,
-                       device=args.device, progress=progress)
+                       device=args.device,
+                       progress=lambda done, total: (progress(done, total), job("Per-example Fishers", done, total)))
+        job.result = run.id
     print(f"PEF run {run.id}: {run.summary['n_examples']} examples × {run.summary['n_parameters']:,} parameters "
           f"({run.params['kind']}) in {ws.root}")
     return 0
@@ -231,9 +249,17 @@ def _fit_on_rank(args: argparse.Namespace, rank: int, world: int) -> int:
         pefs = ws.get_run(args.pefs)
         variant = get_variant(PefsSummary.of(pefs).kind)
         bar, progress = _bar("NPEFF", "it")
-        with bar, about(f"PEF run {pefs.id}"):
-            run = fit_run(ws, pefs, device=_fit_device(args, world), progress=progress,
-                          on_compute=lambda: tell("compute", pefs), **_fit_settings(args, variant))
+        settings = _fit_settings(args, variant)
+
+        def report(done: int, total: int, loss: float | None = None) -> None:
+            progress(done, total, loss)
+            job("NPEFF", done, total, "" if loss is None else f"loss {loss:.4g}")
+
+        with own_job(ws, "fit", {"pefs_run": pefs.id, "fit": settings, "device": args.device}) as job, bar, \
+                about(f"PEF run {pefs.id}"):
+            run = fit_run(ws, pefs, device=_fit_device(args, world), progress=report,
+                          on_compute=lambda: tell("compute", pefs), **settings)
+            job.result = run.id
     except BaseException:
         tell("failed")
         raise
@@ -272,6 +298,24 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_run(args: argparse.Namespace) -> int:
+    job = run_job(_workspace(args), args.id)
+    print(f"job {job.id}: {job.status}, run {job.result}")
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    jobs = list_jobs(_workspace(args))
+    for job in jobs:
+        progress = f"{job.step:,}/{job.total:,}" if job.total else "-"
+        elapsed = "-" if job.elapsed is None else f"{job.elapsed:.0f} s"
+        print(f"{job.id}  {job.kind:8} {job.status:9} {progress:>13} {elapsed:>7}  "
+              f"{job.error or job.message or ''}{f' -> run {job.result}' if job.result else ''}")
+    if not jobs:
+        print("no jobs")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="npeff", description="NPEFF Explorer command line",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -293,7 +337,7 @@ def parser() -> argparse.ArgumentParser:
     pefs.add_argument("--text-column", action="append", help="text column (twice for sentence pairs)")
     pefs.add_argument("--label-column", help="label column (class names or indices)")
     pefs.add_argument("--scope", help="'all', 'last:N' or 're:PATTERN' (demo default: text last:1, image all)")
-    pefs.add_argument("--kind", choices=list(VARIANTS), default="lrm", help="NPEFF variant of the PEFs")
+    pefs.add_argument("--kind", choices=list(VARIANTS), default=DEFAULT_VARIANT, help="NPEFF variant of the PEFs")
     pefs.add_argument("--values-per-example", type=int,
                       help="keep the k largest entries (default: min(2048, parameters in scope × classes); 0: all)")
     pefs.add_argument("--top-k-classes", type=int, help="LRM: keep the k most probable classes")
@@ -328,6 +372,14 @@ def parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list the runs in the workspace")
     runs.set_defaults(func=_runs)
+
+    jobs = sub.add_parser("jobs", help="list the background jobs (those whose process died are marked failed)")
+    jobs.set_defaults(func=_jobs)
+    job = sub.add_parser("job", help="run a job the dashboard queued").add_subparsers(dest="job_command",
+                                                                                       required=True)
+    job_run = job.add_parser("run", help="run a queued job in this process (its progress goes to the workspace)")
+    job_run.add_argument("id", help="job id")
+    job_run.set_defaults(func=_job_run)
     return p
 
 
@@ -337,6 +389,9 @@ def main(argv: list[str] | None = None, *, resources: Resources | None = None) -
     args.resources = resources
     try:
         return args.func(args)
+    except JobCancelled as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt as e:
         if args.debug:
             traceback.print_exc()

@@ -4,7 +4,9 @@ Each goes through `Workspace.compute_once` (computed once per settings, leased, 
 checked on reuse). A PEF run is streamed in chunks: each chunk's arrays are written (fsynced) before the
 chunk and its example range are recorded, so a killed run resumes after the last recorded chunk; chunks
 of another chunk size are discarded. The full arrays are assembled from the chunk files one chunk at a
-time, and the run is complete only when they hold exactly one row per dataset example.
+time, and the run is complete only when they hold exactly one row per dataset example. A single-process
+NPEFF fit checkpoints its factors every `checkpoint_every` updates; a failed or killed fit resumes from
+its last checkpoint and ends with the factors and losses of an uninterrupted fit.
 """
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ from analysis.batch_gradients import NonFiniteFisherError
 from analysis.datasets import Dataset, dataset_slice, dataset_subset, length_order, make_batches
 from analysis.fisher import compute_pefs
 from analysis.models import ClassifierModel
-from analysis.npeff import Decomposition, fit_coefficients
+from analysis.npeff import Decomposition, FitConfig, fit_coefficients
+from analysis.npeff.common import DEFAULT_CHECKPOINT_EVERY, FitCheckpoint
 from analysis.store import ArraysSummary, Run, RunWriter, Summary, Workspace
-from analysis.variants import Variant, get_variant, variant_of_run_kind
+from analysis.variants import DEFAULT_VARIANT, Variant, get_variant, variant_of_run_kind
+from kernels.distributed import rank_and_world
 
 Progress = Callable[[int, int], None]
 FitProgress = Callable[[int, int, float | None], None]
@@ -123,7 +127,7 @@ def _assemble(ws: Workspace, writer: RunWriter, n_chunks: int, names: list[str])
 
 
 def pefs_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, *,
-             kind: str = "lrm", n_values_per_example: int | None = None,
+             kind: str = DEFAULT_VARIANT, n_values_per_example: int | None = None,
              top_k_classes: int | None = None, chunk_size: int = 128, batch_size: int = 16,
              device: str | None = None, progress: Progress | None = None, on_wait: OnWait | None = None) -> Run:
     """PEFs of every example, from the workspace when already computed, else streamed chunk by chunk."""
@@ -182,28 +186,90 @@ def fit_config(variant: Variant, settings: dict):
     return variant.config(**settings)
 
 
+CHECKPOINT_STATE = "checkpoint_state"  # [iteration, world size] int64, written last: names the checkpoint's files
+
+
+def _checkpoint_names(iteration: int, factor: str) -> dict[str, str]:
+    """Array names of the checkpoint after `iteration` updates: W, the components (G or H) and the losses."""
+    return {part: f"checkpoint{iteration:06d}_{part}" for part in ("W", factor, "losses")}
+
+
+def _checkpoint_state(ws: Workspace, run: Run) -> tuple[int, int] | None:
+    """(iteration, world size) of the run's checkpoint, or None when it has none."""
+    if not ws.array_path(run.id, CHECKPOINT_STATE).exists():
+        return None
+    iteration, world_size = (int(v) for v in ws.load_array(run.id, CHECKPOINT_STATE, mmap=False))
+    return iteration, world_size
+
+
+def _save_checkpoint(ws: Workspace, run: Run, factor: str, state: FitCheckpoint) -> None:
+    """The state's arrays, then the state file naming them (each written atomically), then the previous ones go:
+    a kill at any point leaves one complete checkpoint. Saved directly, not through the RunWriter, so that
+    they are no output of the run."""
+    previous = _checkpoint_state(ws, run)
+    names = _checkpoint_names(state.iteration, factor)
+    ws.save_arrays(run.id, {names["W"]: state.W, names[factor]: state.components, names["losses"]: state.losses})
+    ws.save_array(run.id, CHECKPOINT_STATE, np.array([state.iteration, rank_and_world()[1]], dtype=np.int64))
+    if previous is not None and previous[0] != state.iteration:
+        for name in _checkpoint_names(previous[0], factor).values():
+            ws.array_path(run.id, name).unlink(missing_ok=True)
+
+
+def _load_checkpoint(ws: Workspace, run: Run, config: FitConfig, factor: str) -> FitCheckpoint | None:
+    """The run's last checkpoint, or None; one written by another number of processes is refused."""
+    found = _checkpoint_state(ws, run)
+    if found is None:
+        return None
+    iteration, world_size = found
+    if world_size != rank_and_world()[1]:
+        raise ValueError(f"run {run.id} has a checkpoint after {iteration} updates written by {world_size} "
+                         f"process(es); it resumes only with {world_size} (fit without torchrun), or delete its "
+                         f"checkpoint*.npy files in {ws.run_dir(run.id)} to start over")
+    names = _checkpoint_names(iteration, factor)
+    return FitCheckpoint(W=ws.load_array(run.id, names["W"], mmap=False),
+                         components=ws.load_array(run.id, names[factor], mmap=False), iteration=iteration,
+                         phase=config.phase(iteration), losses=ws.load_array(run.id, names["losses"], mmap=False))
+
+
+def _delete_checkpoint(ws: Workspace, run: Run) -> None:
+    """Every checkpoint file of the run (and temp files a kill left behind)."""
+    for path in ws.run_dir(run.id).glob("checkpoint*"):
+        path.unlink(missing_ok=True)
+
+
 def fit_run(ws: Workspace, pefs: Run, *, device: str | None = None, progress: FitProgress | None = None,
-            on_wait: OnWait | None = None, on_compute: Callable[[], None] | None = None, **settings) -> Run:
+            on_wait: OnWait | None = None, on_compute: Callable[[], None] | None = None,
+            checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, **settings) -> Run:
     """An NPEFF decomposition of a complete PEF run, computed once; the PEFs' variant picks LRM- or D-NPEFF.
 
     settings: the variant's FitConfig fields (n_components, n_iters, seed, ...), checked by the fit.
     on_compute() is called when this call (not a stored run) is about to fit, e.g. to start torchrun's
-    other ranks, which fit their column slices alongside.
+    other ranks, which fit their column slices alongside. A single-process fit saves a checkpoint every
+    `checkpoint_every` updates (not a setting: it does not change the result) into the run's folder and
+    resumes from it when the run failed or was killed; the files are deleted once the run is complete.
+    Under torchrun no checkpoint is written, and one left by a single-process fit is refused.
     """
     variant = get_variant(PefsSummary.of(pefs).kind)
     config = fit_config(variant, settings)
+    factor = variant.decomposition.factor
 
     def compute(writer: RunWriter) -> DecompositionSummary:
+        resume = _load_checkpoint(ws, writer.run, config, factor)
         if on_compute is not None:
             on_compute()
-        dec = variant.fit(load_pefs(ws, pefs), config, device=device, progress=progress)
+        single = rank_and_world()[1] == 1
+        dec = variant.fit(load_pefs(ws, pefs), config, device=device, progress=progress,
+                          checkpoint=(lambda state: _save_checkpoint(ws, writer.run, factor, state)) if single
+                          else None, checkpoint_every=checkpoint_every, resume=resume)
         writer.save_arrays({"W": dec.W, "kept": dec.kept, "losses": dec.losses, dec.factor: dec.components})
         return DecompositionSummary(pefs_run=pefs.id, kind=variant.name, n_components=config.n_components,
                                     n_parameters=dec.n_parameters, relative_error=dec.relative_error,
                                     final_loss=float(dec.losses[-1]))
 
-    return ws.compute_once(variant.run_kind, {"pefs": pefs.key, **config.params()}, compute,
-                           model_id=pefs.model_id, dataset_id=pefs.dataset_id, on_wait=on_wait)
+    run = ws.compute_once(variant.run_kind, {"pefs": pefs.key, **config.params()}, compute,
+                          model_id=pefs.model_id, dataset_id=pefs.dataset_id, on_wait=on_wait)
+    _delete_checkpoint(ws, run)
+    return run
 
 
 def load_decomposition(ws: Workspace, run: Run) -> Decomposition:

@@ -59,7 +59,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN files VARCHAR;
     ALTER TABLE run_chunks ADD COLUMN start BIGINT;
     """,
+    # v3: background jobs (analysis/jobs.py): what to run, its process, progress and outcome
+    """
+    CREATE TABLE jobs (
+        id VARCHAR PRIMARY KEY, kind VARCHAR, spec VARCHAR, status VARCHAR, step BIGINT, total BIGINT,
+        message VARCHAR, stage VARCHAR, stage_started TIMESTAMP, created TIMESTAMP DEFAULT current_timestamp,
+        started TIMESTAMP, heartbeat TIMESTAMP, finished TIMESTAMP, host VARCHAR, pid BIGINT,
+        cancel_requested BOOLEAN DEFAULT false, error VARCHAR, result VARCHAR);
+    """,
 ]
+JOB_STATUSES = ("queued", "running", "complete", "failed", "cancelled")
+JOB_ACTIVE = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -439,25 +449,9 @@ class Workspace:
                 raise
         return self.get_run(run.id)
 
-    @contextmanager
-    def _heartbeats(self, run_id: str, owner: str) -> Iterator[None]:
+    def _heartbeats(self, run_id: str, owner: str):
         """Renew the run's lease every HEARTBEAT_S seconds while the block runs."""
-        stop = threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(HEARTBEAT_S):
-                try:
-                    self.heartbeat(run_id, owner)
-                except RuntimeError:  # workspace briefly locked by another process: try at the next beat
-                    pass
-
-        thread = threading.Thread(target=beat, name=f"lease-{run_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+        return repeating(HEARTBEAT_S, lambda: self.heartbeat(run_id, owner), f"lease-{run_id}")
 
     def runs(self, kind: str | None = None, status: str | None = None) -> pd.DataFrame:
         sql, args = "SELECT * FROM runs WHERE 1=1", []
@@ -483,6 +477,101 @@ class Workspace:
         """The registered dataset row (name, source, label_names as JSON, ...), or None."""
         rows = self.query("SELECT * FROM datasets WHERE id = ?", [dataset_id]).to_dict("records")
         return rows[0] if rows else None
+
+    # -- jobs (background processes; analysis/jobs.py runs them) ------------------------------------------
+    _JOB_COLUMNS = ("id, kind, spec, status, step, total, message, stage, epoch(created), epoch(started), "
+                    "epoch(current_timestamp::TIMESTAMP) - epoch(heartbeat), epoch(finished), "
+                    "epoch(current_timestamp::TIMESTAMP) - epoch(stage_started), host, pid, cancel_requested, "
+                    "error, result, epoch(current_timestamp::TIMESTAMP)")
+
+    def create_job(self, job_id: str, kind: str, spec: dict, *, status: str = "queued", host: str | None = None,
+                   pid: int | None = None) -> None:
+        """A new job row: queued for a worker process, or running in the caller (status, host, pid given)."""
+        if status not in JOB_ACTIVE:
+            raise ValueError(f"a new job's status must be one of {JOB_ACTIVE}, got '{status}'")
+        running = status == "running"
+        with self.transaction() as con:
+            con.execute("INSERT INTO jobs (id, kind, spec, status, step, total, message, host, pid, started, "
+                        "heartbeat) VALUES (?, ?, ?, ?, 0, NULL, ?, ?, ?, "
+                        f"{'current_timestamp' if running else 'NULL'}, current_timestamp)",
+                        [job_id, kind, json.dumps(spec, sort_keys=True, default=str), status,
+                         "starting" if running else "queued", host, pid])
+
+    def job_row(self, job_id: str) -> tuple:
+        """The job's row (columns _JOB_COLUMNS: times as epoch seconds, heartbeat and stage as ages)."""
+        with self.connect() as con:
+            row = con.execute(f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE id = ?", [job_id]).fetchone()
+        if row is None:
+            raise KeyError(f"no job '{job_id}' in workspace {self.root}")
+        return row
+
+    def job_rows(self, statuses: tuple[str, ...] = JOB_STATUSES) -> list[tuple]:
+        """Rows of the jobs in these statuses, newest first."""
+        with self.connect() as con:
+            return con.execute(f"SELECT {self._JOB_COLUMNS} FROM jobs WHERE list_contains(?, status) "
+                               "ORDER BY created DESC", [list(statuses)]).fetchall()
+
+    def claim_job(self, job_id: str, host: str, pid: int) -> bool:
+        """A worker takes a queued job (running, with its host and pid); False when it is not queued any more."""
+        with self.transaction() as con:
+            row = con.execute("SELECT status, cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
+            if row is None:
+                raise KeyError(f"no job '{job_id}' in workspace {self.root}")
+            if row[0] != "queued" or row[1]:
+                return False
+            con.execute("UPDATE jobs SET status = 'running', host = ?, pid = ?, started = current_timestamp, "
+                        "heartbeat = current_timestamp, message = 'starting' WHERE id = ?", [host, pid, job_id])
+        return True
+
+    def set_job_pid(self, job_id: str, host: str, pid: int) -> None:
+        """The process started for a queued job (until the process claims the job itself)."""
+        with self.transaction() as con:
+            con.execute("UPDATE jobs SET host = ?, pid = ? WHERE id = ? AND status = 'queued'", [host, pid, job_id])
+
+    def job_progress(self, job_id: str, step: int, total: int | None, message: str, stage: str) -> bool:
+        """Record progress and renew the heartbeat (a new stage restarts the stage clock); True when cancel
+        was requested."""
+        with self.transaction() as con:
+            con.execute("UPDATE jobs SET stage_started = CASE WHEN stage IS DISTINCT FROM ? THEN current_timestamp "
+                        "ELSE stage_started END, stage = ?, step = ?, total = ?, message = ?, "
+                        "heartbeat = current_timestamp WHERE id = ?", [stage, stage, step, total, message, job_id])
+            row = con.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
+        return bool(row and row[0])
+
+    def job_heartbeat(self, job_id: str) -> bool:
+        """Renew the job's heartbeat; True when cancel was requested."""
+        with self.transaction() as con:
+            con.execute("UPDATE jobs SET heartbeat = current_timestamp WHERE id = ?", [job_id])
+            row = con.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
+        return bool(row and row[0])
+
+    def finish_job(self, job_id: str, status: str, *, error: str | None = None, result: str | None = None,
+                   only_if_active: bool = False) -> bool:
+        """End a job: complete (result: the run id), failed (error) or cancelled. only_if_active: leave a job
+        that has already ended as it is (e.g. one found dead after it finished). True when the row changed."""
+        if status not in JOB_STATUSES[2:]:
+            raise ValueError(f"a finished job's status must be one of {JOB_STATUSES[2:]}, got '{status}'")
+        guard = " AND list_contains(?, status)" if only_if_active else ""
+        with self.transaction() as con:
+            changed = con.execute("UPDATE jobs SET status = ?, error = ?, result = coalesce(?, result), "
+                                  f"finished = current_timestamp WHERE id = ?{guard} RETURNING id",
+                                  [status, error, result, job_id] + ([list(JOB_ACTIVE)] if only_if_active else [])
+                                  ).fetchall()
+        return bool(changed)
+
+    def request_job_cancel(self, job_id: str) -> None:
+        """Ask a job to stop: its worker checks the flag at its next progress report or heartbeat."""
+        with self.transaction() as con:
+            con.execute("UPDATE jobs SET cancel_requested = true WHERE id = ? AND list_contains(?, status)",
+                        [job_id, list(JOB_ACTIVE)])
+
+    def requeue_job(self, job_id: str) -> None:
+        """A failed or cancelled job queued again with the same spec (its runs resume where they stopped)."""
+        with self.transaction() as con:
+            con.execute("UPDATE jobs SET status = 'queued', step = 0, total = NULL, message = 'queued', stage = NULL, "
+                        "stage_started = NULL, error = NULL, cancel_requested = false, started = NULL, "
+                        "finished = NULL, pid = NULL, heartbeat = current_timestamp, created = current_timestamp "
+                        "WHERE id = ?", [job_id])
 
     # -- chunks (resumable streaming) ---------------------------------------------------------------
     def record_chunk(self, run_id: str, chunk: int, n_rows: int, *, start: int | None = None) -> None:
@@ -555,6 +644,28 @@ class Workspace:
     def save_arrays(self, run_id: str, arrays: dict[str, Any]) -> None:
         for name, array in arrays.items():
             self.save_array(run_id, name, np.asarray(array))
+
+
+@contextmanager
+def repeating(interval_s: float, beat: Callable[[], None], name: str) -> Iterator[None]:
+    """Call beat() every interval_s seconds in a daemon thread while the block runs; a beat that finds the
+    workspace locked by another process (RuntimeError) is skipped, the next one tries again."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                beat()
+            except RuntimeError:
+                pass
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _write_npy_parts(f, parts: list[np.ndarray]) -> None:

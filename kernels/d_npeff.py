@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.distributed import LossMonitor, all_reduce_sum_, rank_generator
+from kernels.distributed import Checkpoint, LossMonitor, all_reduce_sum_, checkpoint_due, rank_generator
 
 MU_EPS = 1e-8  # training, both factors
 FIT_EPS = 1e-7  # coefficient fitting with H fixed
@@ -59,12 +59,17 @@ def shared_products(problem: DiagProblem, Ht: torch.Tensor) -> tuple[torch.Tenso
 
 
 def run_d_npeff(problem: DiagProblem, W: torch.Tensor, Ht: torch.Tensor, n_iters: int,
-                monitor: LossMonitor) -> tuple[torch.Tensor, torch.Tensor]:
-    """MU iterations, W first then H (spec §2); returns W [n, r] and this rank's Ht [m_p, r]."""
+                monitor: LossMonitor, *, start: int = 0, checkpoint: Checkpoint | None = None,
+                checkpoint_every: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """MU iterations, W first then H (spec §2); returns W [n, r] and this rank's Ht [m_p, r].
+
+    A fit resumed from W, Ht after `start` updates (with the monitor holding their losses) continues exactly
+    as the uninterrupted one; checkpoint(done, W, Ht) is called every `checkpoint_every` updates.
+    """
     AHt, HHt = shared_products(problem, Ht)
     WtW = W.T @ W  # [r, r]
-    done = 0
-    for t in range(n_iters):
+    done = start
+    for t in range(start, n_iters):
         if monitor.record(t, nmf_loss(problem.sq_norm, W, WtW, AHt, HHt), can_stop=True):
             break
         W = w_step(W, AHt, HHt)
@@ -72,6 +77,8 @@ def run_d_npeff(problem: DiagProblem, W: torch.Tensor, Ht: torch.Tensor, n_iters
         Ht = h_step(Ht, problem.At @ W, WtW)  # Aᵀ W: [m_p, r]
         AHt, HHt = shared_products(problem, Ht)
         done = t + 1
+        if checkpoint is not None and checkpoint_due(done, checkpoint_every, n_iters):
+            checkpoint(done, W, Ht)
     monitor.finish(done, nmf_loss(problem.sq_norm, W, WtW, AHt, HHt))
     return W, Ht
 

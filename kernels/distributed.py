@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.distributed as dist
 
-Progress = Callable[[int, int, "float | None"], None]
+Progress = Callable[[int, int, "float | None"], None]  # (iteration, total, loss after `iteration` updates)
+Checkpoint = Callable[[int, torch.Tensor, torch.Tensor], None]  # (updates done, W [n, r], this rank's Ct [m_p, r])
 CONVERGENCE_WINDOW = 10  # iterations over which `tol` compares the relative loss change
 N_PROGRESS_CALLS = 100  # progress is reported at most this often per run, plus once at the end
 
@@ -81,19 +82,29 @@ def rank_generator(seed: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed + rank)
 
 
+def checkpoint_due(done: int, every: int, total: int) -> bool:
+    """Whether a fit checkpoints after `done` of its `total` updates (every `every`; not at the end)."""
+    return every > 0 and done % every == 0 and done < total
+
+
 class LossMonitor:
     """Records the loss of every iteration, stops on nan/inf, reports progress and detects convergence.
 
+    losses[t] is the loss after t updates. A resumed fit passes the losses of its checkpoint, so the
+    convergence test sees the same window and takes the same decisions as an uninterrupted fit.
     The loss is computed from all-reduced quantities, so every rank takes the same decisions.
     """
 
-    def __init__(self, name: str, total: int, tol: float | None, progress: Progress | None, hint: str):
+    def __init__(self, name: str, total: int, tol: float | None, progress: Progress | None, hint: str,
+                 losses: Sequence[float] = ()):
         self.name, self.total, self.tol, self.progress, self.hint = name, total, tol, progress, hint
         self.every = max(1, math.ceil(total / N_PROGRESS_CALLS))
-        self.losses: list[float] = []
+        self.losses: list[float] = [float(loss) for loss in losses]
 
     def record(self, iteration: int, loss: float, can_stop: bool) -> bool:
         """Log the loss after `iteration` updates; True when the relative change over the window is below tol."""
+        if iteration != len(self.losses):
+            raise ValueError(f"{self.name}: iteration {iteration} logged after {len(self.losses)} losses")
         if not math.isfinite(loss):
             raise FloatingPointError(f"{self.name}: loss became {loss} at iteration {iteration}; {self.hint}")
         self.losses.append(loss)

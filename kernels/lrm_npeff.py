@@ -14,10 +14,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from kernels.distributed import LossMonitor, all_reduce_sum_, rank_generator
+from kernels.distributed import Checkpoint, LossMonitor, all_reduce_sum_, checkpoint_due, rank_generator
 
 MU_EPS = 1e-9  # W <- W * N / (W @ HH + eps)
 REFRESH_EVERY = 50  # recompute AG and GG from G this often; in between they are updated with the step
+# (checkpoints fall on refreshes, so a resumed fit recomputes AG, GG exactly where the uninterrupted one did)
 
 
 @dataclass(frozen=True)
@@ -149,17 +150,22 @@ def line_search(coefficients: np.ndarray) -> float:
 
 
 def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedule: LrmSchedule,
-                  monitor: LossMonitor) -> tuple[torch.Tensor, torch.Tensor]:
+                  monitor: LossMonitor, *, start: int = 0, checkpoint: Checkpoint | None = None,
+                  checkpoint_every: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit W [n, r] and this rank's Gt [m_p, r] from the given initial values; returns the final pair.
 
     Each iteration: [joint phase: W MU step] → G step D = ∇L with the same AG, GG and the new W
     (spec §3.3). step="plain": G <- G − lr D exactly as in the reference. step="line_search": η = lr·η*,
     η* the exact minimizer of the quartic L(G − ηD). Both move AG, GG with the step (AG <- AG − η X Dᵀ),
     so an iteration costs the same two sparse products X Dᵀ and Xᵀ Wag as the reference's X Gᵀ and Wagᵀ X.
+    A fit resumed from W, Gt after `start` updates (with the monitor holding their losses) continues exactly
+    as the uninterrupted one when `start` is a multiple of REFRESH_EVERY; checkpoint(done, W, Gt) is called
+    every `checkpoint_every` updates (a multiple of REFRESH_EVERY, after the refresh).
     """
     AG, GG = shared_products(problem, Gt)
-    done = 0
-    for t in range(schedule.n_iters_g_only + schedule.n_iters):
+    total = schedule.n_iters_g_only + schedule.n_iters
+    done = start
+    for t in range(start, total):
         joint = t >= schedule.n_iters_g_only
         N, HH = numerator(AG, problem.n_examples), GG.square()
         if monitor.record(t, true_loss(problem.tr_xx, W, N, HH), can_stop=joint):
@@ -178,6 +184,8 @@ def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedu
             AG, GG = shared_products(problem, Gt)
         else:
             AG, GG = AG.add_(AD, alpha=-eta), GG - eta * (GD + GD.T) + eta**2 * DD
+        if checkpoint is not None and checkpoint_due(done, checkpoint_every, total):
+            checkpoint(done, W, Gt)
     AG, GG = shared_products(problem, Gt)
     monitor.finish(done, true_loss(problem.tr_xx, W, numerator(AG, problem.n_examples), GG.square()))
     return W, Gt

@@ -1,7 +1,10 @@
-"""Compute page: per-example Fishers and an NPEFF fit for the active model and dataset, cached in the workspace."""
+"""Compute page: per-example Fishers and an NPEFF fit for the active model and dataset, cached in the workspace.
+
+Compute starts a background job (analysis/jobs.py), so the work goes on when the tab is reloaded or closed; the
+job id and the page's settings live in the URL, so a reload shows the same job and settings again.
+"""
 from __future__ import annotations
 
-import time
 from dataclasses import fields
 
 import pandas as pd
@@ -9,14 +12,59 @@ import streamlit as st
 
 from analysis.components import NOTABLE_FRACTION, notable_threshold
 from analysis.errors import describe_error
-from analysis.estimates import (duration, estimate_pefs, gib, machine_resources, measure_seconds_per_example,
-                                resource_problems, stored_seconds_per_example, timing_key)
+from analysis.estimates import (class_options, duration, estimate_pefs, gib, machine_resources,
+                                measure_seconds_per_example, resource_problems, stored_seconds_per_example,
+                                timing_key)
 from analysis.figures.npeff import loss_curve
-from analysis.runs import decomposition_table, fit_run, load_decomposition, pefs_run, pefs_settings
+from analysis.jobs import compute_spec, dataset_spec_from, get_job, model_spec_from, start_job
+from analysis.runs import decomposition_table, load_decomposition, pefs_settings
 from analysis.variants import VARIANTS
-from pages.common import active, escape_markdown, in_app_shell, workspace
+from pages.common import activate, active, escape_markdown, in_app_shell, workspace
+from pages.panels.job import job_card
 
 in_app_shell()
+
+
+def url_value(key: str, default, cast=None):
+    """A setting's value from the URL (?key=...) when present and readable, else the default."""
+    text = st.query_params.get(key)
+    if text is None:
+        return default
+    try:
+        return (cast or type(default))(text)
+    except ValueError:
+        return default
+
+
+def url_index(key: str, options: list[str], default: int = 0) -> int:
+    """Index of the URL's choice among options (`default` when absent or unknown)."""
+    return options.index(st.query_params[key]) if st.query_params.get(key) in options else default
+
+
+def keep_in_url(values: dict[str, object]) -> None:
+    """Write the page's settings into the URL (only those that changed), so a reload restores them."""
+    for key, value in values.items():
+        if st.query_params.get(key) != str(value):
+            st.query_params[key] = str(value)
+
+
+def the_job():
+    """The job of this page (?job=), or None; a fresh session (a reload) opens the job's model and dataset."""
+    job_id = st.query_params.get("job") or st.session_state.get("cp_job")
+    if not job_id:
+        return None
+    try:
+        job = get_job(workspace(), job_id)
+    except KeyError:
+        return None
+    if st.session_state.get("cp_job_opened") != job.id and job.kind in ("compute", "pefs"):
+        st.session_state["cp_job_opened"] = job.id
+        pair = model_spec_from(job.spec["model"]), dataset_spec_from(job.spec["dataset"])
+        if pair != (st.session_state.get("model_spec"), st.session_state.get("dataset_spec")):
+            activate(*pair)
+            st.rerun()  # the sidebar, drawn before the page, shows the job's pair
+    st.query_params["job"] = job.id
+    return job
 
 
 st.title("Compute per-example Fishers & NPEFF")
@@ -28,25 +76,39 @@ st.caption(f"Model **{escape_markdown(model.name)}** · dataset **{escape_markdo
            f"({len(dataset):,} examples) · scope {escape_markdown(summary.scope)} = "
            f"{summary.n_parameters_in_scope:,} parameters (change on the Load page)")
 
+job = the_job()
 kind = st.radio("Factorization", list(VARIANTS), horizontal=True, key="cp_variant",
+                index=url_index("cp_variant", list(VARIANTS)),
                 format_func=lambda name: f"{VARIANTS[name].title} ({VARIANTS[name].description})")
 variant = VARIANTS[kind]
 defaults = {f.name: f.default for f in fields(variant.config)}
 c1, c2, c3, c4 = st.columns(4)
-n_components = int(c1.number_input("Components", 1, 512, variant.default_components, key=f"cp_components_{kind}"))
+n_components = int(c1.number_input("Components", 1, 512, url_value(f"cp_components_{kind}",
+                                                                   variant.default_components),
+                                   key=f"cp_components_{kind}"))
 values = int(c2.number_input("Values kept per example (0 = all)", 0, 10_000_000,
-                             min(2048, summary.n_parameters_in_scope * n_classes), key="cp_values"))
-top_k_label = c3.selectbox("Classes per example", ["all"] + [str(k) for k in range(1, n_classes)], key="cp_classes",
-                           help="keep the k most probable classes (probabilities not renormalized)")
-n_iters = int(c4.number_input("Iterations", 10, 20_000, 300, key="cp_iters"))
+                             url_value("cp_values", min(2048, summary.n_parameters_in_scope * n_classes)),
+                             key="cp_values"))
+class_choices = class_options(n_classes)
+suggested = str(model.adapter.default_top_k_classes or "all")
+top_k_label = c3.selectbox("Classes per example", class_choices,
+                           index=url_index("cp_classes", class_choices,
+                                           class_choices.index(suggested) if suggested in class_choices else 0),
+                           key="cp_classes", help="keep the k most probable classes (probabilities not renormalized)")
+n_iters = int(c4.number_input("Iterations", 10, 20_000, url_value("cp_iters", 300), key="cp_iters"))
 with st.expander("Advanced"):
     columns = st.columns(len(variant.config.ui) + 2)
     own = {spec.name: type(defaults[spec.name])(col.number_input(
                spec.label, type(defaults[spec.name])(spec.low), type(defaults[spec.name])(spec.high),
-               defaults[spec.name], help=spec.help or None, key=f"cp_{kind}_{spec.name}"))
+               url_value(f"cp_{kind}_{spec.name}", defaults[spec.name]), help=spec.help or None,
+               key=f"cp_{kind}_{spec.name}"))
            for col, spec in zip(columns, variant.config.ui)}
-    seed = int(columns[-2].number_input("Seed", 0, 2**31 - 1, 0, key="cp_seed"))
-    batch_size = int(columns[-1].number_input("Batch size", 1, 512, 16, key="cp_batch_size"))
+    seed = int(columns[-2].number_input("Seed", 0, 2**31 - 1, url_value("cp_seed", 0), key="cp_seed"))
+    batch_size = int(columns[-1].number_input("Batch size", 1, 512, url_value("cp_batch_size", 16),
+                                              key="cp_batch_size"))
+keep_in_url({"cp_variant": kind, f"cp_components_{kind}": n_components, "cp_values": values,
+             "cp_classes": top_k_label, "cp_iters": n_iters, "cp_seed": seed, "cp_batch_size": batch_size,
+             **{f"cp_{kind}_{name}": value for name, value in own.items()}})
 
 k = values or None
 top_k = None if top_k_label == "all" else int(top_k_label)
@@ -85,31 +147,40 @@ if not pefs_stored and estimate.pef_seconds is None and b2.button(
         st.rerun()
 if compute:
     try:
-        started = time.perf_counter()
-        bar = st.progress(0.0, text="Per-example Fishers…")
-        pefs = pefs_run(ws, model, dataset, kind=kind, n_values_per_example=k, top_k_classes=top_k,
-                        batch_size=batch_size,
-                        progress=lambda d, t: bar.progress(d / t, text=f"Per-example Fishers: {d:,}/{t:,} examples"))
-        bar.progress(1.0, text=f"Per-example Fishers: {pefs.summary['n_examples']:,} examples "
-                               f"({pefs.summary['n_parameters']:,} parameters)")
-        fit_bar, chart = st.progress(0.0, text="NPEFF…"), st.empty()
-        losses: list[float] = []
+        job = start_job(ws, "compute", compute_spec(
+            st.session_state["model_spec"], st.session_state["dataset_spec"],
+            pefs={"kind": kind, "n_values_per_example": k, "top_k_classes": top_k, "batch_size": batch_size},
+            fit={"n_components": n_components, "n_iters": n_iters, "seed": seed, **own}))
+    except Exception as e:  # shown as a message
+        st.error(f"Could not start the computation: {escape_markdown(describe_error(e, source=model.name))}")
+    else:
+        st.session_state["cp_job"] = st.session_state["cp_job_opened"] = job.id
+        st.query_params["job"] = job.id
 
-        def on_fit(done: int, total: int, loss: float | None) -> None:
-            fit_bar.progress(done / max(total, 1), text=f"NPEFF: iteration {done:,}/{total:,}")
-            if loss is not None:
-                losses.append(loss)
-                chart.plotly_chart(loss_curve(losses), key=f"live_loss_{len(losses)}")
 
-        fit = fit_run(ws, pefs, n_components=n_components, n_iters=n_iters, seed=seed, progress=on_fit, **own)
-        fit_bar.progress(1.0, text="NPEFF done")
+@st.fragment(run_every=2 if job is not None and job.active else None)
+def job_panel(job_id: str) -> None:
+    """The page's job, live: its progress while it runs; the decomposition once it is complete."""
+    current = get_job(ws, job_id)
+    if current.active:
+        with st.container(border=True):
+            job_card(ws, current, key="cp_job")
+        return
+    if job is not None and job.active:  # it has just ended: redraw the page (decomposition table, active run)
+        st.rerun()
+    if current.status == "complete" and current.kind == "compute":
+        fit = ws.get_run(current.result)
         st.session_state["decomposition_run"] = fit.id
-        st.query_params["run"] = fit.id
-        st.success(f"Decomposition {fit.id}: {n_components} components, relative error "
-                   f"{fit.summary['relative_error']:.3f} ({time.perf_counter() - started:.1f} s; "
+        st.success(f"Decomposition {fit.id}: {current.spec['fit']['n_components']} components, relative error "
+                   f"{fit.summary['relative_error']:.3f} ({current.elapsed:.1f} s; "
                    "identical settings are reused from the workspace)")
-    except Exception as e:  # shown as a message; failed runs are marked failed, never complete
-        st.error(f"Computation stopped: {escape_markdown(describe_error(e, source=model.name))}")
+    else:
+        with st.container(border=True):
+            job_card(ws, current, key="cp_job")
+
+
+if job is not None:
+    job_panel(job.id)
 
 st.divider()
 st.subheader("Decompositions of this model and dataset")

@@ -3,7 +3,8 @@
 The PEFs are normalized to unit Frobenius norm, pruned to the parameters that occur in at least
 `min_nnz_per_col` sparse PEFs, and factorized on `device` in float32 (spec §1.5-1.7, §2, §3). Under
 `torchrun`, with torch.distributed initialized, every rank owns a slice of the kept parameters
-(kernels.distributed).
+(kernels.distributed). A single-process fit can hand out checkpoints and be resumed from one, finishing
+with the same factors and losses as a fit that was never stopped.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import torch
 
 from analysis.devices import resolve_device
 from kernels import sparse as sp
-from kernels.distributed import ColumnSlice, broadcast_from_root_, column_slice, rank_and_world
+from kernels.distributed import Checkpoint, ColumnSlice, broadcast_from_root_, column_slice, rank_and_world
+
+DEFAULT_CHECKPOINT_EVERY = 50  # updates between checkpoints (LRM: a multiple of kernels.lrm_npeff.REFRESH_EVERY)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,26 @@ class FitConfig:
         """The settings that key a stored fit (None means "not set" and is left out)."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    @property
+    def total_iters(self) -> int:
+        """Updates of the whole fit (LRM adds the G-only warm-up)."""
+        return self.n_iters
+
+    def phase(self, iteration: int) -> str:
+        """What the fit does at `iteration`: "warm-up" (LRM's G-only steps) or "joint"."""
+        return "joint"
+
+
+@dataclass(frozen=True)
+class FitCheckpoint:
+    """A single-process fit after `iteration` updates: what it needs to finish exactly as if never stopped."""
+
+    W: np.ndarray  # [n, r] float32, coefficients as the fit holds them (not rescaled)
+    components: np.ndarray  # [r, m] float32, G or H over the kept parameters (not normalized)
+    iteration: int  # updates done
+    phase: str  # "warm-up" or "joint": what the next update does
+    losses: np.ndarray  # [iteration] float64, losses[t] = loss after t updates
+
 
 def check_at_least(name: str, value: int, low: int) -> None:
     if value < low:
@@ -73,11 +96,33 @@ def check_pefs(pefs, kind: type) -> None:
         raise ValueError("pefs must hold at least one example, got 0")
 
 
-def check_init(init: tuple[np.ndarray, np.ndarray], n: int, r: int, m: int, factor: str) -> None:
+def check_init(init: tuple[np.ndarray, np.ndarray], n: int, r: int, m: int, factor: str,
+               name: str = "init") -> None:
     W0, C0 = init
     if np.shape(W0) != (n, r) or np.shape(C0) != (r, m):
-        raise ValueError(f"init must be (W [{n}, {r}], {factor} [{r}, {m}]) over the kept parameters, "
+        raise ValueError(f"{name} must be (W [{n}, {r}], {factor} [{r}, {m}]) over the kept parameters, "
                          f"got shapes {np.shape(W0)} and {np.shape(C0)}")
+
+
+def check_resume(resume: FitCheckpoint, init: object, total: int) -> None:
+    """A checkpoint to resume from: not with `init`, an iteration within the fit, one loss per update done."""
+    if init is not None:
+        raise ValueError("init and resume are exclusive: a resumed fit continues from the checkpoint's factors")
+    if not 0 <= resume.iteration <= total:
+        raise ValueError(f"resume.iteration must be in [0, {total}], got {resume.iteration}")
+    if len(resume.losses) != resume.iteration:
+        raise ValueError(f"resume.losses must hold one loss per update done ({resume.iteration}), "
+                         f"got {len(resume.losses)}")
+
+
+def check_checkpointing(checkpoint: object, resume: object, checkpoint_every: int, multiple_of: int = 1) -> None:
+    """Checkpoints need a single process and a positive interval (a multiple of `multiple_of`)."""
+    world_size = rank_and_world()[1]
+    if (checkpoint is not None or resume is not None) and world_size > 1:
+        raise ValueError(f"checkpoint and resume need a single process, got world size {world_size}; "
+                         "fit without torchrun to resume a checkpoint")
+    if checkpoint_every < 1 or checkpoint_every % multiple_of:
+        raise ValueError(f"checkpoint_every must be a positive multiple of {multiple_of}, got {checkpoint_every}")
 
 
 def tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -127,18 +172,43 @@ class FitSetup:
 
 
 def fit_setup(pefs, container: type, config: FitConfig, entries: Callable, device: str | torch.device | None,
-              init: tuple[np.ndarray, np.ndarray] | None, factor: str) -> FitSetup:
+              init: tuple[np.ndarray, np.ndarray] | None, factor: str,
+              resume: FitCheckpoint | None = None) -> FitSetup:
     """Check the inputs, normalize and prune the PEFs (spec §1.5-1.7) and slice this rank's columns."""
     check_pefs(pefs, container)
     config.validate()
+    if resume is not None:
+        check_resume(resume, init, config.total_iters)
     dev = resolve_device(device)
     pruned, kept = prune(entries(pefs, dev), config.min_nnz_per_col)
     n, r, m = pefs.n_examples, config.n_components, len(kept)
     if init is not None:
         check_init(init, n, r, m, factor)
+    if resume is not None:
+        check_init((resume.W, resume.components), n, r, m, factor, name="resume")
     rank, cols = my_columns(m)
     return FitSetup(device=dev, kept=kept, n=n, r=r, m=m, rank=rank, cols=cols,
                     local=sp.slice_columns(pruned, cols.start, cols.stop))
+
+
+def start_from(init: tuple[np.ndarray, np.ndarray] | None,
+               resume: FitCheckpoint | None) -> tuple[tuple[np.ndarray, np.ndarray] | None, int, np.ndarray]:
+    """(initial factors or None for the seeded draw, updates already done, their losses)."""
+    if resume is None:
+        return init, 0, np.zeros(0)
+    return (resume.W, resume.components), resume.iteration, np.asarray(resume.losses, dtype=np.float64)
+
+
+def checkpoint_callback(save: Callable[[FitCheckpoint], None] | None, config: FitConfig,
+                        monitor) -> Checkpoint | None:
+    """The kernel's checkpoint(done, W, Ct) as a FitCheckpoint of copies handed to `save` (single process)."""
+    if save is None:
+        return None
+
+    def on_checkpoint(done: int, W: torch.Tensor, Ct: torch.Tensor) -> None:
+        save(FitCheckpoint(W=W.cpu().numpy().copy(), components=Ct.T.cpu().numpy().copy(), iteration=done,
+                           phase=config.phase(done), losses=np.asarray(monitor.losses[:done], dtype=np.float64)))
+    return on_checkpoint
 
 
 def result_arrays(W: torch.Tensor, setup: FitSetup, monitor, denominator: float) -> dict:
@@ -167,7 +237,7 @@ class Decomposition:
     W: np.ndarray  # [n, r] float32, ≥ 0, coefficients (rescaled by the component norms, spec §3.4)
     kept: np.ndarray  # [m] int64, parameter index (into the M parameters) of each component column
     n_parameters: int  # M
-    losses: np.ndarray  # [n_logged] float64, loss after 0, 1, ... updates and of the returned factors
+    losses: np.ndarray  # [n_logged] float64, losses[t] = loss after t updates; the last: the returned factors'
     relative_error: float  # final loss / its value at zero factors
 
     factor: ClassVar[str] = ""  # name of the component matrix ("G", "H"): its field and its stored array
@@ -177,6 +247,11 @@ class Decomposition:
     def components(self) -> np.ndarray:
         """The component matrix over the kept parameters [r, m]."""
         return getattr(self, self.factor)
+
+    @property
+    def loss_iterations(self) -> np.ndarray:
+        """The iteration (updates done) of each logged loss [n_logged]: losses[t] is the loss after t updates."""
+        return np.arange(len(self.losses))
 
     @property
     def n_components(self) -> int:

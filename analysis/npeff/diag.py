@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-from analysis.npeff.common import Decomposition, FitConfig, fit_setup, initial_factors, result_arrays, tensor
+from analysis.npeff.common import (DEFAULT_CHECKPOINT_EVERY, Decomposition, FitCheckpoint, FitConfig,
+                                   check_checkpointing, checkpoint_callback, fit_setup, initial_factors,
+                                   result_arrays, start_from, tensor)
 from analysis.pefs import DiagPefs
 from kernels import d_npeff
 from kernels import sparse as sp
@@ -52,18 +55,28 @@ def _diag_problem(local: sp.Entries) -> d_npeff.DiagProblem:
 
 
 def fit_diag(pefs: DiagPefs, config: DiagFitConfig, *, device: str | torch.device | None = None,
-             progress: Progress | None = None, init: tuple[np.ndarray, np.ndarray] | None = None) -> DiagDecomposition:
+             progress: Progress | None = None, init: tuple[np.ndarray, np.ndarray] | None = None,
+             checkpoint: Callable[[FitCheckpoint], None] | None = None,
+             checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: FitCheckpoint | None = None
+             ) -> DiagDecomposition:
     """Factorize the D-PEFs by MU, W then H (spec §2).
 
     Init: W, H ~ U(0,1] from seed + rank (W from rank 0), or `init` = (W0 [n, r], H0 [r, m] over the kept
     parameters). Under torchrun every rank owns a column slice and returns the full result.
+    Single process only: checkpoint(state) is called every checkpoint_every updates, and a fit given
+    `resume` = such a state ends exactly as the uninterrupted fit.
     """
-    setup = fit_setup(pefs, DiagPefs, config, diag_entries, device, init, "H")
+    check_checkpointing(checkpoint, resume, checkpoint_every)
+    setup = fit_setup(pefs, DiagPefs, config, diag_entries, device, init, "H", resume)
     problem = _diag_problem(setup.local)
-    W, Ht = initial_factors(init, lambda: d_npeff.init_factors(setup.n, setup.cols.size, setup.r, config.seed,
-                                                               setup.rank), setup.cols, setup.device)
-    monitor = LossMonitor("D-NPEFF", config.n_iters, config.tol, progress, "check the PEFs for Inf or NaN")
-    W, Ht = d_npeff.run_d_npeff(problem, W, Ht, config.n_iters, monitor)
+    start, done, losses = start_from(init, resume)
+    W, Ht = initial_factors(start, lambda: d_npeff.init_factors(setup.n, setup.cols.size, setup.r, config.seed,
+                                                                setup.rank), setup.cols, setup.device)
+    monitor = LossMonitor("D-NPEFF", config.n_iters, config.tol, progress, "check the PEFs for Inf or NaN",
+                          losses=losses)
+    W, Ht = d_npeff.run_d_npeff(problem, W, Ht, config.n_iters, monitor, start=done,
+                                checkpoint=checkpoint_callback(checkpoint, config, monitor),
+                                checkpoint_every=checkpoint_every)
     W, H = d_npeff.normalize_components(W, gather_columns(Ht, setup.m).T)
     return DiagDecomposition(H=H.contiguous().cpu().numpy(), n_parameters=pefs.n_parameters,
                              **result_arrays(W, setup, monitor, problem.sq_norm))
@@ -71,7 +84,10 @@ def fit_diag(pefs: DiagPefs, config: DiagFitConfig, *, device: str | torch.devic
 
 def fit_d_npeff(pefs: DiagPefs, n_components: int, *, n_iters: int, device: str | torch.device | None = None,
                 progress: Progress | None = None, init: tuple[np.ndarray, np.ndarray] | None = None,
+                checkpoint: Callable[[FitCheckpoint], None] | None = None,
+                checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: FitCheckpoint | None = None,
                 **settings) -> DiagDecomposition:
     """fit_diag with the settings as keywords (seed, tol, min_nnz_per_col)."""
     return fit_diag(pefs, DiagFitConfig(n_components=n_components, n_iters=n_iters, **settings), device=device,
-                    progress=progress, init=init)
+                    progress=progress, init=init, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                    resume=resume)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from analysis.npeff.common import (Decomposition, FieldSpec, FitConfig, check_at_least, check_finite_positive,
-                                   fit_setup, initial_factors, result_arrays, tensor)
+from analysis.npeff.common import (DEFAULT_CHECKPOINT_EVERY, Decomposition, FieldSpec, FitCheckpoint, FitConfig,
+                                   check_at_least, check_checkpointing, check_finite_positive, checkpoint_callback,
+                                   fit_setup, initial_factors, result_arrays, start_from, tensor)
 from analysis.pefs import LrmPefs
 from kernels import lrm_npeff
 from kernels import sparse as sp
@@ -52,6 +53,13 @@ class LrmFitConfig(FitConfig):
         if not self.ortho_reg >= 0:
             raise ValueError(f"ortho_reg must be >= 0, got {self.ortho_reg}")
 
+    @property
+    def total_iters(self) -> int:
+        return self.n_iters_g_only + self.n_iters
+
+    def phase(self, iteration: int) -> str:
+        return "warm-up" if iteration < self.n_iters_g_only else "joint"
+
 
 def lrm_entries(pefs: LrmPefs, device: torch.device, examples: slice = slice(None)) -> sp.Entries:
     """Normalized entries of X [n*c, M] for the given examples (spec §1.5-1.6)."""
@@ -88,20 +96,28 @@ def _lrm_problem(local: sp.Entries, n: int) -> lrm_npeff.LrmProblem:
 
 
 def fit_lrm(pefs: LrmPefs, config: LrmFitConfig, *, device: str | torch.device | None = None,
-            progress: Progress | None = None, init: tuple[np.ndarray, np.ndarray] | None = None) -> LrmDecomposition:
+            progress: Progress | None = None, init: tuple[np.ndarray, np.ndarray] | None = None,
+            checkpoint: Callable[[FitCheckpoint], None] | None = None,
+            checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: FitCheckpoint | None = None) -> LrmDecomposition:
     """Factorize the LRM-PEFs into config.n_components rank-1 PSD components W_ik g_k g_kᵀ (spec §3).
 
     Init: W ~ U(0,1], G ~ N(0, 2/(r m)) from seed + rank, or `init` = (W0 [n, r], G0 [r, m] over the kept
     parameters). Under torchrun every rank owns a column slice and returns the full result.
+    Single process only: checkpoint(state) is called every checkpoint_every updates (a multiple of
+    REFRESH_EVERY), and a fit given `resume` = such a state ends exactly as the uninterrupted fit.
     """
-    setup = fit_setup(pefs, LrmPefs, config, lrm_entries, device, init, "G")
+    check_checkpointing(checkpoint, resume, checkpoint_every, multiple_of=lrm_npeff.REFRESH_EVERY)
+    setup = fit_setup(pefs, LrmPefs, config, lrm_entries, device, init, "G", resume)
     problem = _lrm_problem(setup.local, setup.n)
-    W, Gt = initial_factors(init, lambda: lrm_npeff.init_factors(setup.n, setup.cols.size, setup.m, setup.r,
-                                                                 config.seed, setup.rank), setup.cols, setup.device)
+    start, done, losses = start_from(init, resume)
+    W, Gt = initial_factors(start, lambda: lrm_npeff.init_factors(setup.n, setup.cols.size, setup.m, setup.r,
+                                                                  config.seed, setup.rank), setup.cols, setup.device)
     schedule = lrm_npeff.LrmSchedule(config.n_iters_g_only, config.n_iters, config.lr, config.step, config.ortho_reg)
-    monitor = LossMonitor("LRM-NPEFF", config.n_iters_g_only + config.n_iters, config.tol, progress,
-                          f"lower lr (now {config.lr}) or check the PEFs for Inf")
-    W, Gt = lrm_npeff.run_lrm_npeff(problem, W, Gt, schedule, monitor)
+    monitor = LossMonitor("LRM-NPEFF", config.total_iters, config.tol, progress,
+                          f"lower lr (now {config.lr}) or check the PEFs for Inf", losses=losses)
+    W, Gt = lrm_npeff.run_lrm_npeff(problem, W, Gt, schedule, monitor, start=done,
+                                    checkpoint=checkpoint_callback(checkpoint, config, monitor),
+                                    checkpoint_every=checkpoint_every)
     W, G = lrm_npeff.normalize_components(W, gather_columns(Gt, setup.m).T)
     return LrmDecomposition(G=G.contiguous().cpu().numpy(), n_parameters=pefs.n_parameters,
                             **result_arrays(W, setup, monitor, problem.tr_xx))
@@ -109,7 +125,10 @@ def fit_lrm(pefs: LrmPefs, config: LrmFitConfig, *, device: str | torch.device |
 
 def fit_lrm_npeff(pefs: LrmPefs, n_components: int, *, n_iters: int, device: str | torch.device | None = None,
                   progress: Progress | None = None, init: tuple[np.ndarray, np.ndarray] | None = None,
+                  checkpoint: Callable[[FitCheckpoint], None] | None = None,
+                  checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY, resume: FitCheckpoint | None = None,
                   **settings) -> LrmDecomposition:
     """fit_lrm with the settings as keywords (n_iters_g_only, lr, step, ortho_reg, seed, tol, min_nnz_per_col)."""
     return fit_lrm(pefs, LrmFitConfig(n_components=n_components, n_iters=n_iters, **settings), device=device,
-                   progress=progress, init=init)
+                   progress=progress, init=init, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                   resume=resume)

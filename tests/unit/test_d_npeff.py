@@ -142,3 +142,26 @@ def test_wrong_kinds(planted_fit):
     with pytest.raises(TypeError, match=r"^pefs must be DiagPefs to match a DiagDecomposition, got LrmPefs$"):
         fit_coefficients(d, lrm, n_iters=1)
     assert isinstance(d, DiagDecomposition)
+
+
+@pytest.mark.parametrize("tol", [None, 1e-2])
+def test_resume_from_a_checkpoint_is_bit_identical(tol):
+    pefs, _, _ = planted(n=50, M=80, support=20, seed=4)
+    settings = dict(n_iters=600, seed=2, tol=tol)
+    reference = fit_d_npeff(pefs, 5, **settings)
+    assert len(reference.losses) == (408 if tol else 601)  # with tol: stopped 7 iterations after a checkpoint
+    states = []
+    checkpointed = fit_d_npeff(pefs, 5, checkpoint=states.append, checkpoint_every=50, **settings)
+    np.testing.assert_array_equal(checkpointed.H, reference.H)
+    assert [s.iteration for s in states] == list(range(50, len(reference.losses) - 1, 50))
+    assert all(s.phase == "joint" and len(s.losses) == s.iteration for s in states)
+    for state in states:
+        resumed = fit_d_npeff(pefs, 5, resume=state, **settings)
+        for name in ("W", "H", "losses", "kept"):
+            np.testing.assert_array_equal(getattr(resumed, name), getattr(reference, name), err_msg=name)
+
+
+def test_checkpoint_every_must_be_positive():
+    pefs, _, _ = planted(n=20, M=40, support=10, seed=7)
+    with pytest.raises(ValueError, match="checkpoint_every must be a positive multiple of 1, got 0"):
+        fit_d_npeff(pefs, 3, n_iters=5, checkpoint_every=0)

@@ -317,3 +317,67 @@ def test_coefficient_fitting_arguments(planted_fit):
     with pytest.raises(TypeError, match=r"^decomposition must be LrmDecomposition or DiagDecomposition, got dict$"):
         fit_coefficients({}, pefs, n_iters=1)
     assert isinstance(d, LrmDecomposition)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints and resume
+
+@pytest.mark.parametrize("tol", [None, 1e-6])
+def test_resume_from_a_checkpoint_is_bit_identical_in_both_phases(tol):
+    pefs, _, _ = planted(n=60, r=4, M=120, support=30, seed=11)
+    settings = dict(n_iters=140, n_iters_g_only=60, seed=3, tol=tol)
+    reference = fit_lrm_npeff(pefs, 4, **settings)
+    assert len(reference.losses) == (107 if tol else 201)  # with tol: stopped 6 iterations after a checkpoint
+    states = []
+    checkpointed = fit_lrm_npeff(pefs, 4, checkpoint=states.append, **settings)
+    np.testing.assert_array_equal(checkpointed.G, reference.G)
+    assert [(s.iteration, s.phase) for s in states][:2] == [(50, "warm-up"), (100, "joint")]
+    for state in states:
+        assert len(state.losses) == state.iteration and state.W.shape == (60, 4)
+        np.testing.assert_array_equal(state.losses, reference.losses[:state.iteration])
+        calls = []
+        resumed = fit_lrm_npeff(pefs, 4, resume=state, progress=lambda done, *_: calls.append(done), **settings)
+        assert calls[0] >= state.iteration
+        for name in ("W", "G", "losses", "kept"):
+            np.testing.assert_array_equal(getattr(resumed, name), getattr(reference, name), err_msg=name)
+
+
+def test_resume_at_the_end_only_finishes():
+    pefs, _, _ = planted(n=30, r=3, M=40, support=10, seed=12)
+    states = []
+    reference = fit_lrm_npeff(pefs, 3, n_iters=50, n_iters_g_only=50, seed=1, checkpoint=states.append)
+    assert [s.iteration for s in states] == [50]  # none at the end (iteration 100)
+    resumed = fit_lrm_npeff(pefs, 3, n_iters=50, n_iters_g_only=50, seed=1, resume=states[0])
+    np.testing.assert_array_equal(resumed.losses, reference.losses)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(checkpoint_every=30), "checkpoint_every must be a positive multiple of 50, got 30"),
+    (dict(checkpoint_every=0), "checkpoint_every must be a positive multiple of 50, got 0"),
+])
+def test_checkpoint_arguments(kwargs, message):
+    pefs, _, _ = planted(n=20, r=3, M=20, support=5, seed=13)
+    with pytest.raises(ValueError, match=message):
+        fit_lrm_npeff(pefs, 3, n_iters=5, **kwargs)
+
+
+def test_resume_arguments():
+    pefs, _, _ = planted(n=20, r=3, M=20, support=5, seed=13)
+    states = []
+    d = fit_lrm_npeff(pefs, 3, n_iters=60, n_iters_g_only=0, checkpoint=states.append)
+    state = states[0]
+    with pytest.raises(ValueError, match="init and resume are exclusive"):
+        fit_lrm_npeff(pefs, 3, n_iters=60, n_iters_g_only=0, resume=state, init=(state.W, state.components))
+    with pytest.raises(ValueError, match=r"resume.iteration must be in \[0, 10\], got 50"):
+        fit_lrm_npeff(pefs, 3, n_iters=10, n_iters_g_only=0, resume=state)
+    with pytest.raises(ValueError, match=r"resume must be \(W \[20, 2\], G \[2, \d+\]\)"):
+        fit_lrm_npeff(pefs, 2, n_iters=60, n_iters_g_only=0, resume=state)
+    assert d.loss_iterations.tolist() == list(range(61))
+
+
+def test_resumed_monitor_takes_the_same_convergence_decisions():
+    losses = [1.0 / (t + 1) for t in range(30)]
+    whole, resumed = (LossMonitor("test", 100, 0.5, None, "", losses=losses[:k]) for k in (0, 20))
+    decisions = [whole.record(t, loss, can_stop=True) for t, loss in enumerate(losses)]
+    assert decisions[20:] == [resumed.record(t, loss, can_stop=True) for t, loss in enumerate(losses) if t >= 20]
+    with pytest.raises(ValueError, match="test: iteration 3 logged after 20 losses"):
+        LossMonitor("test", 100, None, None, "", losses=losses[:20]).record(3, 1.0, can_stop=True)

@@ -1,0 +1,77 @@
+"""Browser: a PEF job started on the Compute page survives a reload and runs to completion."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS, _free_port
+
+
+@pytest.fixture
+def jobs_app(demo_workspace, tmp_path):
+    """`streamlit run app.py` on a copy of the demo workspace (its jobs write there, not to the shared one)."""
+    root = tmp_path / "ws"
+    shutil.copytree(demo_workspace, root, ignore=shutil.ignore_patterns("arrays", "npeff.duckdb*", "jobs"))
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"], env={**os.environ, "NPEFF_WORKSPACE": str(root)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not answer on /_stcore/health within 60 s")
+    yield url, root
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.mark.browser
+def test_a_pef_job_continues_through_a_reload(jobs_app):
+    url, root = jobs_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(url)
+        page.get_by_text("Active model: text-demo").wait_for(timeout=120_000)
+        page.get_by_text("Image demo").first.click()
+        page.get_by_role("button", name="Load", exact=True).click()
+        page.get_by_text("Active model: image-demo").wait_for(timeout=60_000)
+
+        page.get_by_role("link", name="Compute").click()
+        for name, value in (("Values kept per example (0 = all)", "0"), ("Iterations", "20"), ("Components", "4")):
+            box = page.get_by_role("spinbutton", name=name)
+            box.fill(value)
+            box.press("Enter")
+            page.wait_for_url(re.compile(f"{value}"), timeout=30_000)
+        page.get_by_role("button", name="Compute", exact=True).click()
+        page.get_by_text(re.compile(r"Per-example Fishers: [1-9][\d,]*/500")).first.wait_for(timeout=60_000)
+        job_id = re.search(r"job=(\w+)", page.url)[1]
+
+        page.reload()  # mid-way: a fresh session picks the job up from the URL and shows it running on
+        page.get_by_text(f"(job {job_id})").first.wait_for(timeout=60_000)
+        assert f"job={job_id}" in page.url and "cp_iters=20" in page.url
+        page.get_by_text(re.compile(r"(Per-example Fishers|NPEFF): [\d,]+/")).first.wait_for(timeout=60_000)
+        page.get_by_text(re.compile(r"Decomposition \w+: 4 components")).wait_for(timeout=180_000)
+        assert page.get_by_role("spinbutton", name="Iterations").input_value() == "20"  # settings survived
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "compute_job_after_reload.png"), full_page=True)
+
+        page.goto(f"{url}/jobs")
+        page.get_by_text(f"(job {job_id})").first.wait_for(timeout=60_000)
+        page.get_by_text("Finished (1)").wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "jobs_page.png"), full_page=True)
+        browser.close()
