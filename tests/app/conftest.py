@@ -1,4 +1,13 @@
-"""Fixtures of the app tests beyond tests/conftest.py."""
+"""Fixtures of the app tests beyond tests/conftest.py, and the one way browser tests start the app."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from typing import Iterator
+
 import pytest
 
 from analysis.demos import load_demo
@@ -14,3 +23,36 @@ def diag_run(demo_workspace) -> str:
     run = fit_run(ws, pefs_run(ws, model, dataset, kind="diag", n_values_per_example=200), n_components=4, n_iters=30)
     ws.close()
     return run.id
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def streamlit_app(env: dict[str, str]) -> Iterator[str]:
+    """`streamlit run app.py` on a free localhost port with these extra environment variables; yields its URL
+    once /_stcore/health answers, and stops it afterwards."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--browser.gatherUsageStats", "false"], env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not answer on /_stcore/health within 60 s")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -1,16 +1,13 @@
 """Browser: a PEF job started on the Compute page survives a reload and runs to completion."""
-import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS, _free_port
+from tests.app.conftest import streamlit_app
+
+from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
 
 
 @pytest.fixture
@@ -18,25 +15,8 @@ def jobs_app(demo_workspace, tmp_path):
     """`streamlit run app.py` on a copy of the demo workspace (its jobs write there, not to the shared one)."""
     root = tmp_path / "ws"
     shutil.copytree(demo_workspace, root, ignore=shutil.ignore_patterns("arrays", "npeff.duckdb*", "jobs"))
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], env={**os.environ, "NPEFF_WORKSPACE": str(root)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not answer on /_stcore/health within 60 s")
-    yield url, root
-    proc.terminate()
-    proc.wait(timeout=20)
+    with streamlit_app({"NPEFF_WORKSPACE": str(root)}) as url:
+        yield url, root
 
 
 @pytest.mark.browser

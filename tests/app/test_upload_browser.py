@@ -4,17 +4,15 @@ page; screenshots go to tests/artifacts/."""
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS, _free_port
+from tests.app.conftest import streamlit_app
+
+from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
 from tests.app.test_load_adapters import build_tiny_gpt2, reviews_csv
 
 VIT_CLASSES = ("cat", "dog", "bird")
@@ -57,26 +55,9 @@ def zipped(folder: Path) -> Path:
 @pytest.fixture
 def upload_url(app_env, tmp_path):
     """`streamlit run app.py` that may read the test's tmp folder (and its workspace)."""
-    port = _free_port()
-    env = {**os.environ, "NPEFF_WORKSPACE": str(app_env), "NPEFF_ALLOWED_ROOTS": f"{tmp_path}{os.pathsep}{app_env}"}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not answer on /_stcore/health within 60 s")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with streamlit_app({"NPEFF_WORKSPACE": str(app_env),
+                        "NPEFF_ALLOWED_ROOTS": f"{tmp_path}{os.pathsep}{app_env}"}) as url:
+        yield url
 
 
 @pytest.fixture
