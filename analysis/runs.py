@@ -286,11 +286,13 @@ def decomposition_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Stored NPEFF runs (Workspace.decomposition_runs rows) as a table to read: one row per run."""
     rows = []
     for run in runs.itertuples():
-        params, summary = json.loads(run.params), json.loads(run.summary or "{}")
+        # a run still computing (or failed) has no summary yet: SQL NULL, which pandas reads as NaN
+        params = json.loads(run.params)
+        summary = json.loads(run.summary) if isinstance(run.summary, str) else {}
         rows.append({"run": run.id, "variant": variant_of_run_kind(run.kind).title, "status": run.status,
                      "components": params.get("n_components"), "iterations": params.get("n_iters"),
                      "seed": params.get("seed"), "relative error": summary.get("relative_error"),
-                     "error": run.error or "", "updated": run.updated})
+                     "error": run.error if isinstance(run.error, str) else "", "updated": run.updated})
     return pd.DataFrame(rows)
 
 

@@ -200,3 +200,15 @@ def test_stale_demo_builds_are_cleared(tmp_path):
         (stale / "model.safetensors").write_bytes(b"x" * 1000)
     _clear_stale_builds(folder)
     assert not dead.exists() and live.exists()
+
+
+def test_the_runs_table_reads_runs_still_computing(tmp_path):
+    """A decomposition being computed (no summary yet, NULL in the database) is listed, not a TypeError."""
+    ws = Workspace(tmp_path / "ws")
+    ws.start_run("npeff-lrm", {"pefs": "p", "n_components": 3, "n_iters": 5}, model_id="m", dataset_id="d")
+    failed = ws.start_run("npeff-diag", {"pefs": "p", "n_components": 2, "n_iters": 5}, model_id="m", dataset_id="d")
+    ws.fail_run(failed.id, "ValueError: n_components must be >= 1, got 0")
+    table = runs.decomposition_table(ws.decomposition_runs("m", "d", complete_only=False))
+    assert sorted(table["status"]) == ["failed", "running"]
+    assert table["relative error"].isna().all()
+    assert set(table["error"]) == {"", "ValueError: n_components must be >= 1, got 0"}
