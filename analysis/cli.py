@@ -3,6 +3,8 @@
 Heavy runs can go here (also under torchrun on a GPU box) and be browsed later in the dashboard:
   python -m analysis.cli demo text
   python -m analysis.cli pefs --demo text --kind lrm --values-per-example 2000
+  python -m analysis.cli pefs --model gpt2/ --data sst2.csv --label-column label --adapter causal-lm-classifier \
+      --option "template=Review: {text} Sentiment:" --option "verbalizer=negative,positive"
   python -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
   torchrun --nproc_per_node 2 -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
   python -m analysis.cli fit-coeffs --decomposition RUN_ID --pefs OTHER_RUN_ID --iters 200
@@ -30,13 +32,14 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from analysis.adapters import ADAPTERS
 from analysis.demos import DEMOS, build_demo, demo_folder
 from analysis.errors import about, describe_error
 from analysis.estimates import (Resources, default_values_per_example, describe_estimate, estimate_pefs,
                                 machine_resources, measure_seconds_per_example, resource_problems)
 from analysis.jobs import JobCancelled, compute_spec, list_jobs, own_job, run_job
-from analysis.loading import (DatasetSpec, ModelSpec, check_pair, demo_specs, load_dataset_spec, load_model_spec,
-                              pair_dataset, register_pair)
+from analysis.loading import (DatasetSpec, ModelSpec, adapter_settings, check_pair, demo_specs, load_dataset_spec,
+                              load_model_spec, pair_dataset, paired_dataset_spec, register_pair)
 from analysis.models import ParamScope
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 from analysis.variants import DEFAULT_VARIANT, VARIANTS
@@ -94,43 +97,46 @@ def _model_source(args: argparse.Namespace, ws: Workspace) -> Path:
     return demo_folder(args.demo, ws.root) if args.demo else Path(args.model)
 
 
-def _specs(args: argparse.Namespace) -> tuple[ModelSpec, DatasetSpec]:
-    """The model and dataset the arguments name (a demo, or --model and --data)."""
+def _specs(args: argparse.Namespace, root: Path) -> tuple[ModelSpec, DatasetSpec]:
+    """The model and dataset the arguments name (a demo, or --model and --data), the model read through
+    --adapter with its --option values (as the Load page reads it)."""
     scope = parse_scope(args.scope) if args.scope else None
     if args.demo:
         if args.model or args.data:
             raise ValueError("--demo brings its own model and dataset; drop --model and --data, or drop --demo")
-        return demo_specs(args.demo, scope)
-    if not (args.model and args.data):
+        model_spec, dataset_spec = demo_specs(args.demo, scope)
+    elif not (args.model and args.data):
         raise ValueError(f"give --demo {'|'.join(DEMOS)}, or both --model PATH and --data PATH")
-    return (ModelSpec(source=args.model, scope=scope or ParamScope(), config=args.config,
-                      architecture=args.architecture, label_names=tuple(args.labels.split(",")) if args.labels else ()),
-            DatasetSpec(source=args.data, text_columns=tuple(args.text_column or ["text"]),
-                        label_column=args.label_column))
+    else:
+        model_spec = ModelSpec(source=args.model, scope=scope or ParamScope(), config=args.config,
+                               architecture=args.architecture,
+                               label_names=tuple(args.labels.split(",")) if args.labels else ())
+        dataset_spec = DatasetSpec(source=args.data, text_columns=tuple(args.text_column or ["text"]),
+                                   label_column=args.label_column)
+    adapter = adapter_settings(model_spec.source, root, args.adapter, args.option or [])
+    return replace(model_spec, **adapter), dataset_spec
 
 
 def _model_and_data(args: argparse.Namespace, ws: Workspace):
     """Load, check and register (like the dashboard does) the model and dataset the arguments name."""
-    model_spec, dataset_spec = _specs(args)
-    if model_spec.demo:
-        build_demo(model_spec.demo, ws.root)
-    with about(demo_folder(model_spec.demo, ws.root) if model_spec.demo else args.model):
+    if args.demo:
+        build_demo(args.demo, ws.root)
+    with about(_model_source(args, ws)):
+        model_spec, dataset_spec = _specs(args, ws.root)
         model = load_model_spec(model_spec, ws.root)
+    if not model_spec.demo:
+        dataset_spec = paired_dataset_spec(model, dataset_spec)
     with about(args.data or dataset_spec.source):
-        dataset = pair_dataset(model, load_dataset_spec(dataset_spec if model_spec.demo else
-                                                        replace(dataset_spec, label_names=tuple(model.label_names))))
+        dataset = pair_dataset(model, load_dataset_spec(dataset_spec))
         check_pair(model, dataset)
     register_pair(ws, model, dataset, model_spec.source)
-    return model, dataset
+    return model_spec, dataset_spec, model, dataset
 
 
-def _pefs_job_spec(args: argparse.Namespace, model, k: int | None) -> dict:
-    """The `pefs` command as a job spec (the dashboard's Jobs page lists it and can start it again)."""
-    model_spec, dataset_spec = _specs(args)
-    return compute_spec(model_spec, replace(dataset_spec, label_names=tuple(model.label_names)),
-                        pefs={"kind": args.kind, "n_values_per_example": k, "top_k_classes": args.top_k_classes,
-                              "chunk_size": args.chunk_size, "batch_size": args.batch_size, "device": args.device},
-                        fit=None)
+def _top_k_classes(args: argparse.Namespace, model) -> int | None:
+    """--top-k-classes, else the adapter's default (a next-token model's top_k_classes option), as on the
+    Compute page."""
+    return args.top_k_classes if args.top_k_classes is not None else model.adapter.default_top_k_classes
 
 
 def _values_per_example(args: argparse.Namespace, model) -> int | None:
@@ -142,15 +148,14 @@ def _values_per_example(args: argparse.Namespace, model) -> int | None:
     return args.values_per_example or None
 
 
-def _check_estimate(args: argparse.Namespace, ws: Workspace, model, dataset, k: int | None) -> None:
+def _check_estimate(args: argparse.Namespace, ws: Workspace, model, dataset, k: int | None,
+                    top_k: int | None) -> None:
     """Print the disk, memory and time estimates; refuse what does not fit unless --yes."""
     with about(_model_source(args, ws)):
-        seconds = measure_seconds_per_example(ws.root, model, dataset, kind=args.kind,
-                                              top_k_classes=args.top_k_classes, n_values_per_example=k,
-                                              batch_size=args.batch_size, device=args.device)
-    estimate = estimate_pefs(model, dataset, kind=args.kind, n_values_per_example=k,
-                             top_k_classes=args.top_k_classes, n_components=None, batch_size=args.batch_size,
-                             seconds_each=seconds)
+        seconds = measure_seconds_per_example(ws.root, model, dataset, kind=args.kind, top_k_classes=top_k,
+                                              n_values_per_example=k, batch_size=args.batch_size, device=args.device)
+    estimate = estimate_pefs(model, dataset, kind=args.kind, n_values_per_example=k, top_k_classes=top_k,
+                             n_components=None, batch_size=args.batch_size, seconds_each=seconds)
     resources = args.resources or machine_resources(ws.root)
     print(describe_estimate(estimate, resources), flush=True)
     problems = resource_problems(estimate, resources)
@@ -163,17 +168,20 @@ def _pefs(args: argparse.Namespace) -> int:
     from analysis.runs import pefs_run, pefs_settings
 
     ws = _workspace(args)
-    model, dataset = _model_and_data(args, ws)
-    k = _values_per_example(args, model)
+    model_spec, dataset_spec, model, dataset = _model_and_data(args, ws)
+    k, top_k = _values_per_example(args, model), _top_k_classes(args, model)
     stored = ws.find_run("pefs", pefs_settings(model, dataset, kind=args.kind, n_values_per_example=k,
-                                               top_k_classes=args.top_k_classes))
+                                               top_k_classes=top_k))
     if stored is None or stored.status != "complete":
-        _check_estimate(args, ws, model, dataset, k)
+        _check_estimate(args, ws, model, dataset, k, top_k)
     bar, progress = _bar("per-example Fishers", "ex")
-    with own_job(ws, "pefs", _pefs_job_spec(args, model, k)) as job, bar, about(_model_source(args, ws)):
-        run = pefs_run(ws, model, dataset, kind=args.kind, n_values_per_example=k,
-                       top_k_classes=args.top_k_classes, chunk_size=args.chunk_size, batch_size=args.batch_size,
-                       device=args.device,
+    # the command as a job spec (the dashboard's Jobs page lists it and can start it again)
+    spec = compute_spec(model_spec, dataset_spec, fit=None,
+                        pefs={"kind": args.kind, "n_values_per_example": k, "top_k_classes": top_k,
+                              "chunk_size": args.chunk_size, "batch_size": args.batch_size, "device": args.device})
+    with own_job(ws, "pefs", spec) as job, bar, about(_model_source(args, ws)):
+        run = pefs_run(ws, model, dataset, kind=args.kind, n_values_per_example=k, top_k_classes=top_k,
+                       chunk_size=args.chunk_size, batch_size=args.batch_size, device=args.device,
                        progress=lambda done, total: (progress(done, total), job("Per-example Fishers", done, total)))
         job.result = run.id
     print(f"PEF run {run.id}: {run.summary['n_examples']} examples × {run.summary['n_parameters']:,} parameters "
@@ -333,6 +341,12 @@ def parser() -> argparse.ArgumentParser:
     pefs.add_argument("--config", help="config.json for a bare transformers state dict")
     pefs.add_argument("--architecture", help="built-in image architecture for a bare state dict")
     pefs.add_argument("--labels", help="comma-separated class names (image architectures)")
+    pefs.add_argument("--adapter", help="how a transformers checkpoint's outputs become classes: "
+                                        f"{', '.join(sorted(ADAPTERS))} (default: the first that reads it, "
+                                        "or its npeff_adapter.json)")
+    pefs.add_argument("--option", action="append", metavar="KEY=VALUE",
+                      help="an adapter option, repeatable: template=..., verbalizer=word,word (causal-lm-classifier), "
+                           "top_k_classes=N (causal-lm-next-token)")
     pefs.add_argument("--data", help="CSV/JSONL/Parquet or .npz file")
     pefs.add_argument("--text-column", action="append", help="text column (twice for sentence pairs)")
     pefs.add_argument("--label-column", help="label column (class names or indices)")
@@ -340,7 +354,8 @@ def parser() -> argparse.ArgumentParser:
     pefs.add_argument("--kind", choices=list(VARIANTS), default=DEFAULT_VARIANT, help="NPEFF variant of the PEFs")
     pefs.add_argument("--values-per-example", type=int,
                       help="keep the k largest entries (default: min(2048, parameters in scope × classes); 0: all)")
-    pefs.add_argument("--top-k-classes", type=int, help="LRM: keep the k most probable classes")
+    pefs.add_argument("--top-k-classes", type=int,
+                      help="LRM: keep the k most probable classes (default: all; a next-token model's top_k_classes)")
     pefs.add_argument("--chunk-size", type=int, default=128, help="examples committed together (resume unit)")
     pefs.add_argument("--batch-size", type=int, default=16)
     pefs.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")

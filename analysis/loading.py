@@ -2,19 +2,18 @@
 and registered in the workspace in one place, so both register the same rows."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
-from analysis.adapters import ADAPTERS, OptionSpec, adapter_class
-from analysis.adapters.causal_lm import CausalLmAdapter, CausalLmClassifier, CausalLmNextToken
-from analysis.adapters.images import ImageClassification
+from analysis.adapters import OptionSpec, adapter_class
+from analysis.adapters.causal_lm import CausalLmClassifier
+from analysis.adapters.text import load_tokenizer
 from analysis.datasets import (Dataset, load_image_file, load_image_folder_dataset, load_text_file,
                                read_table)
 from analysis.demos import DEMOS, demo_folder
-from analysis.models import (ADAPTER_CONFIG, IMAGE_CONFIG, SEQUENCE_KIND, ClassifierModel, ParamScope,
-                             _checkpoint_in, _is_causal_lm, _is_image_classifier, _load_tokenizer,
-                             load_model)
+from analysis.models import (IMAGE_CONFIG, ClassifierModel, ParamScope, _checkpoint_in, adapter_choice, load_model,
+                             read_config)
 from analysis.safe_io import safe_extract_zip
 from analysis.store import Workspace
 
@@ -30,7 +29,7 @@ class ModelSpec:
     config: str | None = None  # config.json for a bare transformers state dict
     architecture: str | None = None  # registered image architecture for a bare state dict
     label_names: tuple[str, ...] = ()  # classes of a bare image architecture
-    adapter: str | None = None  # how a transformers causal LM is read (a registered adapter kind)
+    adapter: str | None = None  # how a transformers checkpoint is read (a registered adapter kind)
     options: tuple[tuple[str, object], ...] = ()  # the adapter's options as (name, value) pairs (hashable)
 
     @property
@@ -88,6 +87,12 @@ def load_dataset_spec(spec: DatasetSpec) -> Dataset:
                           label_names=names, annotation_columns=list(spec.annotation_columns))
 
 
+def paired_dataset_spec(model: ClassifierModel, spec: DatasetSpec) -> DatasetSpec:
+    """The spec of a dataset file for the model: its label column read as the model's classes, or as its own
+    values where the adapter maps them itself (answer strings of a free-form next-token model)."""
+    return replace(spec, label_names=model.adapter.data_label_names())
+
+
 def pair_dataset(model: ClassifierModel, dataset: Dataset) -> Dataset:
     """The dataset with labels over the model's classes (its adapter decides: a free-form next-token model reads
     a label column of answer strings as each answer's first token)."""
@@ -103,8 +108,10 @@ def check_pair(model: ClassifierModel, dataset: Dataset) -> None:
 
 
 def _checkpoint_folder(source: str, root: Path) -> Path | None:
-    """The checkpoint folder of a model source (a zip extracted under `root` as load_model_spec extracts it),
-    or None for a bare weights file."""
+    """The checkpoint folder of a model source (a demo's in the workspace `root`, a zip extracted under `root`
+    as load_model_spec extracts it), or None for a bare weights file."""
+    if source.startswith(DEMO_PREFIX):
+        return demo_folder(source.removeprefix(DEMO_PREFIX), Path(root))
     path = Path(source)
     if path.suffix == ".zip":
         return _checkpoint_in(safe_extract_zip(path, Path(root) / "uploads" / "extracted"), path.name)
@@ -118,18 +125,21 @@ def adapter_choices(source: str, root: Path) -> tuple[list[str], str | None]:
     folder = _checkpoint_folder(source, root)
     if folder is None or (folder / IMAGE_CONFIG).exists() or not (folder / "config.json").exists():
         return [], None
-    from transformers import AutoConfig
+    choice = adapter_choice(read_config(folder), folder)
+    return list(choice.kinds), choice.kind
 
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    if _is_image_classifier(config, folder):
-        return [ImageClassification.kind], ImageClassification.kind
-    if not _is_causal_lm(config):
-        return [SEQUENCE_KIND], SEQUENCE_KIND
-    kinds = [k for k, cls in ADAPTERS.items() if issubclass(cls, CausalLmAdapter)]
-    declared = folder / ADAPTER_CONFIG
-    default = (json.loads(declared.read_text(encoding="utf-8"))["adapter"] if declared.exists()
-               else CausalLmNextToken.kind)
-    return kinds, default
+
+def adapter_settings(source: str, root: Path, adapter: str | None, pairs: Iterable[str]) -> dict:
+    """ModelSpec's adapter and options from text (the command line's --adapter NAME, --option KEY=VALUE): each
+    value typed by the option specs of the adapter named, else of the one loading picks for the source."""
+    pairs = list(pairs)
+    if adapter is None and not pairs:
+        return {}
+    kind = adapter or adapter_choices(source, root)[1]
+    if kind is None:
+        raise ValueError(f"{source}: options {pairs} apply to transformers checkpoints read through an adapter; "
+                         "this model is read as its files declare and takes none")
+    return {"adapter": adapter, "options": tuple(sorted(adapter_class(kind).parse_options(pairs).items()))}
 
 
 def adapter_options(kind: str) -> tuple[OptionSpec, ...]:
@@ -143,7 +153,7 @@ def label_word_tokens(source: str, root: Path, verbalizer: str) -> dict[str, str
     folder = _checkpoint_folder(source, root)
     if folder is None:
         raise ValueError(f"{source}: the label words' tokens need a checkpoint folder with its tokenizer")
-    return CausalLmClassifier(_load_tokenizer(folder), verbalizer=verbalizer).label_tokens
+    return CausalLmClassifier(load_tokenizer(folder), verbalizer=verbalizer).label_tokens
 
 
 def register_pair(ws: Workspace, model: ClassifierModel, dataset: Dataset, model_source: str) -> None:

@@ -17,21 +17,16 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-from analysis.adapters import ModelAdapter, adapter_class
-from analysis.adapters.causal_lm import CausalLmAdapter, CausalLmNextToken
-from analysis.adapters.images import (IMAGENET_MEAN, IMAGENET_STD, PREPROCESSOR_CONFIG, ImageClassification,
-                                      ImageModule, Preprocessing, TorchvisionClassifier, preprocessing_from_config)
-from analysis.adapters.sequence_classification import SequenceClassification
-from analysis.adapters.text import is_decoder_only
+from analysis.adapters import ModelAdapter, adapter_class, checkpoint_adapters
+from analysis.adapters.images import (IMAGENET_MEAN, IMAGENET_STD, PREPROCESSOR_CONFIG, ImageModule, Preprocessing,
+                                      TorchvisionClassifier)
 from analysis.image_models import build_image_model
 from analysis.parameters import has_layer_index, layer_of, module_of
 from analysis.safe_io import (DEFAULT_MAX_UNPACKED_BYTES, conversion_command, load_state_dict, safe_extract_zip,
                               sha256_files, tensor_dtypes)
 
 IMAGE_CONFIG = "npeff_image_config.json"  # {"architecture", "label_names", "kwargs"} beside the weights
-ADAPTER_CONFIG = "npeff_adapter.json"  # {"adapter": kind, "options": {...}}: how a causal LM folder is read
-SEQUENCE_KIND = "sequence-classification"
-GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")  # tokenizer.json read as it is
+ADAPTER_CONFIG = "npeff_adapter.json"  # {"adapter": kind, "options": {...}}: how a checkpoint folder is read
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -163,33 +158,6 @@ def _check_no_remote_code(config_path: Path) -> dict:
     return config
 
 
-def _label_names(config) -> list[str]:
-    return [str(config.id2label[i]) for i in range(config.num_labels)]
-
-
-def _sequence_adapter(config, tokenizer, max_length: int = 128) -> SequenceClassification:
-    """The adapter of a transformers sequence classifier: its id2label classes, decoder-only or not."""
-    return SequenceClassification(tokenizer, _label_names(config), decoder_only=is_decoder_only(config),
-                                  max_length=max_length)
-
-
-def _load_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-
-    if not any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-        raise ValueError(f"{folder}: no tokenizer files (tokenizer.json or vocab.txt); save the tokenizer "
-                         "with tokenizer.save_pretrained(folder) next to the weights")
-    saved = folder / "tokenizer_config.json"
-    saved_class = json.loads(saved.read_text(encoding="utf-8")).get("tokenizer_class") if saved.exists() else None
-    if saved_class in GENERIC_TOKENIZERS and (folder / "tokenizer.json").exists():
-        # AutoTokenizer would pick the model type's own class (Qwen2Tokenizer ...), which rebuilds the
-        # tokenizer from vocab and merges and mangles a word-level tokenizer.json; read the file as saved
-        from transformers import PreTrainedTokenizerFast
-
-        return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-
-
 # the weights from_pretrained reads in a folder, one file or a shard index, in the order it prefers them
 # (Hub snapshots often hold both formats; the safetensors copy is the one read, the pickle is never opened)
 HF_WEIGHTS = (("model.safetensors", "model.safetensors.index.json"), ("pytorch_model.bin", "pytorch_model.bin.index.json"))
@@ -261,69 +229,67 @@ def _cast_notes(source: str, net: nn.Module, stored: dict[str, torch.dtype]) -> 
                  f"{str(dst).removeprefix('torch.')}" for (src, dst), n in sorted(counts.items(), key=str))
 
 
-def _is_causal_lm(config) -> bool:
-    """A decoder-only config saved from its *ForCausalLM class (config.architectures names it)."""
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
-
-    return is_decoder_only(config) and MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].__name__ in (config.architectures or [])
-
-
-def _hf_net(config, config_path: Path, source: str, fix: str, pretrained: str | None, *, causal_lm: bool,
-            **load) -> nn.Module:
-    """A transformers sequence classifier (or, with causal_lm, a decoder-only *ForCausalLM) from a folder
-    (`pretrained`) or from `state_dict=` (pretrained None).
+def _hf_net(model_class: type, source: str, fix: str, pretrained: str | None, config, **load) -> nn.Module:
+    """A transformers network of `model_class` from a folder (`pretrained`) or from `state_dict=` (pretrained None).
 
     Refused when weights are missing, unexpected or of another shape (transformers only logs these and
     starts the parameters at random values); keys it declares ignorable (tied weights, its
     _keys_to_ignore_on_load_* patterns) pass.
     """
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-
-    if causal_lm and not is_decoder_only(config):
-        raise ValueError(f"{config_path}: architecture '{config.model_type}' is not a decoder-only causal LM; "
-                         f"the causal-LM adapters need one (GPT-2, GPT-NeoX, Llama, Qwen2 ...)")
-    if not causal_lm and type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
-        raise ValueError(f"{config_path}: architecture '{config.model_type}' has no sequence-classification "
-                         "head in transformers; NPEFF Explorer needs a classifier")
-    mapping = MODEL_FOR_CAUSAL_LM_MAPPING if causal_lm else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-    net, info = mapping[type(config)].from_pretrained(
-        pretrained, config=config, attn_implementation="eager", output_loading_info=True,
-        ignore_mismatched_sizes=True, **load)
+    net, info = model_class.from_pretrained(pretrained, config=config, attn_implementation="eager",
+                                            output_loading_info=True, ignore_mismatched_sizes=True, **load)
     _refuse_mismatch(source, info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"], fix)
     return net
 
 
-def _adapter_choice(config, folder: Path, adapter: str | None, options: dict | None) -> tuple[str, dict]:
-    """The adapter kind and options of a transformers checkpoint: as given, else as its folder's
-    npeff_adapter.json says, else next-token for a causal LM and sequence classification otherwise."""
+@dataclass(frozen=True)
+class AdapterChoice:
+    """How a transformers checkpoint is read: the adapters that can, and the one chosen with its options."""
+
+    kinds: tuple[str, ...]  # the registered adapters that read the checkpoint, the default first
+    kind: str  # as asked, else as the folder's npeff_adapter.json says, else kinds[0]
+    options: tuple[tuple[str, object], ...]  # the adapter's options as (name, value) pairs
+
+
+def adapter_choice(config, folder: Path, adapter: str | None = None, options: dict | None = None) -> AdapterChoice:
+    """The adapter that reads a transformers checkpoint of `config` in `folder` (the registry lists those that
+    can), and its options; an adapter asked for that cannot read it is refused, naming those that can."""
+    kinds = checkpoint_adapters(config, str(folder))
     declared = folder / ADAPTER_CONFIG
     if adapter is None and declared.exists():
         spec = json.loads(declared.read_text(encoding="utf-8"))
         adapter, options = spec["adapter"], {**spec.get("options", {}), **(options or {})}
-    if adapter is None:
-        adapter = CausalLmNextToken.kind if _is_causal_lm(config) else SEQUENCE_KIND
-    cls = adapter_class(adapter)  # an unknown name lists the registered ones
-    if cls.kind != SEQUENCE_KIND and not issubclass(cls, CausalLmAdapter):
-        raise ValueError(f"adapter '{adapter}' does not read transformers checkpoints; use "
-                         f"'{SEQUENCE_KIND}', '{CausalLmNextToken.kind}' or another causal-LM adapter")
-    return adapter, dict(options or {})
+    kind = adapter or kinds[0]
+    adapter_class(kind)  # an unknown name lists the registered ones
+    if kind not in kinds:
+        saved = ", ".join(config.architectures or []) or f"a '{config.model_type}' config"
+        raise ValueError(f"{folder}: adapter '{kind}' does not read a checkpoint saved as {saved}; "
+                         f"use one of {kinds}")
+    return AdapterChoice(tuple(kinds), kind, tuple((options or {}).items()))
 
 
-def _text_adapter(kind: str, options: dict, net: nn.Module, tokenizer, max_length: int) -> ModelAdapter:
-    """The adapter `kind` of a loaded transformers network, with its options checked."""
-    if kind == SEQUENCE_KIND:
-        if options:
-            raise ValueError(f"adapter '{kind}' takes no options, got {sorted(options)}")
-        return _sequence_adapter(net.config, tokenizer, max_length)
-    return adapter_class(kind).from_options(tokenizer, net, options, max_length)
+def read_config(folder: Path):
+    """The transformers config in a checkpoint folder, from local files only, refusing remote code."""
+    from transformers import AutoConfig
+
+    _check_no_remote_code(folder / "config.json")
+    return AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+
+
+def _transformers_model(config, folder: Path, source: str, fix: str, pretrained: str | None, *, adapter: str | None,
+                        options: dict | None, max_length: int, **load) -> tuple[nn.Module, ModelAdapter]:
+    """The network (from the folder, or from `state_dict=`) and adapter of a transformers checkpoint whose
+    config, tokenizer and image processor lie in `folder`, read through the adapter adapter_choice picks."""
+    choice = adapter_choice(config, folder, adapter, options)
+    cls = adapter_class(choice.kind)
+    net = _hf_net(cls.transformers_class(config), source, fix, pretrained, config, **load)
+    return net, cls.from_checkpoint(net, folder, dict(choice.options), max_length)
 
 
 def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length: int = 128,
                    adapter: str | None = None, options: dict | None = None) -> ClassifierModel:
-    """A Hugging Face checkpoint folder (config.json + weights + tokenizer): a sequence classifier, or a
-    causal LM read through `adapter` (default: its npeff_adapter.json, else free-form next token)."""
-    from transformers import AutoConfig
-
+    """A Hugging Face checkpoint folder (config.json + weights + tokenizer or image processor), read through
+    `adapter` with `options` (default: its npeff_adapter.json, else the first adapter that reads it)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder; give the folder that holds config.json")
@@ -335,15 +301,12 @@ def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length
     if not config_path.exists():
         raise ValueError(f"{folder}: no config.json; a Hugging Face checkpoint folder needs config.json, "
                          "model.safetensors and tokenizer files")
-    _check_no_remote_code(config_path)
+    config = read_config(folder)
     weights = _weight_files(folder, str(folder))
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    if _is_image_classifier(config, folder):
-        return load_hf_image_folder(folder, config, weights, scope=scope, adapter=adapter, options=options)
-    kind, options = _adapter_choice(config, folder, adapter, options)
     try:
-        net = _hf_net(config, config_path, str(folder), FOLDER_FIX, str(folder), causal_lm=kind != SEQUENCE_KIND,
-                      local_files_only=True, weights_only=True)
+        net, model_adapter = _transformers_model(config, folder, str(folder), FOLDER_FIX, str(folder),
+                                                 adapter=adapter, options=options, max_length=max_length,
+                                                 local_files_only=True, weights_only=True)
     except Exception as e:
         if "weights_only" in str(e) or "Unpickl" in type(e).__name__ or "unpickl" in str(e).lower():
             pickled = sorted(p.name for p in folder.glob("pytorch_model*.bin*"))
@@ -353,9 +316,8 @@ def load_hf_folder(folder: Path, *, scope: ParamScope = ParamScope(), max_length
                              f"{', '.join(pickled)}") from e
         raise
     notes = _cast_notes(str(folder), net, {k: d for path in weights for k, d in tensor_dtypes(path).items()})
-    return ClassifierModel(net, adapter=_text_adapter(kind, options, net, _load_tokenizer(folder), max_length),
-                           name=folder.name, content_hash=sha256_files(_checkpoint_files(folder)), scope=scope,
-                           notes=notes)
+    return ClassifierModel(net, adapter=model_adapter, name=folder.name,
+                           content_hash=sha256_files(_checkpoint_files(folder)), scope=scope, notes=notes)
 
 
 def load_image_folder(folder: Path, *, scope: ParamScope = ParamScope()) -> ClassifierModel:
@@ -371,60 +333,6 @@ def load_image_folder(folder: Path, *, scope: ParamScope = ParamScope()) -> Clas
 TORCHVISION_PREFIX = "torchvision:"
 TORCHVISION_ARCHITECTURES = ("convnext_tiny", "efficientnet_b0", "mobilenet_v3_small", "resnet18", "resnet50",
                              "vit_b_16")
-
-
-def _is_image_classifier(config, folder: Path) -> bool:
-    """A config of a transformers image-classification architecture (an image processor config beside it
-    decides for the few architectures that also have a sequence-classification head)."""
-    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-
-    return type(config) in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING and (
-        type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING or (folder / PREPROCESSOR_CONFIG).exists())
-
-
-def _hf_image_classifier(config, config_path: Path, source: str, fix: str, pretrained: str | None,
-                         **load) -> nn.Module:
-    """A transformers image classifier from a folder (`pretrained`) or from `state_dict=`, refused as
-    _hf_net refuses weights that do not fit (missing, unexpected, mis-shaped)."""
-    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
-
-    net, info = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)].from_pretrained(
-        pretrained, config=config, attn_implementation="eager", output_loading_info=True,
-        ignore_mismatched_sizes=True, **load)
-    _refuse_mismatch(source, info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"], fix)
-    return net
-
-
-def _image_adapter(config, folder: Path) -> ImageClassification:
-    """The adapter of a transformers image classifier: its id2label classes and the preprocessing its
-    preprocessor_config.json asks for (required: normalization changes every logit)."""
-    path = folder / PREPROCESSOR_CONFIG
-    if not path.is_file():
-        raise ValueError(f"{folder}: no {PREPROCESSOR_CONFIG}; save the model's image processor next to the "
-                         "weights with image_processor.save_pretrained(folder) (its resize and normalization "
-                         "change the logits)")
-    try:
-        processor = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); re-save the image processor with save_pretrained") from e
-    channels = int(getattr(config, "num_channels", 3))
-    return ImageClassification(_label_names(config), preprocessing_from_config(processor, channels))
-
-
-def load_hf_image_folder(folder: Path, config, weights: list[Path], *, scope: ParamScope = ParamScope(),
-                         adapter: str | None = None, options: dict | None = None) -> ClassifierModel:
-    """A transformers *ForImageClassification folder (config.json, weights, preprocessor_config.json),
-    loaded from local files only, without remote code, with strict weights."""
-    if adapter not in (None, ImageClassification.kind) or options:
-        raise ValueError(f"{folder}: an image classifier is read by the '{ImageClassification.kind}' adapter, "
-                         f"which takes no options; got adapter {adapter!r}, options {sorted(options or {})}")
-    image_adapter = _image_adapter(config, folder)
-    net = _hf_image_classifier(config, folder / "config.json", str(folder), FOLDER_FIX, str(folder),
-                               local_files_only=True, weights_only=True)
-    notes = _cast_notes(str(folder), net, {k: d for path in weights for k, d in tensor_dtypes(path).items()})
-    files = _checkpoint_files(folder)  # config.json and preprocessor_config.json are among them
-    return ClassifierModel(net, adapter=image_adapter, name=folder.name, content_hash=sha256_files(files),
-                           scope=scope, notes=notes)
 
 
 def _torchvision_net(name: str, n_classes: int, kwargs: dict) -> nn.Module:
@@ -487,24 +395,16 @@ def load_weights_file(path: Path, *, config: Path | None = None, architecture: s
         notes = _load_strict(net, state, path)
         return ClassifierModel(net, adapter=ImageModule(label_names), name=name or path.stem,
                                content_hash=sha256_files([path]), scope=scope, notes=notes)
-    from transformers import AutoConfig
-
     config = Path(config)
     config_path = config if config.name == "config.json" else config / "config.json"
     if not config_path.exists():
         raise ValueError(f"{config_path}: no such config; give the config.json that matches {path.name}")
-    _check_no_remote_code(config_path)
-    hf_config = AutoConfig.from_pretrained(str(config_path.parent), local_files_only=True, trust_remote_code=False)
-    if _is_image_classifier(hf_config, config_path.parent):
-        net = _hf_image_classifier(hf_config, config_path, path.name, BARE_FIX, None, state_dict=state)
-        return ClassifierModel(net, adapter=_image_adapter(hf_config, config_path.parent), name=name or path.stem,
-                               content_hash=sha256_files([path, config_path, config_path.parent / PREPROCESSOR_CONFIG]),
-                               scope=scope, notes=_cast_notes(path.name, net, {k: v.dtype for k, v in state.items()}))
-    kind, options = _adapter_choice(hf_config, config_path.parent, adapter, options)
-    net = _hf_net(hf_config, config_path, path.name, BARE_FIX, None, causal_lm=kind != SEQUENCE_KIND, state_dict=state)
-    return ClassifierModel(net, adapter=_text_adapter(kind, options, net, _load_tokenizer(config_path.parent), 128),
-                           name=name or path.stem, content_hash=sha256_files([path, config_path]), scope=scope,
-                           notes=_cast_notes(path.name, net, {k: v.dtype for k, v in state.items()}))
+    net, model_adapter = _transformers_model(read_config(config_path.parent), config_path.parent, path.name,
+                                             BARE_FIX, None, adapter=adapter, options=options, max_length=128,
+                                             state_dict=state)
+    files = [path, config_path] + [f for f in [config_path.parent / PREPROCESSOR_CONFIG] if f.is_file()]
+    return ClassifierModel(net, adapter=model_adapter, name=name or path.stem, content_hash=sha256_files(files),
+                           scope=scope, notes=_cast_notes(path.name, net, {k: v.dtype for k, v in state.items()}))
 
 
 def _load_strict(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> tuple[str, ...]:
@@ -538,8 +438,9 @@ def load_model(path: Path | str, *, scope: ParamScope = ParamScope(), extract_ro
                options: dict | None = None, **weights_kwargs) -> ClassifierModel:
     """Load a checkpoint folder, a zipped checkpoint folder, or a bare weights file (with config/architecture).
 
-    `adapter` (a registered kind) and its `options` say how a transformers causal LM is read (default: the
-    folder's npeff_adapter.json, else free-form next token); a sequence classifier keeps its own head.
+    `adapter` (a registered kind) and its `options` say how a transformers checkpoint is read (default: the
+    folder's npeff_adapter.json, else the first of analysis.adapters.checkpoint_adapters, e.g. free-form next
+    token for a causal LM); image architectures and image folders are read as they declare.
     A zip is extracted under `extract_root` into a folder named by its content hash; that folder is deleted
     when the checkpoint in it is refused.
     """

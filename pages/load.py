@@ -9,11 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from analysis.adapters import ADAPTERS, OptionSpec
-from analysis.adapters.causal_lm import CausalLmNextToken
 from analysis.datasets import read_table
 from analysis.demos import DEMOS
 from analysis.loading import (DatasetSpec, ModelSpec, adapter_choices, adapter_options, demo_specs,
-                              label_word_tokens)
+                              label_word_tokens, paired_dataset_spec)
 from analysis.figures.data import label_counts
 from analysis.image_models import ARCHITECTURES
 from analysis.models import WEIGHT_SUFFIXES, ParamScope
@@ -34,13 +33,14 @@ st.caption("Models load safely: safetensors preferred, `.bin/.pt` only as plain 
            "server allows (`NPEFF_ALLOWED_ROOTS`, default: your home and the repository).")
 
 
-def scope_picker(default_kind: str) -> ParamScope:
+def scope_picker(default: ParamScope, key: str) -> ParamScope:
+    """The parameter scope, starting from `default` (a demo's own scope; the last layer for other models)."""
     modes = {"Last N layers + head": "last_layers", "All parameters": "all", "Names matching a regex": "pattern"}
     label = st.selectbox("Parameters in scope (per-example Fishers are taken over these)", list(modes),
-                         index=0 if default_kind == "text" else 1, key=f"model_scope_{default_kind}")
+                         index=list(modes.values()).index(default.mode), key=f"model_scope_{key}")
     mode = modes[label]
     if mode == "last_layers":
-        return ParamScope(mode, n_layers=int(st.number_input("N layers", 1, 48, 1, key="model_scope_layers")))
+        return ParamScope(mode, n_layers=int(st.number_input("N layers", 1, 48, default.n_layers, key="model_scope_layers")))
     if mode == "pattern":
         pattern = st.text_input("Regex over parameter names", r"classifier|pooler", key="model_scope_pattern")
         return ParamScope(mode, pattern=pattern)
@@ -114,7 +114,7 @@ with model_col:
         model_path = save_upload(upload) if upload else None
     if model_path:
         extra = bare_weights_options(model_path) or adapter_picker(model_path)
-    scope = scope_picker(demo or "text")
+    scope = scope_picker(DEMOS[demo].scope if demo else ParamScope("last_layers", n_layers=1), demo or "upload")
 
 with data_col:
     st.subheader("Dataset")
@@ -173,11 +173,9 @@ if st.button("Load", type="primary", key="load_pair"):
                     raise ValueError("give a dataset path or upload a file first")
                 else:
                     model = model_for(model_spec)
-                    # a next-token model's classes are its vocabulary: answers are read as strings, then tokens
-                    labels = () if isinstance(model.adapter, CausalLmNextToken) else tuple(model.label_names)
-                    dataset_spec = DatasetSpec(source=data_path, text_columns=text_columns,
-                                               label_column=label_column, label_names=labels,
-                                               annotation_columns=annotation_columns, image_size=image_size)
+                    dataset_spec = paired_dataset_spec(model, DatasetSpec(
+                        source=data_path, text_columns=text_columns, label_column=label_column,
+                        annotation_columns=annotation_columns, image_size=image_size))
             activate(model_spec, dataset_spec)
             status.update(label="Loaded and registered in the workspace", state="complete")
     except Exception as e:  # every failure is shown as a message; the previous pair stays active

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from pathlib import Path
+from typing import Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +30,15 @@ class OptionSpec:
     label: str
     default: object
     help: str = ""
+
+    def parse(self, text: str) -> object:
+        """The option's value written as text (the command line's KEY=VALUE), typed like its default."""
+        if isinstance(self.default, int):
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError(f"option '{self.name}' must be an integer, got '{text}'") from None
+        return text
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,64 @@ class ModelAdapter(ABC):
     data: ClassVar[type]  # the dataset class it reads (TextDataset, ImageDataset)
     options: ClassVar[tuple[OptionSpec, ...]] = ()  # settings beyond the checkpoint (template, top-k ...)
     default_top_k_classes: int | None = None  # classes per example PEFs keep unless told (None: all)
+    # transformers checkpoints it reads: the auto mapping (its name in transformers) of their model classes
+    # (None: none), those classes as the errors name them, and its order among the adapters that read one
+    # checkpoint (the lowest is the default)
+    auto_mapping: ClassVar[str | None] = None
+    checkpoint_classes: ClassVar[str] = ""
+    rank: ClassVar[int] = 0
+
+    @classmethod
+    def transformers_class(cls, config) -> type | None:
+        """The transformers model class this adapter loads a checkpoint of `config` with, or None."""
+        if cls.auto_mapping is None:
+            return None
+        import transformers
+
+        mapping = getattr(transformers, cls.auto_mapping)
+        if type(config) not in mapping:
+            return None
+        # a few configs map to several classes (Perceiver's image classifiers): the one saved, else the first
+        classes = mapping[type(config)] if isinstance(mapping[type(config)], tuple) else (mapping[type(config)],)
+        return next((c for c in classes if c.__name__ in (config.architectures or [])), classes[0])
+
+    @classmethod
+    def reads_config(cls, config) -> bool:
+        """Whether it reads a transformers checkpoint of `config`: its model class is the one the checkpoint
+        was saved as (config.architectures), or, when the config names none, exists for the config."""
+        model_class = cls.transformers_class(config)
+        saved = config.architectures or []
+        return model_class is not None and (not saved or model_class.__name__ in saved)
+
+    @classmethod
+    def from_checkpoint(cls, net: nn.Module, folder: Path, options: dict, max_length: int) -> "ModelAdapter":
+        """The adapter of a loaded transformers network whose checkpoint files (tokenizer, image processor)
+        lie in `folder`, with its options."""
+        raise ValueError(f"adapter '{cls.kind}' does not read transformers checkpoints")
+
+    @classmethod
+    def check_options(cls, options: dict) -> dict:
+        """The options, refused when one is not among the adapter's OptionSpecs (the error lists those)."""
+        allowed = [o.name for o in cls.options]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            takes = f"options {allowed}" if allowed else "no options"
+            raise ValueError(f"adapter '{cls.kind}' takes {takes}, got '{unknown[0]}'")
+        return dict(options)
+
+    @classmethod
+    def parse_options(cls, pairs: Iterable[str]) -> dict:
+        """Options written as KEY=VALUE texts, each typed by its OptionSpec (the command line's --option)."""
+        specs = {o.name: o for o in cls.options}
+        parsed = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"option must be KEY=VALUE, got '{pair}'; adapter '{cls.kind}' takes "
+                                 f"{[o.name for o in cls.options] or 'no options'}")
+            cls.check_options({key.strip(): value})
+            parsed[key.strip()] = specs[key.strip()].parse(value)
+        return parsed
 
     @property
     @abstractmethod
@@ -87,6 +155,11 @@ class ModelAdapter(ABC):
             raise ValueError(f"a {self.title} model reads {self.data.kind} datasets, but '{dataset.name}' holds "
                              f"{dataset.kind}; load a {self.data.kind} dataset for it")
 
+    def data_label_names(self) -> tuple[str, ...]:
+        """The class names a dataset's label column is read with: the adapter's classes, or () to read the
+        column's own values, which align_labels maps to classes (answer strings of a next-token model)."""
+        return tuple(self.label_names)
+
     def align_labels(self, dataset: Dataset) -> Dataset:
         """The dataset with labels over this adapter's classes (unchanged unless the adapter names them itself)."""
         return dataset
@@ -109,6 +182,28 @@ def register(cls: type[ModelAdapter]) -> type[ModelAdapter]:
         raise ValueError(f"adapter '{cls.kind}' is registered already")
     ADAPTERS[cls.kind] = cls
     return cls
+
+
+def config_label_names(config) -> list[str]:
+    """The classes of a transformers classifier config, in id order (its id2label)."""
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def checkpoint_adapters(config, source: str) -> list[str]:
+    """The registered adapters that read a transformers checkpoint of `config` (at `source`), the default first;
+    none: an error naming what the checkpoint was saved as and listing the adapters that exist."""
+    fits = sorted((cls.rank, kind) for kind, cls in ADAPTERS.items() if cls.reads_config(config))
+    if not fits:
+        saved = ", ".join(config.architectures or []) or f"a '{config.model_type}' config without architectures"
+        readers: dict[str, list[str]] = {}
+        for kind, cls in sorted(ADAPTERS.items()):
+            if cls.auto_mapping:
+                readers.setdefault(cls.checkpoint_classes, []).append(kind)
+        read = "; ".join(f"{classes} ({', '.join(kinds)})" for classes, kinds in readers.items())
+        raise ValueError(f"{source}: no adapter reads a checkpoint saved as {saved}; the adapters are "
+                         f"{sorted(ADAPTERS)}, and those for transformers checkpoints read {read}; save the model "
+                         "with one of these heads")
+    return [kind for _, kind in fits]
 
 
 def adapter_class(kind: str) -> type[ModelAdapter]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 from string import Formatter
 
 import numpy as np
@@ -29,7 +30,8 @@ import torch
 from torch import nn
 
 from analysis.adapters.base import Batch, OptionSpec, register
-from analysis.adapters.text import TextAdapter, causal_padding_mask, positions, with_pad_token
+from analysis.adapters.text import (TextAdapter, causal_padding_mask, is_decoder_only, load_tokenizer, positions,
+                                    with_pad_token)
 from analysis.datasets import TextDataset, hash_parts
 
 DEFAULT_TOP_K = 8  # next-token classes per example in the PEFs unless the Compute page says otherwise
@@ -54,18 +56,22 @@ class CausalLmAdapter(TextAdapter):
     """What both causal-LM adapters share: left padding and the next-token logits at the last position."""
 
     padding_side = "left"
+    auto_mapping = "MODEL_FOR_CAUSAL_LM_MAPPING"
+    checkpoint_classes = "decoder-only *ForCausalLM (GPT-2, GPT-NeoX, Llama, Qwen2 ...)"
 
     def __init__(self, tokenizer, max_length: int = 128):
         super().__init__(with_pad_token(tokenizer), max_length)
 
     @classmethod
-    def from_options(cls, tokenizer, net: nn.Module, options: dict, max_length: int = 128) -> "CausalLmAdapter":
-        """The adapter of a loaded *ForCausalLM `net` with the options the Load page or the CLI gave."""
-        allowed = [o.name for o in cls.options]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ValueError(f"adapter '{cls.kind}' takes options {allowed}, got '{unknown[0]}'")
-        return cls(tokenizer, **cls._net_kwargs(net), **options, max_length=max_length)
+    def reads_config(cls, config) -> bool:
+        """A decoder-only architecture (not an encoder that transformers also offers as a causal LM) saved as
+        its *ForCausalLM class, or with no class named."""
+        return is_decoder_only(config) and super().reads_config(config)
+
+    @classmethod
+    def from_checkpoint(cls, net: nn.Module, folder: Path, options: dict, max_length: int) -> "CausalLmAdapter":
+        """The adapter of a loaded *ForCausalLM `net` with the options the Load page or the command line gave."""
+        return cls(load_tokenizer(folder), **cls._net_kwargs(net), **cls.check_options(options), max_length=max_length)
 
     @staticmethod
     def _net_kwargs(net: nn.Module) -> dict:
@@ -87,6 +93,7 @@ class CausalLmClassifier(CausalLmAdapter):
 
     kind = "causal-lm-classifier"
     title = "Causal LM as a classifier (prompt + label words)"
+    rank = 2
     options = (
         OptionSpec("template", "Prompt template", "{text}",
                    "the prompt of each example, with {column} fields filled from the dataset's text columns; "
@@ -175,6 +182,7 @@ class CausalLmNextToken(CausalLmAdapter):
 
     kind = "causal-lm-next-token"
     title = "Causal LM, free-form next token"
+    rank = 1  # a causal LM's default: it needs no options
     options = (OptionSpec("top_k_classes", "Next-token classes per example", DEFAULT_TOP_K,
                           "PEFs are taken over this many most probable next tokens of each example"),)
 
@@ -199,6 +207,10 @@ class CausalLmNextToken(CausalLmAdapter):
 
     def settings(self) -> dict:
         return {"adapter": self.kind, "max_length": self.max_length}
+
+    def data_label_names(self) -> tuple[str, ...]:
+        """() : a label column holds answer strings, read as they are and mapped to tokens by align_labels."""
+        return ()
 
     def gold_ids(self, dataset: TextDataset) -> np.ndarray:
         """Gold next-token id per example [n], or -1 where there is none."""

@@ -3,8 +3,10 @@ classifiers (the built-in architectures or any module whose forward takes the im
 that normalize and resize the pixels first: transformers *ForImageClassification and torchvision models."""
 from __future__ import annotations
 
+import json
 from abc import abstractmethod
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -12,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.adapters.base import Attribution, Batch, ModelAdapter, register
+from analysis.adapters.base import Attribution, Batch, ModelAdapter, config_label_names, register
 from analysis.datasets import Dataset, ImageDataset
 
 
@@ -222,6 +224,25 @@ class ImageClassification(NormalizedImageAdapter):
 
     kind = "image-classification"
     title = "Image classifier (transformers)"
+    auto_mapping = "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING"
+    checkpoint_classes = "*ForImageClassification (ViT, ResNet, ConvNeXt ...) with preprocessor_config.json"
+
+    @classmethod
+    def from_checkpoint(cls, net: nn.Module, folder: Path, options: dict, max_length: int) -> "ImageClassification":
+        """Its id2label classes and the preprocessing its preprocessor_config.json asks for (required:
+        normalization changes every logit); max_length does not apply."""
+        cls.check_options(options)
+        path = folder / PREPROCESSOR_CONFIG
+        if not path.is_file():
+            raise ValueError(f"{folder}: no {PREPROCESSOR_CONFIG}; save the model's image processor next to the "
+                             "weights with image_processor.save_pretrained(folder) (its resize and normalization "
+                             "change the logits)")
+        try:
+            processor = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); re-save the image processor with save_pretrained") from e
+        channels = int(getattr(net.config, "num_channels", 3))
+        return cls(config_label_names(net.config), preprocessing_from_config(processor, channels))
 
     def run(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(pixel_values=x).logits

@@ -8,11 +8,14 @@ so a padded example gives the logits it gives alone.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from analysis.adapters.base import Batch, register
-from analysis.adapters.text import TextAdapter, causal_padding_mask, padding_mask, positions, with_pad_token
+from analysis.adapters.base import Batch, config_label_names, register
+from analysis.adapters.text import (TextAdapter, causal_padding_mask, is_decoder_only, load_tokenizer, padding_mask,
+                                    positions, with_pad_token)
 
 
 @register
@@ -21,12 +24,21 @@ class SequenceClassification(TextAdapter):
 
     kind = "sequence-classification"
     title = "Sequence classifier (Hugging Face)"
+    auto_mapping = "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING"
+    checkpoint_classes = "*ForSequenceClassification"
 
     def __init__(self, tokenizer, label_names: list[str], *, decoder_only: bool = False, max_length: int = 128):
         super().__init__(with_pad_token(tokenizer) if decoder_only else tokenizer, max_length)
         self._label_names = list(label_names)
         self.decoder_only = decoder_only
         self.padding_side = "left" if decoder_only else "right"
+
+    @classmethod
+    def from_checkpoint(cls, net: nn.Module, folder: Path, options: dict, max_length: int) -> "SequenceClassification":
+        """Its id2label classes; decoder-only or not as the config says."""
+        cls.check_options(options)
+        return cls(load_tokenizer(folder), config_label_names(net.config), decoder_only=is_decoder_only(net.config),
+                   max_length=max_length)
 
     @property
     def label_names(self) -> list[str]:

@@ -7,6 +7,8 @@ adapters pass prepared 4-D additive masks: [B, 1, 1, L] (padding only) for encod
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -17,6 +19,7 @@ from analysis.adapters.base import Attribution, Batch, ModelAdapter
 from analysis.datasets import Dataset, TextDataset
 
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")  # tokenizer.json read as it is
 
 
 def padding_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -53,6 +56,24 @@ def with_pad_token(tokenizer):
                              "token; set tokenizer.pad_token and save it again")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_tokenizer(folder: Path):
+    """The tokenizer saved in a checkpoint folder, from local files only, without remote code."""
+    from transformers import AutoTokenizer
+
+    if not any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise ValueError(f"{folder}: no tokenizer files (tokenizer.json or vocab.txt); save the tokenizer "
+                         "with tokenizer.save_pretrained(folder) next to the weights")
+    saved = folder / "tokenizer_config.json"
+    saved_class = json.loads(saved.read_text(encoding="utf-8")).get("tokenizer_class") if saved.exists() else None
+    if saved_class in GENERIC_TOKENIZERS and (folder / "tokenizer.json").exists():
+        # AutoTokenizer would pick the model type's own class (Qwen2Tokenizer ...), which rebuilds the
+        # tokenizer from vocab and merges and mangles a word-level tokenizer.json; read the file as saved
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
 
 
 class TextAdapter(ModelAdapter):

@@ -13,42 +13,11 @@ from analysis.loading import DatasetSpec, ModelSpec, load_dataset_spec, load_mod
 from analysis.models import ParamScope
 from analysis.runs import pefs_settings
 from analysis.store import Workspace
+from tests.tiny_models import GPT2_WORDS as WORDS, build_tiny_gpt2, reviews_csv
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
-WORDS = ("[PAD]", "[UNK]", "the", "movie", "was", "good", "bad", "great", "awful", "plot", "Answer:")
 CLASSIFIER = "causal-lm-classifier"
 SYNTHETIC = "tests/app/test_load_adapters.py"  # marks the synthetic next-token decomposition's runs
-
-
-def build_tiny_gpt2(folder: Path, seed: int = 0) -> Path:
-    """A random 2-layer GPT-2 causal LM over a word-level vocabulary (WORDS), saved with its tokenizer."""
-    import torch
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import WhitespaceSplit
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    torch.manual_seed(seed)
-    core = Tokenizer(WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    core.pre_tokenizer = WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
-    net = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=len(WORDS),
-                                    bos_token_id=0, eos_token_id=0))
-    folder.mkdir(parents=True, exist_ok=True)
-    net.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def reviews_csv(path: Path, n: int = 24) -> Path:
-    """Short reviews with a sentiment label (class names good/bad) and an answer string (the word itself)."""
-    rng = np.random.default_rng(0)
-    words = rng.choice(["good", "bad", "great", "awful"], n)
-    frame = pd.DataFrame({"text": [f"the movie was {w}" for w in words],
-                          "sentiment": ["good" if w in ("good", "great") else "bad" for w in words],
-                          "answer": words})
-    frame.to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture

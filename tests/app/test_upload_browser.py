@@ -13,7 +13,7 @@ from playwright.sync_api import sync_playwright
 from tests.app.conftest import streamlit_app
 
 from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
-from tests.app.test_load_adapters import build_tiny_gpt2, reviews_csv
+from tests.tiny_models import build_tiny_gpt2, reviews_csv
 
 VIT_CLASSES = ("cat", "dog", "bird")
 LONG = 300_000  # ms: loading, a background compute job, the first render of a page on 2 busy cores

@@ -1,18 +1,21 @@
-"""The command line: one-line errors naming the file (tracebacks only with --debug), and the estimate check
-that refuses what does not fit unless --yes."""
+"""The command line: one-line errors naming the file (tracebacks only with --debug), the estimate check
+that refuses what does not fit unless --yes, and causal LMs read through --adapter and --option."""
 import json
 import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from analysis import cli
+from analysis.adapters import ADAPTERS
 from analysis.cli import main
 from analysis.estimates import TIMINGS, Resources
 from analysis.store import Workspace
+from tests.tiny_models import GPT2_WORDS, build_tiny_gpt2, reviews_csv
 
 PLENTY = Resources(free_disk_bytes=2**40, available_memory_bytes=2**40)
 
@@ -174,3 +177,67 @@ def test_a_stored_run_is_reused_without_an_estimate(image_ws, capsys):
     assert main(command, resources=Resources(free_disk_bytes=0, available_memory_bytes=0)) == 0
     second = capsys.readouterr().out
     assert not second.startswith("estimate") and pef_run_id(second) == pef_run_id(first)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    """A tiny GPT-2 causal LM folder and reviews to read it with (sentiment good/bad, answer words)."""
+    folder = tmp_path_factory.mktemp("gpt2")
+    return build_tiny_gpt2(folder / "tiny-gpt2"), reviews_csv(folder / "reviews.csv", n=16)
+
+
+def gpt2_pefs(ws, tiny_gpt2, *extra: str) -> list[str]:
+    folder, csv = tiny_gpt2
+    return ["--workspace", str(ws), "pefs", "--model", str(folder), "--data", str(csv), "--scope", "last:1",
+            "--values-per-example", "200", *extra]
+
+
+def test_a_causal_lm_classifier_computes_headless_with_template_and_label_words(tiny_gpt2, tmp_path, capsys):
+    command = gpt2_pefs(tmp_path / "ws", tiny_gpt2, "--label-column", "sentiment", "--adapter", "causal-lm-classifier",
+                        "--option", "template={text} Answer:", "--option", "verbalizer=good, bad")
+    assert main(command, resources=PLENTY) == 0
+    ws = Workspace(tmp_path / "ws")
+    run = ws.get_run(pef_run_id(capsys.readouterr().out))
+    assert run.status == "complete" and run.summary["n_examples"] == 16
+    adapter = run.params["adapter"]
+    assert (adapter["adapter"], adapter["template"], adapter["verbalizer"]) == (
+        "causal-lm-classifier", "{text} Answer:", ["good", "bad"])
+    assert ws.models()["label_names"].map(json.loads).tolist() == [["good", "bad"]]
+    (job,) = cli.list_jobs(ws)
+    assert job.spec["model"]["adapter"] == "causal-lm-classifier"
+    assert dict(job.spec["model"]["options"]) == {"template": "{text} Answer:", "verbalizer": "good, bad"}
+    assert main(["--workspace", str(tmp_path / "ws"), "fit", "--pefs", run.id, "--components", "2", "--iters", "5"]) == 0
+
+
+def test_a_next_token_model_takes_its_top_k_from_the_option(tiny_gpt2, tmp_path, capsys):
+    command = gpt2_pefs(tmp_path / "ws", tiny_gpt2, "--label-column", "answer", "--option", "top_k_classes=3")
+    assert main(command, resources=PLENTY) == 0
+    ws = Workspace(tmp_path / "ws")
+    run = ws.get_run(pef_run_id(capsys.readouterr().out))
+    assert run.params["top_k_classes"] == 3  # the adapter's option, not all 11 tokens of the vocabulary
+    assert ws.load_array(run.id, "class_ids").shape == (16, 3)
+    answers = pd.read_csv(tiny_gpt2[1])["answer"]
+    assert ws.load_array(run.id, "labels").tolist() == [GPT2_WORDS.index(w) for w in answers]  # answers as tokens
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--option", "top_k=3"], "adapter 'causal-lm-next-token' takes options ['top_k_classes'], got 'top_k'"),
+    (["--adapter", "causal-lm-next-token", "--option", "top_k_classes=many"],
+     "option 'top_k_classes' must be an integer, got 'many'"),
+    (["--adapter", "causal-lm-classifier", "--option", "verbalizer"],
+     "option must be KEY=VALUE, got 'verbalizer'; adapter 'causal-lm-classifier' takes ['template', 'verbalizer']"),
+    (["--adapter", "sequence-classification"],
+     "adapter 'sequence-classification' does not read a checkpoint saved as GPT2LMHeadModel; use one of "
+     "['causal-lm-next-token', 'causal-lm-classifier']"),
+    (["--adapter", "gpt"], f"adapter must be one of {sorted(ADAPTERS)}, got 'gpt'"),
+])
+def test_bad_adapters_and_options_give_one_line_errors(tiny_gpt2, tmp_path, capsys, extra, message):
+    assert main(gpt2_pefs(tmp_path / "ws", tiny_gpt2, "--label-column", "answer", *extra), resources=PLENTY) == 2
+    assert one_error_line(capsys) == f"error: {tiny_gpt2[0]}: {message}"
+
+
+def test_options_of_a_model_without_adapter_choice_are_refused(image_ws, capsys):
+    assert main(["--workspace", str(image_ws), "pefs", "--demo", "image", "--option", "top_k_classes=3"]) == 2
+    assert one_error_line(capsys) == (
+        "error: demo:image: options ['top_k_classes=3'] apply to transformers checkpoints read through an adapter; "
+        "this model is read as its files declare and takes none")

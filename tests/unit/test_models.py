@@ -349,3 +349,49 @@ def test_zip_of_an_image_model_in_a_top_folder_loads(tmp_path):
     folder = save_image_model(DigitsCNN(), tmp_path / "cnn", architecture="digits-cnn", label_names=list("0123456789"))
     model = load_model(_zip_folder(tmp_path / "cnn.zip", {"cnn/": folder}), extract_root=tmp_path / "x")
     assert model.input_kind == "image" and model.content_hash == load_model(folder).content_hash
+
+
+CAUSAL = ["causal-lm-next-token", "causal-lm-classifier"]
+
+
+@pytest.mark.parametrize("config, saved_as, kinds", [
+    ("GPT2Config", "GPT2LMHeadModel", CAUSAL),
+    ("LlamaConfig", "LlamaForCausalLM", CAUSAL),
+    ("GPT2Config", "GPT2ForSequenceClassification", ["sequence-classification"]),
+    ("GPT2Config", None, ["sequence-classification", *CAUSAL]),  # no class named: every head the config has
+    ("BertConfig", "BertForSequenceClassification", ["sequence-classification"]),
+    ("BertConfig", None, ["sequence-classification"]),  # BERT's causal-LM head attends both ways: not a causal LM
+    ("ViTConfig", "ViTForImageClassification", ["image-classification"]),
+    ("PerceiverConfig", "PerceiverForImageClassificationFourier", ["image-classification"]),
+    ("PerceiverConfig", "PerceiverForSequenceClassification", ["sequence-classification"]),
+])
+def test_the_registry_lists_the_adapters_of_a_checkpoint_default_first(config, saved_as, kinds):
+    import transformers
+
+    from analysis.adapters import checkpoint_adapters
+
+    config = getattr(transformers, config)(architectures=[saved_as] if saved_as else None)
+    assert checkpoint_adapters(config, "ckpt") == kinds
+
+
+def test_a_checkpoint_no_adapter_reads_lists_the_adapters():
+    from transformers import GPT2Config
+
+    from analysis.adapters import ADAPTERS, checkpoint_adapters
+
+    with pytest.raises(ValueError, match=re.escape(
+            f"ckpt: no adapter reads a checkpoint saved as GPT2Model; the adapters are {sorted(ADAPTERS)}, and those "
+            "for transformers checkpoints read decoder-only *ForCausalLM (GPT-2, GPT-NeoX, Llama, Qwen2 ...) "
+            "(causal-lm-classifier, causal-lm-next-token); *ForImageClassification (ViT, ResNet, ConvNeXt ...) with "
+            "preprocessor_config.json (image-classification); *ForSequenceClassification (sequence-classification); "
+            "save the model with one of these heads")):
+        checkpoint_adapters(GPT2Config(architectures=["GPT2Model"]), "ckpt")
+
+
+def test_an_adapter_that_cannot_read_the_folder_is_refused_before_loading(tiny_bert_dir):
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tiny_bert_dir}: adapter 'causal-lm-next-token' does not read a checkpoint saved as "
+            "BertForSequenceClassification; use one of ['sequence-classification']")):
+        load_model(tiny_bert_dir, adapter="causal-lm-next-token")
+    with pytest.raises(ValueError, match=re.escape("adapter 'sequence-classification' takes no options, got 'top_k'")):
+        load_model(tiny_bert_dir, options={"top_k": 3})
