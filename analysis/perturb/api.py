@@ -96,9 +96,26 @@ def _start(model: ClassifierModel, examples: Examples, decomposition: Decomposit
 
 def _component(strategy: Strategy, setup: Setup, W: np.ndarray, k: int, *, top_n: int, baseline_n: int,
                seed: int) -> tuple[EvalSet, Perturbation]:
-    top, baseline = example_sets(W, k, top_n=top_n, baseline_n=baseline_n, seed=seed)
-    ev = eval_set(setup, top, baseline)
+    ev = eval_set(setup, *example_sets(W, k, top_n=top_n, baseline_n=baseline_n, seed=seed))
     return ev, strategy.prepare(k, ev, setup)
+
+
+def _pooled(setup: Setup, W: np.ndarray, components: Sequence[int], *, top_n: int, baseline_n: int,
+            seed: int) -> Setup:
+    """The setup with the top and baseline examples of `components` pooled (Setup.pooled): for callers that
+    evaluate several perturbations, which then share one forward pass at θ₀."""
+    sets = [example_sets(W, k, top_n=top_n, baseline_n=baseline_n, seed=seed) for k in components]
+    return setup.pooled(np.concatenate([np.concatenate(pair) for pair in sets]))
+
+
+def _signs(signs: int | Sequence[int] | None, decomposition: Decomposition) -> tuple[int, ...]:
+    """signs as a tuple: one sign (1 or -1), several, or None for the strategy's default."""
+    if signs is None:
+        return strategy_for(decomposition).default_signs
+    chosen = (signs,) if isinstance(signs, (int, np.integer)) else tuple(signs)
+    if not chosen or any(s not in (1, -1) for s in chosen) or len(set(chosen)) != len(chosen):
+        raise ValueError(f"signs must be 1, -1 or a non-empty subset of (1, -1), got {signs}")
+    return tuple(int(s) for s in chosen)
 
 
 def _perturb(setup: Setup, ev: EvalSet, perturbation: Perturbation, k: int, magnitude: float, sign: int,
@@ -133,6 +150,8 @@ def perturb_component(model: ClassifierModel, examples: Examples, decomposition:
     strategy, setup = _start(model, examples, decomposition, k, sign, top_n=top_n, baseline_n=baseline_n,
                              batch_size=batch_size, device=device, lam=lam, kl_range=kl_range, max_sim=max_sim,
                              fisher_floor=fisher_floor)
+    if kl_range is not None:  # the search evaluates many perturbations of these examples
+        setup = _pooled(setup, decomposition.W, [k], top_n=top_n, baseline_n=baseline_n, seed=seed)
     ev, perturbation = _component(strategy, setup, decomposition.W, k, top_n=top_n, baseline_n=baseline_n, seed=seed)
     return _perturb(setup, ev, perturbation, k, magnitude, sign, lam, kl_range, targeter)
 
@@ -151,6 +170,8 @@ def sweep_component(model: ClassifierModel, examples: Examples, decomposition: D
     strategy, setup = _start(model, examples, decomposition, k, sign, top_n=top_n, baseline_n=baseline_n,
                              batch_size=batch_size, device=device, lam=lam, kl_range=None, max_sim=max_sim,
                              fisher_floor=fisher_floor)
+    if len(magnitudes) > 1:
+        setup = _pooled(setup, decomposition.W, [k], top_n=top_n, baseline_n=baseline_n, seed=seed)
     ev, perturbation = _component(strategy, setup, decomposition.W, k, top_n=top_n, baseline_n=baseline_n, seed=seed)
     results = []
     for magnitude in magnitudes:
@@ -161,21 +182,25 @@ def sweep_component(model: ClassifierModel, examples: Examples, decomposition: D
 
 
 def perturb_all(model: ClassifierModel, examples: Examples, decomposition: Decomposition, magnitude: float, *,
-                signs: Sequence[int] | None = None, max_sim: float | None = None, top_n: int = DEFAULT_TOP_N,
+                signs: int | Sequence[int] | None = None, max_sim: float | None = None, top_n: int = DEFAULT_TOP_N,
                 baseline_n: int = DEFAULT_BASELINE_N, seed: int = 0, batch_size: int = 32,
                 device: str | torch.device | None = None, lam: float = DEFAULT_LAM,
                 kl_range: tuple[float, float] | None = None, targeter: KlTargeter = KlTargeter(),
                 fisher_floor: float = FISHER_FLOOR, progress: Progress | None = None) -> pd.DataFrame:
     """One row per component: the sign with the largest KL ratio (as the reference reports) and its metrics,
-    plus kl_ratio_pos / kl_ratio_neg. signs default to the strategy's: (+1, −1) for LRM, (+1,) for D-NPEFF."""
+    plus kl_ratio_pos / kl_ratio_neg for the signs tried. signs: 1, -1, (1, -1), or None for the strategy's
+    default ((+1, −1) for LRM, (+1,) for D-NPEFF); one sign halves the perturbed forward passes.
+
+    The examples of every component are pooled first (Setup.pooled): one forward pass at θ₀ over all of them
+    gives the reference and records the frozen prefix, so each perturbation runs only the in-scope part.
+    """
     _check_magnitude(magnitude)
-    signs = tuple(signs) if signs is not None else strategy_for(decomposition).default_signs
-    if not signs or any(s not in (1, -1) for s in signs):
-        raise ValueError(f"signs must be a non-empty subset of (1, -1), got {signs}")
+    signs = _signs(signs, decomposition)
     strategy, setup = _start(model, examples, decomposition, 0, signs[0], top_n=top_n, baseline_n=baseline_n,
                              batch_size=batch_size, device=device, lam=lam, kl_range=kl_range, max_sim=max_sim,
                              fisher_floor=fisher_floor)
     rows, r = [], decomposition.n_components
+    setup = _pooled(setup, decomposition.W, range(r), top_n=top_n, baseline_n=baseline_n, seed=seed)
     for k in range(r):
         ev, perturbation = _component(strategy, setup, decomposition.W, k, top_n=top_n, baseline_n=baseline_n,
                                       seed=seed)

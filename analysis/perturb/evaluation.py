@@ -2,7 +2,10 @@
 probabilities on them (cached per model and dataset), and the KL and accuracy summary of θ₀ + Δ.
 
 The unperturbed probabilities are computed once per (model, dataset, device, scope) and reused
-(`Reference`), so a perturbation costs one forward pass over the top and baseline examples.
+(`Reference`), so a perturbation costs one forward pass over the top and baseline examples. A caller that
+evaluates many perturbations first gathers their examples in a `Pool` (`Setup.pooled`): one forward pass
+at θ₀ fills the reference and records what the perturbations cannot change (analysis.perturb.prefix), and
+each perturbed pass then runs only the in-scope part of the network.
 """
 from __future__ import annotations
 
@@ -10,15 +13,16 @@ import math
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from analysis.datasets import Dataset, dataset_subset, make_batches
+from analysis.datasets import Dataset, dataset_subset, length_order, make_batches
 from analysis.models import ClassifierModel
+from analysis.perturb.prefix import Replay
 from analysis.perturb.weights import FunctionalModel, Tensors
 
 Examples = Dataset
@@ -27,6 +31,7 @@ Batches = list[dict[str, torch.Tensor]]
 KL_CLIP = 1e-7  # probabilities are clipped to [KL_CLIP, 1] in the KL, as Keras does in the reference
 DEFAULT_TOP_N = 32
 DEFAULT_BASELINE_N = 128
+POOL_BATCH_SIZE = 128  # a pool's batches hold at least this many examples: fewer, larger replayed passes
 MAX_REFERENCES = 4  # (dataset, device, scope) triples per model whose unperturbed outputs stay cached
 
 
@@ -145,6 +150,48 @@ def reference_for(model: ClassifierModel, examples: Examples, device: torch.devi
 
 
 @dataclass(frozen=True)
+class Pool:
+    """Examples in length-ordered batches whose frozen-prefix outputs at θ₀ are recorded (`Replay`)."""
+
+    replay: Replay
+    batch_of: dict[int, tuple[int, int]]  # example index -> (batch j, row in batch j)
+
+    @classmethod
+    def build(cls, model: ClassifierModel, examples: Examples, fmodel: FunctionalModel, reference: Reference,
+              indices: np.ndarray, batch_size: int, device: torch.device) -> "Pool | None":
+        """Fill the reference on `indices` in length-ordered batches; the Pool when its outputs can be replayed."""
+        indices = np.unique(indices)
+        order = indices[length_order(model, dataset_subset(examples, indices))]  # [n_pool]
+        pooled = batches(model, examples, order, max(batch_size, POOL_BATCH_SIZE), device)
+        replay, logits = Replay.build(fmodel, pooled)
+        if not logits:  # nothing to replay: the reference alone, from the same batches
+            reference.fill(fmodel, order, pooled)
+            return None
+        unknown = ~reference.known[order]
+        reference.probs[order[unknown]] = torch.cat(logits).double().softmax(-1).cpu().numpy()[unknown]
+        reference.known[order] = True
+        if replay is None:
+            return None
+        batch = np.repeat(np.arange(len(logits)), [len(lg) for lg in logits])  # [n_pool]
+        row = np.concatenate([np.arange(len(lg)) for lg in logits])  # [n_pool]
+        return cls(replay=replay, batch_of={int(i): (int(j), int(r)) for i, j, r in zip(order, batch, row)})
+
+    def covers(self, indices: np.ndarray) -> bool:
+        return all(int(i) in self.batch_of for i in indices)
+
+    def probabilities(self, indices: np.ndarray, tensors: Tensors) -> np.ndarray:
+        """Softmax probabilities [len(indices), C] (float64) at `tensors`, the examples in this order."""
+        where = np.array([self.batch_of[int(i)] for i in indices]).reshape(-1, 2)  # [n, 2] (batch, row)
+        out = None
+        for j in np.unique(where[:, 0]):
+            at = np.flatnonzero(where[:, 0] == j)
+            p = self.replay.logits(int(j), where[at, 1], tensors).double().softmax(-1).cpu().numpy()
+            out = np.empty((len(indices), p.shape[1])) if out is None else out
+            out[at] = p
+        return out
+
+
+@dataclass(frozen=True)
 class Setup:
     """What the perturbations of one call share: the model as a function on the device, the examples and
     the unperturbed reference."""
@@ -156,6 +203,7 @@ class Setup:
     device: torch.device
     batch_size: int
     fisher: DatasetFisher  # analysis.fisher.dataset_fisher, given by the caller (it sits above this package)
+    pool: Pool | None = None  # examples whose perturbed passes replay the frozen prefix (see `pooled`)
 
     @classmethod
     def on(cls, model: ClassifierModel, examples: Examples, device: torch.device, batch_size: int,
@@ -166,6 +214,21 @@ class Setup:
 
     def batches(self, indices: np.ndarray) -> Batches:
         return batches(self.model, self.examples, indices, self.batch_size, self.device)
+
+    def pooled(self, indices: np.ndarray) -> "Setup":
+        """This setup with the reference filled on `indices` and, where the model allows, their frozen-prefix
+        outputs recorded: for evaluating many perturbations of those examples."""
+        pool = Pool.build(self.model, self.examples, self.fmodel, self.reference, indices, self.batch_size,
+                          self.device)
+        return replace(self, pool=pool)
+
+    def perturbed_probabilities(self, ev: "EvalSet", tensors: Tensors, *, top_only: bool = False) -> np.ndarray:
+        """Probabilities [top_n (+ baseline_n), C] at `tensors` on the top (then baseline) examples of ev."""
+        indices = ev.top if top_only else np.concatenate([ev.top, ev.baseline])
+        if self.pool is not None and self.pool.covers(indices):
+            return self.pool.probabilities(indices, tensors)
+        return probabilities(self.fmodel, ev.top_batches if top_only else ev.top_batches + ev.baseline_batches,
+                             tensors)
 
     def dataset_fisher(self) -> torch.Tensor:
         """f_D [M] of the unperturbed model on the examples, computed once per reference."""
@@ -209,9 +272,7 @@ def _ratio(top: float, baseline: float) -> float:
 def evaluate(setup: Setup, ev: EvalSet, delta: torch.Tensor, *, component: int, magnitude: float, sign: int,
              lam: float | None = None, converged: bool | None = None) -> PerturbationResult:
     """Run the top and baseline examples at θ₀ + delta [M] and summarize (lam: the D-NPEFF merge weight)."""
-    perturbed = setup.fmodel.perturbed(delta)
-    after = np.concatenate([probabilities(setup.fmodel, ev.top_batches, perturbed),
-                            probabilities(setup.fmodel, ev.baseline_batches, perturbed)])
+    after = setup.perturbed_probabilities(ev, setup.fmodel.perturbed(delta))  # [top_n + baseline_n, C]
     n_top = len(ev.top)
     kl = kl_divergence(after, ev.before)  # [top_n + baseline_n]
     original, new = ev.before.argmax(axis=1), after.argmax(axis=1)
@@ -236,5 +297,5 @@ def evaluate(setup: Setup, ev: EvalSet, delta: torch.Tensor, *, component: int, 
 
 def top_kl(setup: Setup, ev: EvalSet, delta: torch.Tensor) -> float:
     """Mean KL on the top examples only at θ₀ + delta [M]: what the targeting search evaluates."""
-    after = probabilities(setup.fmodel, ev.top_batches, setup.fmodel.perturbed(delta))
+    after = setup.perturbed_probabilities(ev, setup.fmodel.perturbed(delta), top_only=True)
     return float(kl_divergence(after, ev.before[:len(ev.top)]).mean())

@@ -5,6 +5,7 @@ They go through `Workspace.compute_once` like every stored run; their tables are
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -116,7 +117,7 @@ def load_sweep(ws: Workspace, run: Run) -> list[PerturbationResult]:
 
 
 def perturb_all_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, decomposition: Run,
-                    magnitude: float, *, signs: Sequence[int] | None = None, max_sim: float | None = None,
+                    magnitude: float, *, signs: int | Sequence[int] | None = None, max_sim: float | None = None,
                     top_n: int = DEFAULT_TOP_N, baseline_n: int = DEFAULT_BASELINE_N, seed: int = 0,
                     lam: float = DEFAULT_LAM, kl_range: tuple[float, float] | None = None,
                     targeter: KlTargeter = KlTargeter(), fisher_floor: float = FISHER_FLOOR, batch_size: int = 32,
@@ -125,7 +126,8 @@ def perturb_all_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, dec
     _check_pair(model, dataset, decomposition)
     settings = {**_common_settings(decomposition, max_sim=max_sim, top_n=top_n, baseline_n=baseline_n, seed=seed,
                                    lam=lam, fisher_floor=fisher_floor),
-                "magnitude": float(magnitude), "signs": None if signs is None else [int(s) for s in signs]}
+                "magnitude": float(magnitude),
+                "signs": None if signs is None else [int(s) for s in np.atleast_1d(signs)]}
     if kl_range is not None:
         settings.update({"kl_range": [float(v) for v in kl_range], "targeter": asdict(targeter)})
 
@@ -147,3 +149,22 @@ def perturb_all_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, dec
 def load_perturb_all(ws: Workspace, run: Run) -> pd.DataFrame:
     """The per-component table of a complete perturb-all run, as perturb_all returned it."""
     return _read_table(ws, run, ALL_TABLE)
+
+
+def latest_perturb_all(ws: Workspace, decomposition: Run) -> Run | None:
+    """The newest complete perturb-all run of this decomposition (any settings), or None."""
+    runs = ws.runs(kind="perturb-all", status="complete")
+    mine = [row.id for row in runs.sort_values("updated", ascending=False).itertuples()
+            if json.loads(row.params).get("decomposition") == decomposition.key]
+    return ws.get_run(mine[0]) if mine else None
+
+
+def latest_selectivity(ws: Workspace, decomposition: Run) -> pd.Series | None:
+    """Per-component KL ratio (KL on the top examples / KL on the baseline) of the newest complete perturb-all
+    run of this decomposition, indexed by component; None when there is none."""
+    run = latest_perturb_all(ws, decomposition)
+    if run is None:
+        return None
+    table = load_perturb_all(ws, run)
+    return pd.Series(table["kl_ratio"].to_numpy(dtype=float), index=table["component"].to_numpy(dtype=int),
+                     name="selectivity")

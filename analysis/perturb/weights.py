@@ -33,6 +33,11 @@ class FunctionalModel:
         self._view = private_view(model)
 
     @property
+    def view(self) -> torch.nn.Module:
+        """The private view forward passes run on (analysis.perturb.prefix copies it to replace modules)."""
+        return self._view
+
+    @property
     def n_parameters(self) -> int:
         """M, the number of parameters in scope."""
         return self.layout.n_parameters

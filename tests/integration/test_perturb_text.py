@@ -68,3 +68,46 @@ def test_d_npeff_perturbation_with_kl_targeting_on_tiny_bert(model, sentences):
     assert_identical(model, before)
     assert result.targeting_converged is True and 1e-3 <= result.kl_top <= 2e-3
     assert 0 < result.lam < 1 and result.delta == result.magnitude
+
+
+def slow_perturb_all(model, examples, decomposition, magnitude, signs, **sets):
+    """The obvious loop: perturb_component per component and sign, every forward pass through the whole network."""
+    rows = []
+    for k in range(decomposition.n_components):
+        results = {s: perturb_component(model, examples, decomposition, k, magnitude=magnitude, sign=s, **sets)
+                   for s in signs}
+        rows.append({"component": k, **{f"kl_{part}_{s}": getattr(res, f"kl_{part}")
+                                        for s, res in results.items() for part in ("top", "baseline")}})
+    return pd.DataFrame(rows)
+
+
+def test_perturb_all_replays_the_frozen_layers_and_matches_the_slow_loop(model, sentences):
+    from analysis.perturb.api import perturb_all
+    from analysis.fisher import dataset_fisher
+    from analysis.perturb.evaluation import Setup, reference_for
+    from analysis.perturb.prefix import frozen_modules
+    from analysis.perturb.weights import FunctionalModel
+
+    fmodel = FunctionalModel(model, torch.device("cpu"))
+    batch = next(iter(make_batches(model, sentences, batch_size=4)))
+    frozen = frozen_modules(fmodel, {k: v for k, v in batch.items() if k != "labels"})
+    assert frozen and all("classifier" not in name and "layer.1" not in name for name in frozen)  # scope: layer 1
+    setup = Setup.on(model, sentences, torch.device("cpu"), 5, dataset_fisher).pooled(np.arange(len(sentences)))
+    assert setup.pool is not None  # the replayed pass agreed with the full one
+    pefs = compute_pefs(model, make_batches(model, sentences, batch_size=8), kind="lrm", n_values_per_example=300,
+                        device="cpu")
+    decomposition = fit_lrm_npeff(pefs, 3, n_iters=5, n_iters_g_only=2, device="cpu")
+    sets = dict(top_n=TOP_N, baseline_n=BASELINE_N, batch_size=5, device="cpu")
+    before = snapshot(model)
+    fast = perturb_all(model, sentences, decomposition, 1.0, signs=(1, -1), **sets)
+    assert_identical(model, before)
+    reference_for(model, sentences, torch.device("cpu")).known[:] = False  # the slow loop computes its own
+    slow = slow_perturb_all(model, sentences, decomposition, 1.0, (1, -1), **sets)
+    for s, name in ((1, "pos"), (-1, "neg")):
+        ratio = slow[f"kl_top_{s}"] / slow[f"kl_baseline_{s}"]
+        np.testing.assert_allclose(fast[f"kl_ratio_{name}"], ratio, rtol=1e-5)
+    best = fast["sign"].to_numpy()
+    np.testing.assert_allclose(fast["kl_top"], [slow.loc[k, f"kl_top_{s}"] for k, s in enumerate(best)], rtol=1e-5)
+    one = perturb_all(model, sentences, decomposition, 1.0, signs=-1, **sets)
+    assert (one["sign"] == -1).all() and "kl_ratio_pos" not in one.columns
+    np.testing.assert_allclose(one["kl_ratio"], fast["kl_ratio_neg"], rtol=1e-5)

@@ -76,3 +76,18 @@ def test_each_variant_has_its_strategy_and_other_objects_are_refused(model, exam
     assert LrmStrategy.default_signs == (1, -1) and DiagStrategy.default_signs == (1,)
     with pytest.raises(TypeError, match="^decomposition must be LrmDecomposition or DiagDecomposition, got dict$"):
         perturb_component(model, examples, {}, 0, magnitude=1.0, **SETS)
+
+
+def test_perturb_all_matches_perturb_component_per_sign(model, examples, decomposition):
+    """The pooled perturb_all against the obvious loop of single perturbations (no frozen prefix here)."""
+    table = perturb_all(model, examples, decomposition, 1.5, **SETS)
+    for k in range(2):
+        for sign, name in ((1, "pos"), (-1, "neg")):
+            single = perturb_component(model, examples, decomposition, k, magnitude=1.5, sign=sign, **SETS)
+            assert table.loc[k, f"kl_ratio_{name}"] == pytest.approx(single.kl_ratio, rel=1e-5)
+
+
+@pytest.mark.parametrize("signs", [0, (), (1, 1), (1, 2)])
+def test_perturb_all_refuses_bad_signs(model, examples, decomposition, signs):
+    with pytest.raises(ValueError, match=r"^signs must be 1, -1 or a non-empty subset of \(1, -1\), got "):
+        perturb_all(model, examples, decomposition, 1.0, signs=signs, **SETS)

@@ -51,10 +51,10 @@ def test_original_probabilities_are_computed_once_per_model_and_examples(model, 
 
     monkeypatch.setattr(evaluation, "probabilities", counted)
     perturb_component(model, examples, decomposition, 0, magnitude=1.0, **SETS)
-    assert len(calls) == 4  # top and baseline, unperturbed then perturbed
+    assert len(calls) == 3  # top and baseline unperturbed, then both perturbed in one call
     calls.clear()
     perturb_component(model, examples, decomposition, 0, magnitude=2.0, sign=-1, **SETS)
-    assert len(calls) == 2  # only the perturbed forward passes
+    assert len(calls) == 1  # only the perturbed forward pass
 
 
 def test_references_are_keyed_on_dataset_content_and_scope(model, examples):

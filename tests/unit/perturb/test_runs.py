@@ -1,4 +1,5 @@
 """Perturbation runs stored in the workspace (analysis.perturb.runs): computed once, loaded as computed."""
+import numpy as np
 import pytest
 
 import analysis.perturb.runs as perturb_runs
@@ -44,3 +45,20 @@ def test_runs_refuse_a_dataset_the_decomposition_was_not_fit_on(tmp_path, model,
                          source="test", content_hash="other-data")
     with pytest.raises(ValueError, match=f"^dataset 'other' is not the dataset of decomposition run {dec.id}; "):
         perturb_runs.sweep_run(ws, model, other, dec, 0, [1.0])
+
+
+def test_latest_selectivity_is_the_kl_ratio_of_the_newest_perturb_all_run(tmp_path, model, examples):
+    ws = Workspace(tmp_path / "ws")
+    pefs = pefs_run(ws, model, examples, kind="lrm", batch_size=50, chunk_size=200, device="cpu")
+    dec = fit_run(ws, pefs, n_components=2, n_iters=5, n_iters_g_only=2, device="cpu")
+    other = fit_run(ws, pefs, n_components=2, n_iters=5, n_iters_g_only=2, seed=1, device="cpu")
+    assert perturb_runs.latest_selectivity(ws, dec) is None
+    perturb_runs.perturb_all_run(ws, model, examples, dec, 1.0, top_n=TOP_N, baseline_n=BASELINE_N, device="cpu")
+    newest = perturb_runs.perturb_all_run(ws, model, examples, dec, 2.0, signs=1, top_n=TOP_N, baseline_n=BASELINE_N,
+                                          device="cpu")
+    assert newest.params["signs"] == [1]
+    selectivity = perturb_runs.latest_selectivity(ws, dec)
+    table = perturb_runs.load_perturb_all(ws, newest)
+    assert list(selectivity.index) == [0, 1]
+    np.testing.assert_array_equal(selectivity.to_numpy(), table["kl_ratio"].to_numpy())
+    assert perturb_runs.latest_selectivity(ws, other) is None  # another decomposition's runs do not count
