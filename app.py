@@ -6,6 +6,7 @@ auto-discovered pages, which run without this shell on a deep link to a fresh se
 import streamlit as st
 
 from pages.common import WORKSPACE_KEY, active, app_shell, escape_markdown, switch_workspace, workspace_root
+from pages.panels.jobs_sidebar import jobs_sidebar
 
 st.set_page_config(page_title="NPEFF Explorer", page_icon="🔬", layout="wide")
 
@@ -38,6 +39,7 @@ with st.sidebar:
                     f"({len(dataset):,} examples)")
         st.caption(f"Classes: {escape_markdown(', '.join(model.label_names))} · "
                    f"scope: {escape_markdown(model.scope.describe())}")
+    jobs_sidebar()
 
 with app_shell():
     page.run()

@@ -126,6 +126,35 @@ def compute_spec(model: ModelSpec, dataset: DatasetSpec, *, pefs: dict, fit: dic
     return {"model": spec_dict(model), "dataset": spec_dict(dataset), "pefs": pefs, "fit": fit}
 
 
+def demo_spec(demo: str) -> dict:
+    """A "demo" job: build the demo checkpoint `demo` (text, image, planted) under the workspace."""
+    return {"demo": demo}
+
+
+def perturb_spec(model: ModelSpec, dataset: DatasetSpec, decomposition: str, settings: dict) -> dict:
+    """A "sweep" or "perturb_all" job: the pair, the decomposition run id and the keyword arguments of
+    sweep_run (k, magnitudes, sign, ...) or perturb_all_run (magnitude, ...), passed through unchanged."""
+    return json.loads(json.dumps({"model": spec_dict(model), "dataset": spec_dict(dataset),
+                                  "decomposition": decomposition, "settings": settings}))
+
+
+def umap_spec(decomposition: str, settings: dict) -> dict:
+    """A "umap" job: the example map of a decomposition run with umap_coordinates' settings."""
+    return {"decomposition": decomposition, "settings": settings}
+
+
+def zonotope_spec(experiment: str, X, y, params: dict) -> dict:
+    """A "zonotope" job: an experiment of ZONOTOPE_EXPERIMENTS on points X [n, d], targets y [n], stored under
+    (experiment, params)."""
+    return json.loads(json.dumps({"experiment": experiment, "X": [[float(v) for v in row] for row in X],
+                                  "y": [float(v) for v in y], "params": params}))
+
+
+def coefficients_spec(decomposition: str, pefs: str, settings: dict) -> dict:
+    """A "coefficients" job: coefficients_run of PEF run `pefs` against decomposition run `decomposition`."""
+    return {"decomposition": decomposition, "pefs": pefs, "settings": settings}
+
+
 # ------------------------------------------------------------------------------------------- the table
 
 def get_job(ws: Workspace, job_id: str) -> Job:
@@ -147,6 +176,33 @@ def list_jobs(ws: Workspace) -> list[Job]:
         jobs = [Job.from_row(row) for row in ws.job_rows()]
     ws.close()  # let the workers write meanwhile
     return jobs
+
+
+def active_jobs(ws: Workspace) -> list[Job]:
+    """The queued and running jobs, newest first (one query; those whose process died are marked failed)."""
+    alive = []
+    for job in (Job.from_row(row) for row in ws.job_rows(JOB_ACTIVE)):
+        if _is_dead(job):
+            ws.finish_job(job.id, "failed", error=DIED, only_if_active=True)
+        else:
+            alive.append(job)
+    ws.close()
+    return alive
+
+
+def find_job(ws: Workspace, kind: str, spec: dict, *, active_only: bool = False) -> Job | None:
+    """The newest job of this kind and spec (only a queued or running one with active_only), or None: a page
+    reuses it instead of starting the same work twice, and shows a complete one's result without a job."""
+    wanted = json.loads(json.dumps(spec))
+    for job in list_jobs(ws):
+        if job.kind == kind and job.spec == wanted and (job.active or not active_only):
+            return job
+    return None
+
+
+def start_or_reuse_job(ws: Workspace, kind: str, spec: dict) -> Job:
+    """The active job of this kind and spec when there is one (another tab started it), else a new one."""
+    return find_job(ws, kind, spec, active_only=True) or start_job(ws, kind, spec)
 
 
 def _process_gone(pid: int) -> bool:
@@ -291,7 +347,7 @@ def run_job(ws: Workspace, job_id: str) -> Job:
         ws.finish_job(job_id, "failed", error=f"unknown job kind '{job.kind}'; known: {sorted(KINDS)}")
         raise ValueError(f"job {job_id}: kind must be one of {sorted(KINDS)}, got '{job.kind}'")
     with tracked(ws, job_id) as reporter:
-        reporter.result = KINDS[job.kind](ws, job.spec, reporter)
+        reporter.result = KINDS[job.kind].run(ws, job.spec, reporter)
     return get_job(ws, job_id)
 
 
@@ -324,8 +380,9 @@ def _run_compute(ws: Workspace, spec: dict, reporter: Reporter) -> str:
     if spec.get("fit") is None:
         return pefs.id
 
-    def on_fit(done: int, total: int, loss: float | None) -> None:
-        reporter("NPEFF", done, total, "" if loss is None else f"loss {loss:.4g}")
+    from analysis.job_points import FitRecorder
+
+    on_fit = FitRecorder(ws, reporter)  # reports progress and records the losses for the live curve
 
     with about(f"PEF run {pefs.id}"):
         return fit_run(ws, pefs, progress=on_fit, **spec["fit"]).id
@@ -333,15 +390,115 @@ def _run_compute(ws: Workspace, spec: dict, reporter: Reporter) -> str:
 
 def _run_fit(ws: Workspace, spec: dict, reporter: Reporter) -> str:
     """The CLI's `fit`: an NPEFF fit of a stored PEF run."""
+    from analysis.job_points import FitRecorder
     from analysis.runs import fit_run
 
     pefs = ws.get_run(spec["pefs_run"])
     with about(f"PEF run {pefs.id}"):
-        return fit_run(ws, pefs, device=spec.get("device"), **spec["fit"],
-                       progress=lambda done, total, loss: reporter("NPEFF", done, total,
-                                                                   "" if loss is None else f"loss {loss:.4g}")).id
+        return fit_run(ws, pefs, device=spec.get("device"), **spec["fit"], progress=FitRecorder(ws, reporter)).id
 
 
-# what each job kind runs: (workspace, spec, reporter) -> the id of the run it produced
-KINDS: dict[str, Callable[[Workspace, dict, Reporter], str | None]] = {
-    "compute": _run_compute, "pefs": _run_compute, "fit": _run_fit}
+def _pair(ws: Workspace, spec: dict, reporter: Reporter):
+    """The spec's model and dataset, loaded and checked (a demo built first when needed)."""
+    reporter("Loading model and dataset", 0, None)
+    return load_pair(ws, model_spec_from(spec["model"]), dataset_spec_from(spec["dataset"]), reporter)
+
+
+def _run_demo(ws: Workspace, spec: dict, reporter: Reporter) -> None:
+    """Build a demo checkpoint under the workspace once (analysis.demos.build_demo guards its folder)."""
+    from analysis.demos import build_demo
+
+    build_demo(spec["demo"], ws.root, lambda frac, msg: reporter("Demo", int(100 * min(frac, 1.0)), 100, msg[:60]))
+
+
+def _run_sweep(ws: Workspace, spec: dict, reporter: Reporter) -> str:
+    """A magnitude sweep of one component (analysis.perturb.runs.sweep_run with the spec's settings)."""
+    from analysis.perturb.runs import sweep_run
+
+    model, dataset = _pair(ws, spec, reporter)
+    return sweep_run(ws, model, dataset, ws.get_run(spec["decomposition"]), **spec["settings"],
+                     progress=lambda done, total: reporter("Sweep", done, total, "magnitudes")).id
+
+
+def _run_perturb_all(ws: Workspace, spec: dict, reporter: Reporter) -> str:
+    """Every component at one magnitude (analysis.perturb.runs.perturb_all_run with the spec's settings)."""
+    from analysis.perturb.runs import perturb_all_run
+
+    model, dataset = _pair(ws, spec, reporter)
+    return perturb_all_run(ws, model, dataset, ws.get_run(spec["decomposition"]), **spec["settings"],
+                           progress=lambda done, total: reporter("Perturb all", done, total, "components")).id
+
+
+def _run_umap(ws: Workspace, spec: dict, reporter: Reporter) -> str:
+    """The example map of a decomposition (analysis.embedding.umap_coordinates), stored once per settings."""
+    from analysis.embedding import UMAP_KIND, umap_coordinates, umap_params
+    from analysis.runs import load_decomposition
+
+    run = ws.get_run(spec["decomposition"])
+    reporter("UMAP", 0, 1, "fitting")
+    umap_coordinates(ws, run, load_decomposition(ws, run).W, **spec["settings"])
+    reporter("UMAP", 1, 1)
+    return ws.find_run(UMAP_KIND, umap_params(run, **spec["settings"])).id
+
+
+def _greedy_vs_gd(X, y, params: dict, progress) -> dict:
+    from analysis.zonotope.experiments import greedy_vs_gd
+
+    table = greedy_vs_gd(X, y, params["m"], range(params["seeds"]), progress=progress)
+    return {column: values.to_numpy() for column, values in table.items()}
+
+
+def _width_study(X, y, params: dict, progress) -> dict:
+    from analysis.zonotope.experiments import width_study
+
+    return {str(w): v for w, v in width_study(X, y, params["widths"], params["samples"], progress=progress).items()}
+
+
+# the Zonotope page's experiments: stored-arrays kind -> (X [n, d], y [n], params, progress) -> arrays
+ZONOTOPE_EXPERIMENTS: dict[str, Callable[..., dict]] = {
+    "zonotope-greedy-vs-gd": _greedy_vs_gd, "zonotope-width-study": _width_study}
+
+
+def _run_zonotope(ws: Workspace, spec: dict, reporter: Reporter) -> str:
+    """A Zonotope-page experiment on the spec's points, stored with analysis.runs.cached_arrays."""
+    import numpy as np
+
+    from analysis.runs import cached_arrays
+
+    experiment, params = spec["experiment"], spec["params"]
+    if experiment not in ZONOTOPE_EXPERIMENTS:
+        raise ValueError(f"zonotope experiment must be one of {sorted(ZONOTOPE_EXPERIMENTS)}, got '{experiment}'")
+    X, y = np.asarray(spec["X"], dtype=float), np.asarray(spec["y"], dtype=float)
+    cached_arrays(ws, experiment, params, lambda: ZONOTOPE_EXPERIMENTS[experiment](
+        X, y, params, lambda done, total: reporter("Zonotope", done, total)))
+    return ws.find_run(experiment, params).id
+
+
+def _run_coefficients(ws: Workspace, spec: dict, reporter: Reporter) -> str:
+    """The CLI's fit-coeffs: coefficients of a PEF run's examples against a fixed decomposition."""
+    from analysis.runs import coefficients_run
+
+    return coefficients_run(ws, ws.get_run(spec["decomposition"]), ws.get_run(spec["pefs"]), **spec["settings"],
+                            progress=lambda done, total, loss: reporter("Coefficients", done, total)).id
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: what it runs ((workspace, spec, reporter) -> the id of the run it produced, or None)
+    and its title on job cards."""
+
+    run: Callable[[Workspace, dict, Reporter], str | None]
+    title: str
+
+
+KINDS: dict[str, JobKind] = {
+    "compute": JobKind(_run_compute, "PEFs + NPEFF fit"),
+    "pefs": JobKind(_run_compute, "PEFs (command line)"),
+    "fit": JobKind(_run_fit, "NPEFF fit (command line)"),
+    "demo": JobKind(_run_demo, "Demo build"),
+    "sweep": JobKind(_run_sweep, "Perturbation sweep"),
+    "perturb_all": JobKind(_run_perturb_all, "Perturb all components"),
+    "umap": JobKind(_run_umap, "Example map (UMAP)"),
+    "zonotope": JobKind(_run_zonotope, "Zonotope experiment"),
+    "coefficients": JobKind(_run_coefficients, "Coefficient fit"),
+}

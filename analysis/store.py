@@ -67,6 +67,11 @@ MIGRATIONS: list[str] = [
         started TIMESTAMP, heartbeat TIMESTAMP, finished TIMESTAMP, host VARCHAR, pid BIGINT,
         cancel_requested BOOLEAN DEFAULT false, error VARCHAR, result VARCHAR);
     """,
+    # v4: what a running job records as it goes (the fit's loss by iteration), read by the live loss curve
+    """
+    CREATE TABLE job_points (
+        job_id VARCHAR, series VARCHAR, step BIGINT, value DOUBLE, PRIMARY KEY (job_id, series, step));
+    """,
 ]
 JOB_STATUSES = ("queued", "running", "complete", "failed", "cancelled")
 JOB_ACTIVE = ("queued", "running")
@@ -572,6 +577,25 @@ class Workspace:
                         "stage_started = NULL, error = NULL, cancel_requested = false, started = NULL, "
                         "finished = NULL, pid = NULL, heartbeat = current_timestamp, created = current_timestamp "
                         "WHERE id = ?", [job_id])
+
+    def append_job_points(self, job_id: str, series: str, points: list[tuple[int, float]]) -> None:
+        """Record (step, value) points of a job's series in one write; a step recorded again (a resumed fit
+        repeating iterations) keeps its newest value."""
+        if not points:
+            return
+        frame = pd.DataFrame({"job_id": job_id, "series": series, "step": [int(s) for s, _ in points],
+                              "value": [float(v) for _, v in points]}).drop_duplicates("step", keep="last")
+        with self.transaction() as con:
+            con.register("points", frame)
+            con.execute("INSERT OR REPLACE INTO job_points SELECT job_id, series, step, value FROM points")
+            con.unregister("points")
+
+    def job_points(self, job_id: str, series: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps [p] int64, values [p] float64) of a job's series, by step ([] when none were recorded)."""
+        with self.connect() as con:
+            rows = con.execute("SELECT step, value FROM job_points WHERE job_id = ? AND series = ? ORDER BY step",
+                               [job_id, series]).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64)
 
     # -- chunks (resumable streaming) ---------------------------------------------------------------
     def record_chunk(self, run_id: str, chunk: int, n_rows: int, *, start: int | None = None) -> None:

@@ -10,6 +10,7 @@ import os
 import re
 import runpy
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -20,8 +21,9 @@ import streamlit as st
 
 from analysis.components import check_decomposition_run, decomposition_scope
 from analysis.datasets import Dataset
-from analysis.demos import DEMOS, METRICS, build_demo, demo_folder
+from analysis.demos import DEMOS, METRICS, demo_folder
 from analysis.figures.export import FORMATS, figure_bytes
+from analysis.jobs import demo_spec, get_job, start_or_reuse_job
 from analysis.loading import (DEMO_PREFIX, DatasetSpec, ModelSpec, check_pair, demo_specs, load_dataset_spec,
                               load_model_spec, pair_dataset, register_pair)
 from analysis.models import ClassifierModel
@@ -29,6 +31,7 @@ from analysis.paths import PathNotAllowedError, allowed_roots, confine, upload_p
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 
 WORKSPACE_KEY = "workspace_folder"  # the sidebar's folder box
+DEMO_POLL_S = 1.0  # how often a page waiting for a demo build reads its job
 MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#!$~|<>&])")
 MARKDOWN_LINE_STARTS = re.compile(r"^(\s*)([-+=]|\d+\.)", re.MULTILINE)  # list items, setext underlines
 
@@ -135,12 +138,25 @@ def dataset_for(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> Dataset:
     return _paired(model_spec, dataset_spec, workspace_root())
 
 def ensure_demo(kind: str) -> None:
-    """Build a demo checkpoint with a progress bar the first time (minutes for text, seconds for image)."""
-    if (demo_folder(kind, Path(workspace_root())) / "demo_metrics.json").exists():
+    """Build a demo checkpoint the first time, as a background job (minutes for text, seconds for image): start
+    one, or join the one another tab started, and wait for it with its live progress."""
+    from pages.panels.job import job_progress  # it imports this module
+
+    if (demo_folder(kind, Path(workspace_root())) / METRICS).exists():
         return
-    bar = st.progress(0.0, text=f"Building the {kind} demo once for this workspace…")
-    build_demo(kind, Path(workspace_root()), lambda frac, msg: bar.progress(min(frac, 1.0), text=msg))
-    bar.empty()
+    ws = workspace()
+    job = start_or_reuse_job(ws, "demo", demo_spec(kind))
+    box = st.empty()
+    while job.active:
+        with box.container(border=True):
+            st.caption(f"Building the {kind} demo once for this workspace (it goes on if this tab is closed)")
+            job_progress(job)
+        time.sleep(DEMO_POLL_S)
+        job = get_job(ws, job.id)
+    box.empty()
+    if job.status != "complete":
+        raise RuntimeError(f"building the {kind} demo {job.status} (job {job.id}): {job.error}; "
+                           "start it again from the Jobs page or the Load page")
 
 def activate(model_spec: ModelSpec, dataset_spec: DatasetSpec) -> tuple[ClassifierModel, Dataset]:
     """Load, check and register a model+dataset pair; the session keeps them only if all succeeds."""

@@ -12,12 +12,13 @@ import streamlit as st
 
 from analysis.components import NOTABLE_FRACTION, notable_threshold
 from analysis.errors import describe_error
-from analysis.estimates import (class_options, duration, estimate_pefs, gib, machine_resources,
-                                measure_seconds_per_example, resource_problems, stored_seconds_per_example,
-                                timing_key)
+from analysis.estimates import (class_options, duration, estimate_pefs, fit_seconds_from_size, gib,
+                                machine_resources, measure_fit_seconds, measure_seconds_per_example,
+                                resource_problems, stored_seconds_per_example, timing_key)
 from analysis.figures.npeff import loss_curve
+from analysis.job_points import live_fit
 from analysis.jobs import compute_spec, dataset_spec_from, get_job, model_spec_from, start_job
-from analysis.runs import decomposition_table, load_decomposition, pefs_settings
+from analysis.runs import decomposition_table, fit_config, load_decomposition, load_pefs, pefs_settings
 from analysis.variants import VARIANTS
 from pages.common import activate, active, escape_markdown, in_app_shell, workspace
 from pages.panels.job import job_card
@@ -125,6 +126,20 @@ e1.metric("PEFs on disk", gib(estimate.pef_bytes))
 e2.metric("Peak memory (estimate)", gib(estimate.peak_bytes))
 e3.metric("PEF time (estimate)", "cached" if pefs_stored
           else "not measured" if estimate.pef_seconds is None else duration(estimate.pef_seconds))
+fit_settings = {"n_components": n_components, "n_iters": n_iters, "seed": seed, **own}
+config = fit_config(variant, fit_settings)
+fit_time = st.session_state.get(f"cp_fit_time_{cached.id}_{fit_settings}") if pefs_stored else None
+if fit_time is not None:
+    fit_how = "calibrated on the stored PEFs (the real fit, a few iterations)"
+else:
+    fit_time = fit_seconds_from_size(ws.root, config, len(dataset) * estimate.values_per_example)
+    fit_how = "from its size (stored values × components), with a coefficient measured on this machine"
+pef_how = ("stored" if pefs_stored else "not measured (press Estimate time)" if estimate.pef_seconds is None
+           else f"{duration(estimate.pef_seconds)}, calibrated on batches of real examples (median per example after "
+                "a warm-up batch)")
+st.caption(f"PEF time: {pef_how} · NPEFF fit time: "
+           + ("not measured (press Estimate time)" if fit_time is None
+              else f"{duration(fit_time)} for {config.total_iters:,} iterations, {fit_how}"))
 problems = resource_problems(estimate, machine_resources(ws.root), pefs_stored=pefs_stored)
 if problems:
     st.warning(f"This computation may not fit in workspace {escape_markdown(ws.root)}: {'; '.join(problems)}. "
@@ -134,13 +149,17 @@ confirmed = not problems or st.checkbox("Start anyway, although the estimate exc
 
 b1, b2 = st.columns([1, 5])
 compute = b1.button("Compute", type="primary", disabled=not confirmed, key="cp_compute")
-if not pefs_stored and estimate.pef_seconds is None and b2.button(
-        "Estimate time", help="Times one batch of per-example Fishers; the number is kept in the workspace",
-        key="cp_estimate"):
+if b2.button("Estimate time", key="cp_estimate",
+             help="PEFs: times a warm-up batch, then 3 batches of this size (median per example); the fit: a few "
+                  "iterations of the real fit on the stored PEFs. The numbers are kept in the workspace"):
     try:
-        with st.spinner("Timing one batch of examples…"):
-            measure_seconds_per_example(ws.root, model, dataset, kind=kind, top_k_classes=top_k,
-                                        n_values_per_example=k, batch_size=batch_size)
+        with st.spinner("Timing batches of examples and iterations of the fit…"):
+            if not pefs_stored:
+                measure_seconds_per_example(ws.root, model, dataset, kind=kind, top_k_classes=top_k,
+                                            n_values_per_example=k, batch_size=batch_size)
+            else:
+                st.session_state[f"cp_fit_time_{cached.id}_{fit_settings}"] = measure_fit_seconds(
+                    ws.root, load_pefs(ws, cached), config)
     except Exception as e:  # shown as a message
         st.error(f"Timing stopped: {escape_markdown(describe_error(e, source=model.name))}")
     else:
@@ -150,12 +169,13 @@ if compute:
         job = start_job(ws, "compute", compute_spec(
             st.session_state["model_spec"], st.session_state["dataset_spec"],
             pefs={"kind": kind, "n_values_per_example": k, "top_k_classes": top_k, "batch_size": batch_size},
-            fit={"n_components": n_components, "n_iters": n_iters, "seed": seed, **own}))
+            fit=fit_settings))
     except Exception as e:  # shown as a message
         st.error(f"Could not start the computation: {escape_markdown(describe_error(e, source=model.name))}")
     else:
         st.session_state["cp_job"] = st.session_state["cp_job_opened"] = job.id
         st.query_params["job"] = job.id
+        st.rerun()  # the sidebar, drawn before the page, lists the new job
 
 
 @st.fragment(run_every=2 if job is not None and job.active else None)
@@ -165,6 +185,15 @@ def job_panel(job_id: str) -> None:
     if current.active:
         with st.container(border=True):
             job_card(ws, current, key="cp_job")
+            live = live_fit(ws, current)
+            if live is not None:
+                warm_up = (f" · G-only warm-up: iterations 0–{live.n_warm_up} (W frozen), then joint updates"
+                           if live.n_warm_up else "")
+                phase = "G-only warm-up" if live.phase == "warm-up" else "joint updates"
+                st.caption(f"iteration {live.step:,}/{live.total:,} ({phase}){warm_up}")
+                st.plotly_chart(loss_curve(live.losses, iterations=live.iterations, total=live.total,
+                                           n_iters_g_only=live.n_warm_up, title="NPEFF loss (live)"),
+                                key="cp_live_loss")
         return
     if job is not None and job.active:  # it has just ended: redraw the page (decomposition table, active run)
         st.rerun()

@@ -9,25 +9,29 @@ import streamlit as st
 
 from analysis import components as cs
 from analysis.datasets import Dataset
+from analysis.errors import describe_error
+from analysis.jobs import find_job, perturb_spec, start_or_reuse_job
 from analysis.models import ClassifierModel
 from analysis.figures.perturb import flipped_probability_figure, kl_ratio_histogram, kl_sweep_figure
 from analysis.perturb.api import perturb_component
 from analysis.perturb.diag import DEFAULT_LAM
 from analysis.perturb.evaluation import DEFAULT_BASELINE_N, DEFAULT_TOP_N, PerturbationResult
-from analysis.perturb.runs import load_perturb_all, load_sweep, perturb_all_run, sweep_run
+from analysis.perturb.runs import load_perturb_all, load_sweep
 from analysis.runs import load_decomposition
 from analysis.tables import csv_bytes
 from analysis.variants import variant_of_run_kind
 from pages.common import active, active_decomposition, escape_markdown, export_buttons, in_app_shell, workspace
 from pages.panels.examples import dataset_images, show_examples
+from pages.panels.job import live_job
 
 in_app_shell()
 
 MAX_FLIP_IMAGES = 24  # flipped examples drawn in the image grid (all are in the table)
 
 
-def show_flips(result: PerturbationResult, model: ClassifierModel, dataset: Dataset, k: int) -> None:
-    """The examples whose prediction the perturbation flipped, and how their probabilities moved."""
+def show_flips(result: PerturbationResult, model: ClassifierModel, dataset: Dataset, k: int, *, key: str) -> None:
+    """The examples whose prediction the perturbation flipped, and how their probabilities moved (widget keys
+    start with `key`: a tab's own flips)."""
     flipped = result.examples[result.examples["flipped"]]
     names = dataset.label_names
     st.markdown(f"**{len(flipped)} prediction(s) flipped** ({result.n_flipped_top} top, "
@@ -43,12 +47,12 @@ def show_flips(result: PerturbationResult, model: ClassifierModel, dataset: Data
     texts = model.adapter.display_texts(dataset)
     if texts is not None:
         table["text"] = [texts[i] for i in table["idx"]]
-    show_examples(table, key="pt_flipped", images=dataset_images(model, dataset), toggle=False, table=True,
+    show_examples(table, key=f"{key}_flipped", images=dataset_images(model, dataset), toggle=False, table=True,
                   title=f"Flipped predictions, component {k}", name=f"component{k}_flipped",
                   max_images=MAX_FLIP_IMAGES, captions=[f"{b}→{a}" for b, a in zip(before, after)])
     fig = flipped_probability_figure(result, label_names=names)
-    st.plotly_chart(fig, key="pt_flip_prob")
-    export_buttons(fig, f"component{k}_flips", key="pt_flip_prob")
+    st.plotly_chart(fig, key=f"{key}_flip_prob")
+    export_buttons(fig, f"component{k}_flips", key=f"{key}_flip_prob")
 
 
 st.title("Perturb components")
@@ -102,48 +106,63 @@ with single:
             m3.metric("KL ratio", f"{result.kl_ratio:.3g}")
             change = result.acc_top_after - result.acc_top_before
             m4.metric("Top accuracy", cs.percent(result.acc_top_after), None if math.isnan(change) else f"{change:+.0%}")
-            show_flips(result, model, dataset, k)
+            show_flips(result, model, dataset, k, key="pt_one")
         except ValueError as e:
             st.error(escape_markdown(e))
+def stored_job(kind: str, spec: dict, button: str, key: str):
+    """The job of these settings: its stored result once complete (None while it runs, failed or is not
+    started); the button starts it, an active one shows its live card (another tab's too)."""
+    job = find_job(ws, kind, spec)
+    if job is not None and job.status == "complete" and ws.get_run(job.result).status == "complete":
+        return ws.get_run(job.result)
+    if st.button(button, key=key, disabled=job is not None and job.active):
+        try:
+            start_or_reuse_job(ws, kind, spec)
+        except Exception as e:  # shown as a message
+            st.error(f"Could not start: {escape_markdown(describe_error(e))}")
+            return None
+        st.rerun()  # the sidebar, drawn before the page, lists the new job
+    if job is not None:
+        live_job(ws, job, key=key)
+    return None
+
+
+model_spec, dataset_spec = st.session_state["model_spec"], st.session_state["dataset_spec"]
 with sweep:
     s1, s2, s3 = st.columns(3)
     low = float(s1.select_slider("From", options=grid, value=grid[4], key="pt_sweep_from"))
     high = float(s2.select_slider("To", options=grid, value=grid[-4], key="pt_sweep_to"))
     points = int(s3.number_input("Points", 2, 30, 8, key="pt_points"))
-    if st.button("Run sweep", key="pt_sweep"):
-        try:
-            bar = st.progress(0.0, text="sweep…")
-            magnitudes = list(np.geomspace(min(low, high), max(low, high), points))
-            sweep_result = sweep_run(ws, model, dataset, run, k, magnitudes, sign,
-                                     progress=lambda d, t: bar.progress(d / t, text=f"magnitude {d}/{t}"), **common)
-            bar.empty()
-            results = load_sweep(ws, sweep_result)
-            fig = kl_sweep_figure(results)
-            st.plotly_chart(fig, key="pt_sweep_fig")
-            export_buttons(fig, f"component{k}_sweep", key="pt_sweep_fig")
-            summary = pd.DataFrame([r.scalars() for r in results])
-            st.dataframe(summary, hide_index=True)
-            st.download_button("CSV", csv_bytes(summary), f"component{k}_sweep.csv", "text/csv",
-                               key="pt_sweep_csv")
-            show_flips(results[-1], model, dataset, k)
-        except ValueError as e:
-            st.error(escape_markdown(e))
+    magnitudes = [float(v) for v in np.geomspace(min(low, high), max(low, high), points)]
+    sweep_spec = perturb_spec(model_spec, dataset_spec, run.id,
+                              {"k": k, "magnitudes": magnitudes, "sign": sign, **common})
+    if (sweep_result := stored_job("sweep", sweep_spec, "Run sweep", "pt_sweep")) is not None:
+        results = load_sweep(ws, sweep_result)
+        fig = kl_sweep_figure(results)
+        st.plotly_chart(fig, key="pt_sweep_fig")
+        export_buttons(fig, f"component{k}_sweep", key="pt_sweep_fig")
+        summary = pd.DataFrame([r.scalars() for r in results])
+        st.dataframe(summary, hide_index=True)
+        st.download_button("CSV", csv_bytes(summary), f"component{k}_sweep.csv", "text/csv",
+                           key="pt_sweep_csv")
+        show_flips(results[-1], model, dataset, k, key="pt_sweep")
 with everything:
     both = len(variant.perturbation.default_signs) > 1
     st.write(f"Perturb each of the {r} components at the magnitude above "
-             f"({'both signs; the larger KL ratio is kept' if both else 'sign +'}) and compare their selectivity.")
-    if st.button("Perturb all", key="pt_all"):
-        try:
-            bar = st.progress(0.0, text="components…")
-            all_run = perturb_all_run(ws, model, dataset, run, magnitude,
-                                      progress=lambda d, t: bar.progress(d / t, text=f"component {d}/{t}"), **common)
-            bar.empty()
-            table = load_perturb_all(ws, all_run)
-            fig = kl_ratio_histogram(table)
-            st.plotly_chart(fig, key="pt_hist")
-            export_buttons(fig, "kl_ratio_histogram", key="pt_hist")
-            st.caption(f"median KL ratio {all_run.summary['median_kl_ratio']:.3g} over {len(table)} components")
-            st.dataframe(table, hide_index=True)
-            st.download_button("CSV", csv_bytes(table), "perturb_all.csv", "text/csv", key="pt_all_csv")
-        except ValueError as e:
-            st.error(escape_markdown(e))
+             f"({'both signs by default; the larger KL ratio is kept' if both else 'sign +'}) and compare their "
+             "selectivity (it also fills the Components overview's selectivity column).")
+    chosen_signs = {}
+    if both:
+        signs = {"both": None, "+ only": 1, "− only": -1}[st.radio(
+            "Signs", ["both", "+ only", "− only"], horizontal=True, key="pt_all_signs",
+            help="One sign takes about half the time")]
+        chosen_signs = {} if signs is None else {"signs": signs}
+    all_spec = perturb_spec(model_spec, dataset_spec, run.id, {"magnitude": magnitude, **common, **chosen_signs})
+    if (all_run := stored_job("perturb_all", all_spec, "Perturb all", "pt_all")) is not None:
+        table = load_perturb_all(ws, all_run)
+        fig = kl_ratio_histogram(table)
+        st.plotly_chart(fig, key="pt_hist")
+        export_buttons(fig, "kl_ratio_histogram", key="pt_hist")
+        st.caption(f"median KL ratio {all_run.summary['median_kl_ratio']:.3g} over {len(table)} components")
+        st.dataframe(table, hide_index=True)
+        st.download_button("CSV", csv_bytes(table), "perturb_all.csv", "text/csv", key="pt_all_csv")

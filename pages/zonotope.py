@@ -10,11 +10,12 @@ import streamlit as st
 from analysis import zonotope as zt
 from analysis.figures.zonotope import (data_figure, loss_trace_figure, seed_comparison_figure, slice_figure,
                                        unit_paths, width_figure, zonotope_figure)
-from analysis.runs import cached_arrays
+from analysis.jobs import find_job, start_or_reuse_job, zonotope_spec
+from analysis.store import ArraysSummary
 from analysis.zonotope import doubling_width
 from analysis.zonotope.data import PRESETS, near_degenerate, read_points, teacher_student
-from analysis.zonotope.experiments import greedy_vs_gd, width_study
 from pages.common import escape_markdown, export_buttons, in_app_shell, save_upload, workspace
+from pages.panels.job import live_job
 
 in_app_shell()
 
@@ -148,20 +149,34 @@ if greedy or gd:
     export_buttons(trace, "zonotope_loss_trace", key="zt_trace")
 
 st.divider()
-st.subheader("Experiments")
+st.subheader("Experiments", help="They run as background jobs and are stored in the workspace: the same data "
+                                  "and settings show at once.")
 ws = workspace()
 data_key = _key(X, y)
+
+
+def experiment(kind: str, params: dict, button: str, key: str) -> dict | None:
+    """The experiment's stored arrays; else its button (a job) and, while it runs, its live card."""
+    stored = ws.find_run(kind, params)
+    if stored is not None and stored.status == "complete":
+        return {name: ws.load_array(stored.id, name, mmap=False) for name in ArraysSummary.of(stored).arrays}
+    spec = zonotope_spec(kind, X, y, params)
+    job = find_job(ws, "zonotope", spec)
+    if st.button(button, key=key, disabled=job is not None and job.active):
+        start_or_reuse_job(ws, "zonotope", spec)
+        st.rerun()  # the sidebar, drawn before the page, lists the new job
+    if job is not None:
+        live_job(ws, job, key=key)
+    return None
+
+
 left, right = st.columns(2)
 with left:
     st.markdown("**Greedy vs gradient descent over seeds**")
     n_seeds = int(st.number_input("Seeds", 2, 32, 8, key="zt_seeds"))
-    if st.button("Run comparison", key="zt_compare"):
-        bar = st.progress(0.0, text="greedy and GD over seeds…")
-        arrays = cached_arrays(ws, "zonotope-greedy-vs-gd", {"data": data_key, "m": m, "seeds": n_seeds},
-                               lambda: {c: v.to_numpy() for c, v in greedy_vs_gd(
-                                   X, y, m, range(n_seeds),
-                                   progress=lambda k, t: bar.progress(k / t, text=f"seed {k}/{t}")).items()})
-        bar.empty()
+    arrays = experiment("zonotope-greedy-vs-gd", {"data": data_key, "m": m, "seeds": n_seeds}, "Run comparison",
+                        "zt_compare")
+    if arrays is not None:
         table = pd.DataFrame(arrays)[["seed", "GD", "greedy", "GD + greedy polish", "greedy moves", "greedy QPs"]]
         st.dataframe(table, hide_index=True)
         st.caption(f"mean ½SSE: GD {table['GD'].mean():.4g} · greedy {table['greedy'].mean():.4g} · "
@@ -173,14 +188,10 @@ with right:
     st.markdown("**Random vertices against width (overparameterization)**")
     max_width = int(st.number_input("Largest width", 1, 40, max(doubling_width(n, d), 4), key="zt_max_width"))
     samples = int(st.number_input("Vertices per width", 10, 500, 60, key="zt_samples"))
-    if st.button("Run width study", key="zt_width"):
-        widths = list(range(1, max_width + 1))
-        bar = st.progress(0.0, text="random vertices…")
-        arrays = cached_arrays(ws, "zonotope-width-study", {"data": data_key, "widths": widths, "samples": samples},
-                               lambda: {str(w): v for w, v in width_study(
-                                   X, y, widths, samples,
-                                   progress=lambda k, t: bar.progress(k / t, text=f"width {k}/{t}")).items()})
-        bar.empty()
+    widths = list(range(1, max_width + 1))
+    arrays = experiment("zonotope-width-study", {"data": data_key, "widths": widths, "samples": samples},
+                        "Run width study", "zt_width")
+    if arrays is not None:
         fig = width_figure(widths, [arrays[str(w)] for w in widths], doubling_width(n, d), zero_loss=0.5 * float(y @ y))
         st.plotly_chart(fig, key="zt_widths")
         export_buttons(fig, "zonotope_width_study", key="zt_widths")

@@ -16,6 +16,8 @@ BLUE, GREY, RED = "#4C72B0", "#B0B0B0", "#C44E52"
 PALETTE = qualitative.D3 + qualitative.Pastel
 ATTRIBUTION_SCALE = "RdBu"
 MAX_CATEGORIES = 20  # colour at most this many categories; the rest are "other"
+# the example map coloured by correctness: each colour named in the legend, wrong predictions stand out
+CORRECTNESS_COLORS = {"no gold label": GREY, "correct": BLUE, "wrong": RED}  # drawn in this order: wrong on top
 
 
 def coefficient_histogram(column: np.ndarray, *, k: int, threshold: float | None = None,
@@ -91,12 +93,24 @@ def _category_colors(values: Sequence) -> tuple[list[str], dict[str, str]]:
     return labels.tolist(), colors
 
 
+def correctness(correct: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """[n] CORRECTNESS_COLORS names: 'correct' / 'wrong' for examples with a gold label [n] known, else
+    'no gold label'."""
+    return np.where(~np.asarray(known, bool), "no gold label", np.where(correct, "correct", "wrong"))
+
+
 def example_map(xy: np.ndarray, colour: Sequence, *, colour_name: str, hover: Sequence[str],
-                indices: np.ndarray | None = None, title: str = "Examples by their coefficients (UMAP)") -> go.Figure:
-    """Scatter of UMAP coordinates [n, 2], one trace per category; customdata holds the example index."""
+                indices: np.ndarray | None = None, title: str = "Examples by their coefficients (UMAP)",
+                colors: Mapping[str, str] | None = None) -> go.Figure:
+    """Scatter of UMAP coordinates [n, 2], one trace per category, each named in the legend; customdata holds
+    the example index. `colors` fixes the categories and their colours (e.g. CORRECTNESS_COLORS)."""
     xy = np.asarray(xy, dtype=float)
     indices = np.arange(len(xy)) if indices is None else np.asarray(indices)
-    categories, colors = _category_colors(colour)
+    if colors is None:
+        categories, colors = _category_colors(colour)
+    else:
+        categories = [str(v) for v in colour]
+        colors = {name: color for name, color in colors.items() if name in set(categories)}
     categories = np.asarray(categories)
     hover = np.asarray(hover, dtype=object)
     scatter = go.Scattergl if len(xy) > 5000 else go.Scatter
@@ -108,7 +122,7 @@ def example_map(xy: np.ndarray, colour: Sequence, *, colour_name: str, hover: Se
                               marker=dict(size=5, color=color, opacity=0.8)))
     fig.update_xaxes(showticklabels=False, showline=False, ticks="", title=None)
     fig.update_yaxes(showticklabels=False, showline=False, ticks="", title=None, scaleanchor="x")
-    fig.update_layout(legend_title_text=colour_name, dragmode="lasso")
+    fig.update_layout(legend_title_text=colour_name, showlegend=True, dragmode="lasso")
     return paper_layout(fig, title=title, height=520)
 
 

@@ -32,7 +32,7 @@ def loss_curve(losses: Sequence[float], *, iterations: Sequence[int] | None = No
                       annotation_text="G-only warm-up", annotation_position="top left")
         if n_iters_g_only < end:
             fig.add_vline(x=n_iters_g_only, line_dash="dot", line_color="#888",
-                          annotation_text="joint updates start", annotation_position="top right")
+                          annotation_text="joint updates start", annotation_position="bottom right")
     fig.update_yaxes(type="log" if len(losses) and losses.min() > 0 else "linear")
     if total is not None:
         fig.update_xaxes(range=[0, total])

@@ -5,11 +5,13 @@ import numpy as np
 import streamlit as st
 
 from analysis import components as cs
-from analysis.embedding import dominant_component, stored_umap, umap_coordinates
+from analysis.embedding import dominant_component, stored_umap
+from analysis.jobs import find_job, start_or_reuse_job, umap_spec
 from analysis.figures import components as figs
 from pages.common import export_buttons
 from pages.panels.browse import BrowseContext
 from pages.panels.examples import show_examples
+from pages.panels.job import live_job
 
 MAX_IMAGES = 48  # selected examples drawn in the image grid (all are in the table)
 
@@ -27,17 +29,21 @@ def map_panel(ctx: BrowseContext) -> None:
     if xy is None:
         st.info("The map is fitted once per decomposition and settings and then stored in the workspace "
                 "(the first UMAP fit in a process takes about 15 s).")
-        if st.button("Fit the map", key="cmp_umap_fit"):
-            with st.spinner("Fitting UMAP…"):
-                umap_coordinates(ctx.ws, ctx.run, data.W, **settings)
-            st.rerun()
+        spec = umap_spec(ctx.run.id, settings)
+        job = find_job(ctx.ws, "umap", spec)
+        if st.button("Fit the map", key="cmp_umap_fit", disabled=job is not None and job.active):
+            start_or_reuse_job(ctx.ws, "umap", spec)
+            st.rerun()  # the sidebar, drawn before the page, lists the new job
+        if job is not None:
+            live_job(ctx.ws, job, key="cmp_umap_job")
         return
     colours = {"dominant component": dominant_component(data.W),
                "gold label": [data.label_names[l] if l >= 0 else "?" for l in data.labels],
-               "correctness": np.where(data.correct, "correct", "wrong"), **ctx.annotations}[colour_by]
+               "correctness": figs.correctness(data.correct, data.known), **ctx.annotations}[colour_by]
     hover = ([t[:80] for t in texts] if texts is not None else
              [f"{data.label_names[l]}→{data.label_names[p]}" for l, p in zip(data.labels, data.predictions)])
-    map_fig = figs.example_map(xy, colours, colour_name=colour_by, hover=hover)
+    map_fig = figs.example_map(xy, colours, colour_name=colour_by, hover=hover,
+                               colors=figs.CORRECTNESS_COLORS if colour_by == "correctness" else None)
     picked = st.plotly_chart(map_fig, key="cmp_map", on_select="rerun", selection_mode=("box", "lasso"))
     export_buttons(map_fig, "component_map", key="cmp_map_export")
     points = picked.selection.points if picked is not None else []

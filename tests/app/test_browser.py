@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
+from analysis.store import Workspace
 from tests.app.conftest import streamlit_app
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -50,7 +51,11 @@ def test_zonotope_page_draws_the_figure_1_triptych(page, app_url):
 
 
 @pytest.mark.browser
-def test_perturb_page_runs_a_sweep(page, app_url, image_run):
+def test_perturb_page_runs_a_sweep(page, app_url, app_env, image_run):
+    ws = Workspace(app_env)
+    with ws.transaction() as con:  # a sweep an earlier run stored would show without the button
+        con.execute("DELETE FROM jobs WHERE kind = 'sweep'")
+    ws.close()
     page.goto(f"{app_url}/perturb?run={image_run}&component=2")
     page.get_by_text("Perturb components").first.wait_for(timeout=60_000)
     page.get_by_role("tab", name="Sweep").click()

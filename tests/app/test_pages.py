@@ -1,4 +1,5 @@
 """AppTest of the Compute and Zonotope pages (the Load page has its own file)."""
+import shutil
 import time
 from pathlib import Path
 
@@ -61,13 +62,26 @@ def test_zonotope_page_presets_and_the_epsilon_jump(app_env):
     assert float(at.main.caption[-1].value.rsplit("= ", 1)[1]) < 1e-6
 
 
-def test_zonotope_experiments_run_and_are_cached(app_env):
+def test_zonotope_experiments_run_as_jobs_and_are_cached(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("NPEFF_WORKSPACE", str(tmp_path / "ws"))  # nothing stored yet
+    shutil.copytree(app_env / "demos" / "text-demo", tmp_path / "ws" / "demos" / "text-demo")
     at = AppTest.from_file(str(APP), default_timeout=300).run()
     at.switch_page("pages/zonotope.py").run()
     at.selectbox(key="zt_source").set_value("XOR").run()
     at.number_input(key="zt_seeds").set_value(3).run()
     at.button(key="zt_compare").click().run()
-    assert not at.exception, at.exception
-    assert at.main.caption[-1].value.startswith("mean ½SSE: GD")
     at.button(key="zt_width").click().run()
     assert not at.exception, at.exception
+    assert any(m.value.startswith("**🔄 Zonotope experiment") or m.value.startswith("**⏳ Zonotope experiment")
+               for m in at.main.markdown)  # a live job card
+    deadline = time.monotonic() + 60
+    while not (at.main.caption[-1].value.startswith("mean ½SSE: GD") and len(at.get("plotly_chart")) == 6):
+        assert time.monotonic() < deadline and not at.exception, at.exception
+        time.sleep(1)
+        at.run()
+    again = AppTest.from_file(str(APP), default_timeout=300).run()  # a new session: read from the workspace
+    again.switch_page("pages/zonotope.py").run()
+    again.selectbox(key="zt_source").set_value("XOR").run()
+    again.number_input(key="zt_seeds").set_value(3).run()
+    assert again.main.caption[-1].value.startswith("mean ½SSE: GD")
+    assert not [b for b in again.button if b.key in ("zt_compare", "zt_width")]

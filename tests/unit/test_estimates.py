@@ -5,9 +5,11 @@ from types import SimpleNamespace
 import pytest
 
 from analysis.estimates import (MAX_CLASS_CHOICES, TIMINGS, PefEstimate, Resources, available_memory_bytes,
-                                class_options, default_values_per_example, duration, estimate_pefs, gib,
-                                measure_seconds_per_example, resource_problems, stored_seconds_per_example,
-                                timing_key)
+                                calibrated_seconds_per_example, calibration_batches, class_options,
+                                default_values_per_example, duration, estimate_pefs, fit_key, fit_seconds,
+                                fit_seconds_from_size, gib, iteration_seconds, measure_seconds_per_example,
+                                resource_problems, stored_seconds_per_example, timing_key)
+from analysis.npeff import DiagFitConfig, LrmFitConfig
 
 MiB, GiB = 2**20, 2**30
 
@@ -117,3 +119,41 @@ def test_the_stored_time_per_example_is_used_without_computing(tmp_path):
 def test_class_choices_drop_all_for_a_vocabulary():
     assert class_options(3) == ["all", "1", "2"]
     assert class_options(50_257) == [str(k) for k in range(1, MAX_CLASS_CHOICES + 1)]
+
+
+def test_the_warm_up_batch_is_ignored_and_the_median_taken():
+    # batches of 16, 16, 16, 8 examples: a slow first batch (allocation), one batch slowed by another process
+    seconds = calibrated_seconds_per_example([4.0, 0.32, 0.96, 0.16], [16, 16, 16, 8])
+    assert seconds == pytest.approx(0.02)  # median of 0.02, 0.06, 0.02 seconds per example
+    with pytest.raises(ValueError, match="calibration needs a warm-up batch and at least one timed batch with "
+                                         "their sizes, got 1 times and 1 sizes"):
+        calibrated_seconds_per_example([4.0], [16])
+
+
+def test_calibration_batches_spread_over_the_length_ordered_chunk():
+    batches = calibration_batches(128, 16)
+    assert [b[0] for b in batches] == [0, 32, 80, 112] and all(len(b) == 16 for b in batches)
+    assert [len(b) for b in calibration_batches(40, 16)] == [16, 16, 8]  # only 3 batches: all of them
+    short = calibration_batches(10, 16)  # one batch: warm-up, then the same batch timed
+    assert len(short) == 2 and short[0].tolist() == short[1].tolist() == list(range(10))
+
+
+def test_fit_iterations_are_timed_by_phase_after_the_first():
+    # (updates done, clock) as the fit reports them: setup and the first update slow, then 3 warm-up updates at
+    # 0.1 s, then joint updates at 0.3 s, the end reported twice
+    stamps = [(0, 0.0), (1, 5.0), (2, 5.1), (3, 5.2), (4, 5.5), (5, 5.8), (6, 6.1), (6, 6.2)]
+    config = LrmFitConfig(n_components=4, n_iters=10, n_iters_g_only=3)
+    per_iteration = iteration_seconds(stamps, config.phase)
+    assert per_iteration == pytest.approx({"warm-up": 0.1, "joint": 0.3})
+    assert fit_seconds(config, per_iteration) == pytest.approx(3 * 0.1 + 10 * 0.3)
+    assert fit_seconds(DiagFitConfig(n_components=4, n_iters=10), {"joint": 0.2}) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="fit calibration needs at least 3 progress reports, got 2"):
+        iteration_seconds(stamps[:2], config.phase)
+
+
+def test_the_fit_time_from_its_size_uses_the_measured_coefficient(tmp_path):
+    config = LrmFitConfig(n_components=4, n_iters=100, n_iters_g_only=50)
+    assert fit_seconds_from_size(tmp_path, config, 10_000) is None
+    (tmp_path / TIMINGS).write_text(json.dumps({fit_key("lrm"): 1e-8}))
+    assert fit_seconds_from_size(tmp_path, config, 10_000) == pytest.approx(1e-8 * 10_000 * 4 * 150)
+    assert fit_seconds_from_size(tmp_path, DiagFitConfig(n_components=4, n_iters=100), 10_000) is None

@@ -108,3 +108,22 @@ def test_two_processes_share_a_workspace(ws):
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(ws.root), tag]) for tag in "ab"]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert len(ws.runs(kind="p", status="complete")) == 20
+
+
+def test_job_points_are_appended_in_batches_and_read_by_step(ws):
+    ws.create_job("j1", "compute", {})
+    assert [a.tolist() for a in ws.job_points("j1", "loss")] == [[], []]
+    ws.append_job_points("j1", "loss", [(0, 3.0), (4, 2.0)])
+    ws.append_job_points("j1", "loss", [(8, 1.5)])
+    ws.append_job_points("j1", "other", [(0, 9.0)])
+    ws.append_job_points("j1", "loss", [])
+    steps, values = ws.job_points("j1", "loss")
+    assert steps.tolist() == [0, 4, 8] and values.tolist() == [3.0, 2.0, 1.5]
+    assert ws.job_points("j2", "loss")[0].tolist() == []
+
+
+def test_a_step_recorded_again_keeps_its_newest_value(ws):
+    """A resumed fit repeats the iterations after its checkpoint."""
+    ws.append_job_points("j1", "loss", [(0, 3.0), (4, 2.0), (8, 1.5)])
+    ws.append_job_points("j1", "loss", [(4, 2.5), (8, 1.0), (8, 0.5)])
+    assert ws.job_points("j1", "loss")[1].tolist() == [3.0, 2.5, 0.5]
