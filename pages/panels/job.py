@@ -61,7 +61,7 @@ def job_card(ws: Workspace, job: Job, *, key: str) -> None:
             except Exception as e:  # shown as a message
                 st.error(escape_markdown(describe_error(e)))
             else:
-                st.rerun(scope="fragment")
+                st.rerun()  # the whole page: its job panels poll again (a fragment that was idle does not)
 
 
 def live_job(ws: Workspace, job: Job, *, key: str) -> None:

@@ -1,4 +1,5 @@
-"""Browser: a PEF job started on the Compute page survives a reload and runs to completion."""
+"""Browser: a PEF job started on the Compute page survives a reload and runs to completion; a cancelled fit
+starts again from the page and completes."""
 import re
 import shutil
 
@@ -54,4 +55,36 @@ def test_a_pef_job_continues_through_a_reload(jobs_app):
         page.get_by_text(f"(job {job_id})").first.wait_for(timeout=60_000)
         page.get_by_text("Finished (1)").wait_for(timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "jobs_page.png"), full_page=True)
+        browser.close()
+
+
+@pytest.mark.browser
+def test_a_cancelled_fit_starts_again_and_completes(jobs_app):
+    url, root = jobs_app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(url)
+        page.get_by_text("Active model: text-demo").wait_for(timeout=120_000)
+        page.get_by_text("Image demo").first.click()
+        page.get_by_role("button", name="Load", exact=True).click()
+        page.get_by_text("Active model: image-demo").wait_for(timeout=60_000)
+
+        page.get_by_role("link", name="Compute").click()
+        # a fit long enough to cancel mid-way (~10 s here), short enough to finish after it starts again
+        for name, value in (("Values kept per example (0 = all)", "200"), ("Iterations", "5000"), ("Components", "4")):
+            box = page.get_by_role("spinbutton", name=name)
+            box.fill(value)
+            box.press("Enter")
+            page.wait_for_url(re.compile(f"{value}"), timeout=30_000)
+        page.get_by_role("button", name="Compute", exact=True).click()
+        page.get_by_text(re.compile(r"NPEFF: [\d,]+/5,\d+")).first.wait_for(timeout=120_000)
+        page.get_by_role("button", name="Cancel").click()
+        page.get_by_text("cancelled; start it again to resume").first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "compute_job_cancelled.png"), full_page=True)
+
+        page.get_by_role("button", name="Start again").click()  # resumes from the fit's last checkpoint
+        page.get_by_text(re.compile(r"Decomposition \w+: 4 components")).wait_for(timeout=240_000)
+        page.get_by_text("Jobs (1 active)").wait_for(state="hidden", timeout=30_000)  # the sidebar panel clears
+        page.screenshot(path=str(ARTIFACTS / "compute_job_resumed.png"), full_page=True)
         browser.close()
