@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from analysis.parameters import ParameterLayout, layer_of, module_of
 from analysis.runs import cached_arrays, load_decomposition
 from analysis.store import Run, Workspace
 from analysis.variants import VARIANTS, variant_of
+
+if TYPE_CHECKING:
+    from analysis.notes import ComponentNote
 
 TOP_K = 500  # examples per component kept in the precomputed top table
 NOTABLE_FRACTION = 0.01  # a coefficient is notable when > this fraction of the largest coefficient in W
@@ -399,6 +402,37 @@ def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_to
     })
 
 
+SELECTIVITY_HELP = ("KL ratio of the newest Perturb → Perturb all components run: mean KL on the component's top "
+                    "examples / mean KL on a random baseline after moving the weights along the component "
+                    "(the sign with the larger ratio). Higher = more selective: its direction in weight space "
+                    "changes the predictions it explains far more than the others (≫ 1 is faithful).")
+
+
+def with_selectivity(table: pd.DataFrame, selectivity: pd.Series | None) -> pd.DataFrame:
+    """The overview with a 'selectivity' column (per-component KL ratio, indexed by component; NaN for
+    components it lacks), or unchanged when there is no perturb-all run (None)."""
+    if selectivity is None:
+        return table
+    return table.assign(selectivity=table["component"].map(selectivity).astype(float))
+
+
+def with_notes(table: pd.DataFrame, notes: Mapping[int, ComponentNote], summaries: list[str] | None, *,
+               note_text: bool = False) -> pd.DataFrame:
+    """The overview with each component's 'name' and 'tags' (a researcher's, "" when none; also the 'note' when
+    note_text) and its automatic 'summary' (one per component; None leaves it out), right after 'component'."""
+    shown = table.copy()
+    at = shown.columns.get_loc("component") + 1
+    read = {"name": lambda n: n.name, "tags": lambda n: n.tags_text, "note": lambda n: n.note}
+    columns = ["name", "tags", "note"] if note_text else ["name", "tags"]
+    for i, column in enumerate(columns):
+        shown.insert(at + i, column, [read[column](notes[c]) if c in notes else "" for c in shown["component"]])
+    if summaries is not None:
+        if len(summaries) != len(shown):
+            raise ValueError(f"summaries must have one entry per component ({len(shown)}), got {len(summaries)}")
+        shown.insert(at + len(columns), "summary", shown["component"].map(dict(enumerate(summaries))))
+    return shown
+
+
 def example_table(data: BrowseData, indices: np.ndarray, k: int | None = None,
                   texts: list[str] | None = None) -> pd.DataFrame:
     """Rows for some examples: idx, gold, prediction, probability (of the prediction), correct, coefficient on
@@ -462,6 +496,12 @@ def coefficients_frame(data: BrowseData) -> pd.DataFrame:
     frame.insert(0, "gold", [data.label_names[l] if l >= 0 else "" for l in data.labels])
     frame.insert(0, "idx", np.arange(data.n_examples))
     return frame
+
+
+def components_frame(table: pd.DataFrame, notes: Mapping[int, ComponentNote], summaries: list[str]) -> pd.DataFrame:
+    """The overview as a file, one row per component: name, tags, note, summary, then its statistics (the
+    per-module share lists of the bar column left out)."""
+    return with_notes(table, notes, summaries, note_text=True).drop(columns="modules", errors="ignore")
 
 
 def components_safetensors(dec: Decomposition, metadata: dict[str, str]) -> bytes:

@@ -6,9 +6,12 @@ pass so that the escapes themselves are never escaped again; compile with pdflat
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from analysis.notes import ComponentNote
 
 # every character that is special in LaTeX text mode, with its escape
 ESCAPES = {
@@ -41,13 +44,24 @@ def _row(example: pd.Series) -> str:
             f"{float(example['coefficient']):.4f} & {shown} \\\\")
 
 
-def component_table(k: int, examples: pd.DataFrame, *, font_size: str = "footnotesize") -> str:
-    """The subsection and longtable for one component; examples need gold, prediction, coefficient, idx
-    and optionally text (rows in the order given)."""
+def _note_lines(note: ComponentNote | None) -> list[str]:
+    """The researcher's tags and note as a paragraph under the subsection (none when there are neither)."""
+    if note is None or not (note.tags or note.note):
+        return []
+    tags = rf"\textit{{Tags: {latex_escape(', '.join(note.tags))}.}} " if note.tags else ""
+    return [rf"\noindent {tags}{latex_escape(note.note)}\par"]
+
+
+def component_table(k: int, examples: pd.DataFrame, *, font_size: str = "footnotesize",
+                    note: ComponentNote | None = None) -> str:
+    """The subsection (titled with the component's name when it has one, its tags and note below) and
+    longtable for one component; examples need gold, prediction, coefficient, idx and optionally text (rows
+    in the order given)."""
     missing = {"gold", "prediction", "coefficient", "idx"} - set(examples.columns)
     if missing:
         raise ValueError(f"examples must have columns gold, prediction, coefficient, idx; missing {sorted(missing)}")
-    lines = [rf"\subsection*{{Component {int(k)}}}", rf"\begin{{{font_size}}}",
+    name = f": {latex_escape(note.name)}" if note is not None and note.name else ""
+    lines = [rf"\subsection*{{Component {int(k)}{name}}}", *_note_lines(note), rf"\begin{{{font_size}}}",
              rf"\begin{{longtable}}{{{COLUMNS}}}", r"\toprule",
              r"Label & Prediction & Coefficient & Text \\", r"\midrule", r"\endhead"]
     lines += [_row(row) for _, row in examples.iterrows()]
@@ -56,9 +70,10 @@ def component_table(k: int, examples: pd.DataFrame, *, font_size: str = "footnot
 
 
 def top_examples_latex(tables: Mapping[int, pd.DataFrame], *, standalone: bool = True,
-                       title: str | None = None) -> str:
-    """LaTeX for several components' top examples: a full document when standalone, else the body only."""
+                       title: str | None = None, notes: Mapping[int, ComponentNote] | None = None) -> str:
+    """LaTeX for several components' top examples, with each component's name, tags and note (notes, by
+    component): a full document when standalone, else the body only."""
     body = [rf"\section*{{{latex_escape(title)}}}"] if title else []
-    body += [component_table(k, frame) for k, frame in tables.items()]
+    body += [component_table(k, frame, note=(notes or {}).get(k)) for k, frame in tables.items()]
     text = "\n\n".join(body)
     return f"{PREAMBLE}\n\n{text}\n\n\\end{{document}}\n" if standalone else text + "\n"

@@ -21,6 +21,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -71,6 +72,12 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE job_points (
         job_id VARCHAR, series VARCHAR, step BIGINT, value DOUBLE, PRIMARY KEY (job_id, series, step));
+    """,
+    # v5: a researcher's name, tags (JSON list) and note for a component of a decomposition (analysis/notes.py)
+    """
+    CREATE TABLE component_notes (
+        run_id VARCHAR, component BIGINT, name VARCHAR, tags VARCHAR, note VARCHAR, updated TIMESTAMP,
+        PRIMARY KEY (run_id, component));
     """,
 ]
 JOB_STATUSES = ("queued", "running", "complete", "failed", "cancelled")
@@ -596,6 +603,25 @@ class Workspace:
             rows = con.execute("SELECT step, value FROM job_points WHERE job_id = ? AND series = ? ORDER BY step",
                                [job_id, series]).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64)
+
+    # -- component notes (analysis/notes.py validates them) ------------------------------------------------
+    def set_component_note(self, run_id: str, component: int, *, name: str, tags: list[str], note: str,
+                           updated: datetime) -> None:
+        """Store the note of one component of a decomposition run (one row per component, replacing the
+        previous one); a note with no name, tags or text deletes the row."""
+        with self.transaction() as con:
+            if not (name or tags or note):
+                con.execute("DELETE FROM component_notes WHERE run_id = ? AND component = ?", [run_id, component])
+                return
+            con.execute("INSERT OR REPLACE INTO component_notes (run_id, component, name, tags, note, updated) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", [run_id, component, name, json.dumps(tags), note, updated])
+
+    def component_notes(self, run_id: str) -> list[tuple[int, str, list[str], str, datetime]]:
+        """(component, name, tags, note, updated as naive UTC) of a decomposition run's notes, by component."""
+        with self.connect() as con:
+            rows = con.execute("SELECT component, name, tags, note, updated FROM component_notes WHERE run_id = ? "
+                               "ORDER BY component", [run_id]).fetchall()
+        return [(int(c), name, json.loads(tags), note, updated) for c, name, tags, note, updated in rows]
 
     # -- chunks (resumable streaming) ---------------------------------------------------------------
     def record_chunk(self, run_id: str, chunk: int, n_rows: int, *, start: int | None = None) -> None:

@@ -6,25 +6,30 @@ import streamlit as st
 
 from analysis import components as cs
 from analysis.figures import components as figs
-from pages.common import export_buttons
+from analysis.notes import ComponentNote
+from pages.common import escape_markdown, export_buttons
 from pages.panels.attributions import attribution_panel
 from pages.panels.browse import COMPONENT_KEY, BrowseContext, open_component
 from pages.panels.examples import show_examples
+from pages.panels.notes import note_panel, notes
 
 
 @st.fragment
 def component_view(ctx: BrowseContext) -> None:
     """One component in depth; reruns alone when its own widgets change."""
     data, table, r = ctx.data, ctx.overview, ctx.n_components
-    c1, c2 = st.columns([1, 3])
-    k = int(c1.selectbox("Component", range(r), key=COMPONENT_KEY, format_func=lambda c: _component_title(table, c)))
+    found = notes(ctx)
+    c1, c2 = st.columns([2, 3])  # room for the component's name in the picker
+    k = int(c1.selectbox("Component", range(r), key=COMPONENT_KEY,
+                         format_func=lambda c: _component_title(table, c, found.get(c))))
     n_top = int(c2.slider("Top examples", 5, min(200, data.n_examples), min(20, data.n_examples),
                           key="cmp_n_top"))
     st.query_params["component"] = str(k)
     top = cs.top_examples(data.W, k, n_top, ctx.index["top_indices"])
     frame = ctx.examples(top, k)
     row = table.iloc[k]
-    st.subheader(f"Component {k}")
+    note = found.get(k, ComponentNote(k))
+    st.subheader(f"Component {k}" + (f" · {escape_markdown(note.name)}" if note.name else ""))
     m1, m2, m3, m4, m5 = st.columns(5)
     m1.metric("Top coefficient", f"{row['top_coefficient']:.4f}")
     m2.metric("Notable examples", f"{row['notable']:,}")
@@ -33,6 +38,7 @@ def component_view(ctx: BrowseContext) -> None:
     m5.metric("Most similar", f"{int(row['most_similar'])}" if r > 1 else "—",
               f"|cos| {row['similar_abs_cos']:.2f}" if r > 1 else None, delta_color="off", delta_arrow="off")
     st.caption(f"Permalink: `?run={ctx.run_id}&component={k}`")
+    note_panel(ctx, k, note)
 
     t_top, t_quant, t_stats, t_attr = st.tabs(["Top examples", "Quantiles", "Statistics", "Attributions"])
     with t_top:
@@ -48,10 +54,13 @@ def component_view(ctx: BrowseContext) -> None:
         attribution_panel(ctx, k, frame)
 
 
-def _component_title(table, c: int) -> str:
-    """'3 · mostly fresh (80%)', or just the number when the top examples have no gold labels."""
+def _component_title(table, c: int, note: ComponentNote | None) -> str:
+    """'3 · low-key reviews · mostly fresh (80%)': the number, the name when it has one, and the majority
+    label when the top examples have gold labels."""
     purity = table["purity"].iloc[c]
-    return str(c) if np.isnan(purity) else f"{c} · mostly {table['majority_label'].iloc[c]} ({purity:.0%})"
+    name = [note.name] if note is not None and note.name else []
+    label = [] if np.isnan(purity) else [f"mostly {table['majority_label'].iloc[c]} ({purity:.0%})"]
+    return " · ".join([str(c), *name, *label])
 
 
 def _bands(ctx: BrowseContext, k: int) -> None:

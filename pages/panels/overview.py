@@ -4,30 +4,53 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analysis.components import SELECTIVITY_HELP, with_selectivity
+from analysis.notes import all_tags, tagged
+from analysis.perturb.runs import latest_selectivity
+from analysis.summaries import MIN_Z
 from pages.panels.browse import BrowseContext, open_component
+from pages.panels.notes import notes, overview_with_notes
+
+NO_SELECTIVITY = "Run Perturb → Perturb all components to fill the selectivity column."
 
 
 def overview_panel(ctx: BrowseContext) -> None:
-    """Filter the components by majority label, purity and notable examples; clicking a row opens it."""
-    table, data = ctx.overview, ctx.data
-    f1, f2, f3 = st.columns(3)
+    """Filter the components by majority label, purity, notable examples and tag; clicking a row opens it."""
+    selectivity = latest_selectivity(ctx.ws, ctx.run)
+    found = notes(ctx)
+    table, data = overview_with_notes(ctx, with_selectivity(ctx.overview, selectivity), found), ctx.data
+    f1, f2, f3, f4 = st.columns(4)
     majority = f1.multiselect("Majority label of top examples", sorted(set(table["majority_label"])),
                               key="cmp_filter_label")
     min_purity = f2.slider("Minimum purity", 0.0, 1.0, 0.0, 0.05, key="cmp_filter_purity",
                            disabled=not data.has_labels,
                            help=None if data.has_labels else "gold labels are not available for this dataset")
     min_notable = f3.number_input("Minimum notable examples", 0, data.n_examples, 0, key="cmp_filter_notable")
+    tags = all_tags(found)
+    wanted_tags = f4.multiselect("Tag", tags, key="cmp_filter_tags", disabled=not tags,
+                                 help=None if tags else "tag components in the component view below")
     if not data.has_labels:
         st.caption("Gold labels are not available for this dataset: majority label, purity, entropy and accuracy "
                    "read 'not available'; the predictions are the model's.")
     shown = table[((table["purity"] >= min_purity) if min_purity > 0 else True) & (table["notable"] >= min_notable)
-                  & (table["majority_label"].isin(majority) if majority else True)].reset_index(drop=True)
+                  & (table["majority_label"].isin(majority) if majority else True)
+                  & (table["component"].isin(tagged(found, wanted_tags)) if wanted_tags else True)
+                  ].reset_index(drop=True)
     event = st.dataframe(
-        shown, hide_index=True, height=min(38 + 35 * len(shown), 320), key="cmp_overview",
+        shown, hide_index=True, height=min(38 + 35 * len(shown), 460), key="cmp_overview",
         column_order=_column_order(shown, ctx),
         on_select="rerun", selection_mode="single-row",
         column_config={
             "component": st.column_config.NumberColumn("component", help="click a row to open it"),
+            "name": st.column_config.TextColumn("name", width="medium", help="your name for the component "
+                                                                             "(component view → Name this component)"),
+            "tags": st.column_config.TextColumn("tags", width="small"),
+            "summary": st.column_config.TextColumn(
+                "summary", width="large",
+                help=f"automatic, from the top {ctx.n_top_overview} examples against the rest: the words most "
+                     "enriched in them (z-scored log-odds with an informative Dirichlet prior, Monroe et al. "
+                     f"2008; z > {MIN_Z}) · the majority gold label and its share · the layers holding most of "
+                     "the direction's ‖g‖²"),
             "notable": st.column_config.NumberColumn("notable", help="examples with a notable coefficient"),
             "top_coefficient": st.column_config.NumberColumn("top coef.", format="%.4f"),
             "majority_label": "majority label",
@@ -37,6 +60,7 @@ def overview_panel(ctx: BrowseContext) -> None:
             "entropy_bits": st.column_config.NumberColumn("entropy (bits)", format="%.2f"),
             "accuracy": st.column_config.NumberColumn("accuracy", format="%.2f",
                                                       help="model accuracy on the top examples"),
+            "selectivity": st.column_config.NumberColumn("selectivity", format="%.3g", help=SELECTIVITY_HELP),
             "most_similar": st.column_config.NumberColumn("most similar"),
             "similar_abs_cos": st.column_config.NumberColumn("|cos|", format="%.2f"),
             "modules": st.column_config.BarChartColumn(
@@ -44,6 +68,8 @@ def overview_panel(ctx: BrowseContext) -> None:
                 help="share of ‖g‖² per module, in parameter order"),
             **_annotation_columns(ctx),
         })
+    if selectivity is None:
+        st.caption(NO_SELECTIVITY)
     rows = event.selection.rows if event is not None else []
     if rows and rows[0] < len(shown):
         picked = int(shown["component"].iloc[rows[0]])

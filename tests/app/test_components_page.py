@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from analysis import notes
 from analysis.demos import load_demo
 from analysis.runs import pefs_settings
 from analysis.store import Workspace
@@ -108,3 +109,40 @@ def test_page_points_to_compute_without_a_decomposition(demo_workspace, tmp_path
     monkeypatch.setenv("NPEFF_WORKSPACE", str(tmp_path / "ws"))
     at = _open({})
     assert "No complete NPEFF decomposition" in at.info[0].value
+
+
+def test_a_named_component_shows_in_the_overview_survives_a_restart_and_reaches_the_latex(app_env, text_run):
+    k = 3  # the other tests read component 0 of this run; this note is removed at the end
+    try:
+        at = _open({"run": text_run, "component": str(k)})
+        overview = at.dataframe[0].value
+        assert {"name", "tags", "summary"} <= set(overview.columns)
+        summary = overview["summary"].iloc[k]
+        assert " · " in summary and ("fresh" in summary or "rotten" in summary), summary  # words · label · layer
+        assert overview["name"].iloc[k] == ""
+        at.text_input(key=f"cmp_note_name_{text_run}_{k}").input("film-heavy rotten")
+        at.text_input(key=f"cmp_note_tags_{text_run}_{k}").input("genre, check")
+        at.text_area(key=f"cmp_note_text_{text_run}_{k}").input("Mentions of 'film' $x$ everywhere.")
+        at.button(key=f"cmp_note_save_{text_run}_{k}").click().run()
+        assert not at.exception, at.exception
+        overview = at.dataframe[0].value
+        assert overview["name"].iloc[k] == "film-heavy rotten" and overview["tags"].iloc[k] == "genre, check"
+        assert [s.value for s in at.subheader] == [f"Component {k} · film-heavy rotten"]
+        assert any(m.value == r"Mentions of 'film' \$x\$ everywhere." for m in at.markdown)  # shown literally
+
+        at = _open({"run": text_run, "component": str(k)})  # a new session: read back from the workspace
+        assert at.dataframe[0].value["name"].iloc[k] == "film-heavy rotten"
+        assert at.text_input(key=f"cmp_note_name_{text_run}_{k}").value == "film-heavy rotten"
+        latex = next(c.value for c in at.code if r"\documentclass" in c.value)
+        assert rf"\subsection*{{Component {k}: film-heavy rotten}}" in latex
+        assert r"\textit{Tags: genre, check.} Mentions of 'film' \$x\$ everywhere.\par" in latex
+        at.multiselect(key="cmp_filter_tags").select("check").run()
+        assert at.dataframe[0].value["component"].tolist() == [k]
+
+        at.text_input(key=f"cmp_note_tags_{text_run}_{k}").input("t" * 41)  # refused: nothing changes
+        at.button(key=f"cmp_note_save_{text_run}_{k}").click().run()
+        assert [e.value.startswith("tags: each tag must be one line of at most 40 characters") for e in at.error] == [
+            True]
+        assert notes.get_note(Workspace(app_env), text_run, k).name == "film-heavy rotten"
+    finally:
+        notes.set_note(Workspace(app_env), text_run, k)

@@ -88,6 +88,17 @@ def test_overview_recovers_planted_purity_accuracy_and_similarity():
         cs.overview(data, indices, np.eye(3), n_top=30)
 
 
+def test_overview_takes_the_selectivity_of_each_component():
+    data, dec = _planted()
+    indices, _ = cs.top_table(data.W, 20)
+    table = cs.overview(data, indices, cs.similarity(dec.G), n_top=20)
+    assert cs.with_selectivity(table, None) is table  # no perturb-all run: no column
+    shown = cs.with_selectivity(table, pd.Series([12.5, 0.8], index=[2, 0], name="selectivity"))
+    np.testing.assert_array_equal(shown["selectivity"], [0.8, np.nan, 12.5])  # by component, NaN where missing
+    assert "selectivity" not in table.columns  # the cached overview is not modified
+    assert shown.sort_values("selectivity", ascending=False)["component"].tolist()[0] == 2
+
+
 def test_entropy_and_label_distribution():
     assert cs.entropy_bits(np.array([0.5, 0.5])) == pytest.approx(1.0)
     assert cs.entropy_bits(np.array([1.0, 0.0, 0.0])) == 0.0

@@ -127,3 +127,37 @@ def test_a_step_recorded_again_keeps_its_newest_value(ws):
     ws.append_job_points("j1", "loss", [(0, 3.0), (4, 2.0), (8, 1.5)])
     ws.append_job_points("j1", "loss", [(4, 2.5), (8, 1.0), (8, 0.5)])
     assert ws.job_points("j1", "loss")[1].tolist() == [3.0, 2.5, 0.5]
+
+
+def test_component_notes_arrive_with_a_migration_that_keeps_older_data(tmp_path):
+    """A workspace made before notes existed (schema v4) gains the notes table and keeps its runs."""
+    import duckdb
+
+    root = tmp_path / "old"
+    root.mkdir()
+    con = duckdb.connect(str(root / "npeff.duckdb"))
+    con.execute("CREATE TABLE schema_version (version INTEGER)")
+    for version, sql in enumerate(MIGRATIONS[:4], start=1):
+        con.execute(sql)
+        con.execute("INSERT INTO schema_version VALUES (?)", [version])
+    con.execute("INSERT INTO runs (id, kind, key, params, status) VALUES ('r1', 'npeff-lrm', 'k', '{}', 'complete')")
+    con.close()
+    ws = Workspace(root)
+    assert ws.schema_version() == len(MIGRATIONS) >= 5
+    assert ws.get_run("r1").status == "complete"
+    assert ws.component_notes("r1") == []
+
+
+def test_component_notes_round_trip_one_row_per_component(ws):
+    from datetime import datetime
+
+    t0, t1 = datetime(2026, 1, 2, 3, 4, 5), datetime(2026, 1, 2, 3, 5, 0)
+    ws.set_component_note("r1", 3, name="low-key", tags=["tone", "fresh"], note="reviews that say low-key", updated=t0)
+    ws.set_component_note("r1", 0, name="", tags=["dup"], note="", updated=t0)
+    ws.set_component_note("r2", 3, name="other run", tags=[], note="", updated=t0)
+    ws.set_component_note("r1", 3, name="low-key praise", tags=["tone"], note="", updated=t1)  # replaces
+    assert ws.component_notes("r1") == [(0, "", ["dup"], "", t0), (3, "low-key praise", ["tone"], "", t1)]
+    ws.set_component_note("r1", 3, name="", tags=[], note="", updated=t1)  # all empty: deleted
+    assert ws.component_notes("r1") == [(0, "", ["dup"], "", t0)]
+    assert ws.query("SELECT count(*) AS n FROM component_notes")["n"][0] == 2
+    assert Workspace(ws.root).component_notes("r2") == [(3, "other run", [], "", t0)]  # survives a reopen
