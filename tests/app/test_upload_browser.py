@@ -101,7 +101,8 @@ def _load(page, name: str) -> None:
 
 
 def _compute_and_browse(page, prefix: str) -> None:
-    """Fit 3 components on the Compute page (a background job), then open the Components page."""
+    """Fit 3 components on the Compute page (a background job), open the Components page, then perturb
+    component 0 on the Perturb page."""
     page.get_by_role("link", name="Compute").click()
     page.get_by_role("button", name="Compute", exact=True).wait_for(timeout=LONG)
     _type(page, "Components", "3")
@@ -118,6 +119,11 @@ def _compute_and_browse(page, prefix: str) -> None:
         page.locator(".js-plotly-plot:visible").first.wait_for(timeout=LONG)  # coefficient histogram ...
     finally:
         _shot(page, f"{prefix}_components_statistics.png")
+    page.get_by_role("link", name="Perturb").click()
+    page.get_by_role("button", name="Perturb", exact=True).click()
+    page.get_by_text("KL ratio", exact=True).first.wait_for(timeout=LONG)
+    page.get_by_text(re.compile(r"prediction\(s\) flipped")).first.wait_for(timeout=LONG)
+    _shot(page, f"{prefix}_perturb.png")
 
 
 @pytest.mark.browser
