@@ -20,25 +20,31 @@ def jobs_app(demo_workspace, tmp_path):
         yield url, root
 
 
+def start_image_demo_job(page, url: str, settings: dict[str, str]) -> None:
+    """Load the image demo, set the Compute page's number boxes (label -> value; each lands in the URL) and
+    press Compute."""
+    page.goto(url)
+    page.get_by_text("Active model: text-demo").wait_for(timeout=120_000)
+    page.get_by_text("Image demo").first.click()
+    page.get_by_role("button", name="Load", exact=True).click()
+    page.get_by_text("Active model: image-demo").wait_for(timeout=60_000)
+    page.get_by_role("link", name="Compute").click()
+    for name, value in settings.items():
+        box = page.get_by_role("spinbutton", name=name)
+        box.fill(value)
+        box.press("Enter")
+        page.wait_for_url(re.compile(f"{value}"), timeout=30_000)
+    page.get_by_role("button", name="Compute", exact=True).click()
+
+
 @pytest.mark.browser
 def test_a_pef_job_continues_through_a_reload(jobs_app):
     url, root = jobs_app
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1500})
-        page.goto(url)
-        page.get_by_text("Active model: text-demo").wait_for(timeout=120_000)
-        page.get_by_text("Image demo").first.click()
-        page.get_by_role("button", name="Load", exact=True).click()
-        page.get_by_text("Active model: image-demo").wait_for(timeout=60_000)
-
-        page.get_by_role("link", name="Compute").click()
-        for name, value in (("Values kept per example (0 = all)", "0"), ("Iterations", "20"), ("Components", "4")):
-            box = page.get_by_role("spinbutton", name=name)
-            box.fill(value)
-            box.press("Enter")
-            page.wait_for_url(re.compile(f"{value}"), timeout=30_000)
-        page.get_by_role("button", name="Compute", exact=True).click()
+        start_image_demo_job(page, url, {"Values kept per example (0 = all)": "0", "Iterations": "20",
+                                         "Components": "4"})
         page.get_by_text(re.compile(r"Per-example Fishers: [1-9][\d,]*/500")).first.wait_for(timeout=60_000)
         job_id = re.search(r"job=(\w+)", page.url)[1]
 
@@ -64,20 +70,9 @@ def test_a_cancelled_fit_starts_again_and_completes(jobs_app):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1500})
-        page.goto(url)
-        page.get_by_text("Active model: text-demo").wait_for(timeout=120_000)
-        page.get_by_text("Image demo").first.click()
-        page.get_by_role("button", name="Load", exact=True).click()
-        page.get_by_text("Active model: image-demo").wait_for(timeout=60_000)
-
-        page.get_by_role("link", name="Compute").click()
         # a fit long enough to cancel mid-way (~10 s here), short enough to finish after it starts again
-        for name, value in (("Values kept per example (0 = all)", "200"), ("Iterations", "5000"), ("Components", "4")):
-            box = page.get_by_role("spinbutton", name=name)
-            box.fill(value)
-            box.press("Enter")
-            page.wait_for_url(re.compile(f"{value}"), timeout=30_000)
-        page.get_by_role("button", name="Compute", exact=True).click()
+        start_image_demo_job(page, url, {"Values kept per example (0 = all)": "200", "Iterations": "5000",
+                                         "Components": "4"})
         page.get_by_text(re.compile(r"NPEFF: [\d,]+/5,\d+")).first.wait_for(timeout=120_000)
         page.get_by_role("button", name="Cancel").click()
         page.get_by_text("cancelled; start it again to resume").first.wait_for(timeout=60_000)
