@@ -1,26 +1,34 @@
 """NPEFF Explorer entry point: navigation over pages/ and the global sidebar (workspace, active pair).
 
-Page files live in pages/, not pages/: Streamlit treats *.py directly in pages/ as legacy
-auto-discovered pages, which run without this shell on a deep link to a fresh server.
+Streamlit treats *.py directly in pages/ as legacy auto-discovered pages: a deep link to a fresh server runs
+one without this shell (pages.common.in_app_shell handles that), and the first paint would list them in the
+sidebar, so .streamlit/config.toml hides Streamlit's sidebar navigation and this file draws its own links.
 """
 import streamlit as st
 
 from pages.common import WORKSPACE_KEY, active, app_shell, escape_markdown, switch_workspace, workspace_root
 from pages.panels.jobs_sidebar import jobs_sidebar
 
-st.set_page_config(page_title="NPEFF Explorer", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="NPEFF Explorer", page_icon=":material/biotech:", layout="wide")
 
+# Material icons, not emoji: they come with Streamlit's own font, emoji need a system font that may be missing
 pages = {
-    "Data": [st.Page("pages/load.py", title="Load model & data", icon="📂", default=True)],
-    "NPEFF": [st.Page("pages/compute.py", title="Compute", icon="⚙️"),
-              st.Page("pages/components.py", title="Components", icon="🧩"),
-              st.Page("pages/perturb.py", title="Perturb", icon="🎯"),
-              st.Page("pages/jobs.py", title="Jobs", icon="⏱️")],
-    "ReLU training": [st.Page("pages/zonotope.py", title="Zonotope explorer", icon="🔷")],
+    "Data": [st.Page("pages/load.py", title="Load model & data", icon=":material/folder_open:", default=True)],
+    "NPEFF": [st.Page("pages/compute.py", title="Compute", icon=":material/calculate:"),
+              st.Page("pages/components.py", title="Components", icon=":material/extension:"),
+              st.Page("pages/perturb.py", title="Perturb", icon=":material/tune:"),
+              st.Page("pages/jobs.py", title="Jobs", icon=":material/timer:")],
+    "ReLU training": [st.Page("pages/zonotope.py", title="Zonotope explorer", icon=":material/hexagon:")],
 }
-page = st.navigation(pages)
+page = st.navigation(pages, position="hidden")
 
 with st.sidebar:
+    # drawn here, not by st.navigation: .streamlit/config.toml hides the sidebar navigation so that a fresh
+    # server's first paint does not list the raw files of pages/ (app, common, components, ...)
+    for section, entries in pages.items():
+        st.caption(section)
+        for entry in entries:
+            st.page_link(entry)
     st.markdown("### Workspace")
     st.session_state.setdefault(WORKSPACE_KEY, workspace_root())
     st.text_input("Folder", key=WORKSPACE_KEY, on_change=switch_workspace,

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar, Iterator, Sequence
+from typing import ClassVar, Iterator, Mapping, Sequence
 
 import duckdb
 import numpy as np
@@ -19,6 +19,8 @@ from analysis.devices import resolve_device
 TABLE_READERS = {".csv": "read_csv_auto", ".gz": "read_csv_auto", ".jsonl": "json", ".json": "json",
                  ".ndjson": "json", ".parquet": "read_parquet"}
 PAIR_SEPARATOR = " ‖ "  # how a sentence pair is shown in tables
+LABEL_COLUMN_NAMES = ("label", "labels", "class", "target")  # a column so named is the label column by default
+MAX_MAPPED_LABELS = 50  # distinct label values a mapping to the model's classes may have (more: not class labels)
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,54 @@ def _class_index(value, lookup: dict[str, int], n_classes: int) -> int:
     return lookup.get(text, lookup.get(text.lower(), -1))
 
 
+def default_label_column(columns: Sequence[str], text_columns: Sequence[str]) -> str | None:
+    """The label column to offer first: one named label/labels/class/target (any case), else the first column
+    that is not a text column, else None (never a text column: its values are not classes)."""
+    rest = [c for c in columns if c not in text_columns]
+    named = [c for c in rest if str(c).lower() in LABEL_COLUMN_NAMES]
+    return (named or rest or [None])[0]
+
+
+def column_profile(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per column of a table (column, kind, distinct, example), shown before a dataset is loaded so the
+    text and label columns can be told apart."""
+    rows = []
+    for column in frame.columns:
+        values = frame[column].dropna()
+        first = values.iloc[0] if len(values) else None
+        first = first.item() if isinstance(first, np.generic) else first  # np.float64(1.5) -> 1.5
+        rows.append({"column": str(column), "kind": _kind(first) if first is not None else "empty",
+                     "distinct": int(values.astype(str).nunique()), "example": _shown(first) if first is not None else ""})
+    return pd.DataFrame(rows, columns=["column", "kind", "distinct", "example"])
+
+
+def label_values(values: pd.Series) -> list[str]:
+    """The distinct values of a label column as strings (how a label map names them), sorted."""
+    return sorted({str(v) for v in values.dropna().tolist()})
+
+
+def unmatched_labels(values: pd.Series, label_names: Sequence[str]) -> list[str]:
+    """The distinct values of a label column that are neither a class name (any case) nor a class index: the
+    ones a label map must name (as strings)."""
+    lookup = {name: i for i, name in enumerate(label_names)}
+    lookup.update({name.lower(): i for i, name in enumerate(label_names)})
+    distinct = {str(v): v for v in values.dropna().tolist()}
+    return sorted(text for text, v in distinct.items() if _class_index(v, lookup, len(label_names)) < 0)
+
+
+def apply_label_map(values: pd.Series, label_map: Mapping[str, str], source: str, column: str) -> pd.Series:
+    """Values of a label column renamed by `label_map` (value as a string -> class name); values it does not
+    name are kept. A map naming values the column lacks is refused (a stale map from another file)."""
+    if not label_map:
+        return values
+    present = set(label_values(values))
+    stale = sorted(set(label_map) - present)
+    if stale:
+        raise ValueError(f"{source}: the label map names values {stale[:5]} that column '{column}' does not hold "
+                         f"(its values are {sorted(present)[:10]}); map the column's own values")
+    return values.map(lambda v: v if pd.isna(v) else label_map.get(str(v), v))
+
+
 def encode_labels(values: pd.Series, label_names: list[str], source: str, column: str) -> np.ndarray:
     """Map a label column (class indices, class names, or both mixed as JSON allows) to indices in [0, C)."""
     if values.isna().any():
@@ -240,17 +290,19 @@ def encode_labels(values: pd.Series, label_names: list[str], source: str, column
     bad = sorted(set(values[labels < 0].tolist()), key=str)
     if bad:
         raise ValueError(f"{source}: labels {bad[:5]} in column '{column}' are outside the model's classes "
-                         f"{label_names} (give class names or indices 0..{len(label_names) - 1})")
+                         f"{label_names} (give class names or indices 0..{len(label_names) - 1}, or map each value "
+                         "to a class: the Load page's label mapping)")
     return labels
 
 
 def text_dataset(frame: pd.DataFrame, *, text_columns: Sequence[str], label_column: str | None,
                  label_names: list[str], name: str, source: str,
-                 annotation_columns: Sequence[str] = ()) -> TextDataset:
+                 annotation_columns: Sequence[str] = (), label_map: Mapping[str, str] | None = None) -> TextDataset:
     """Validate columns and labels of a table and build a TextDataset (1 text column, or 2 for pairs).
 
     Text columns must hold strings in every row (see _check_text); annotation columns (e.g. a ground-truth
-    rule) are kept as strings for browsing and change nothing computed.
+    rule) are kept as strings for browsing and change nothing computed; `label_map` renames label values to
+    class names first (apply_label_map).
     """
     if not 1 <= len(text_columns) <= 2:
         raise ValueError(f"{source}: choose one text column, or two for sentence pairs; got {list(text_columns)}")
@@ -262,7 +314,8 @@ def text_dataset(frame: pd.DataFrame, *, text_columns: Sequence[str], label_colu
                              "drop those rows or fill them")
         _check_text(frame[col], source, col)
     texts = list(zip(*(frame[c].tolist() for c in text_columns)))
-    labels = (encode_labels(frame[label_column], label_names, source, label_column) if label_column
+    labels = (encode_labels(apply_label_map(frame[label_column], label_map or {}, source, label_column),
+                            label_names, source, label_column) if label_column
               else np.full(len(frame), -1, np.int64))
     digest = hash_parts(json.dumps(texts).encode(), labels.tobytes(), json.dumps(label_names).encode())
     annotations = {c: frame[c].astype(str).tolist() for c in annotation_columns}
@@ -280,11 +333,12 @@ def text_examples(texts: Sequence[str | tuple[str, ...]], label_names: list[str]
 
 
 def load_text_file(path: Path | str, *, text_columns: Sequence[str], label_column: str | None,
-                   label_names: list[str], annotation_columns: Sequence[str] = ()) -> TextDataset:
+                   label_names: list[str], annotation_columns: Sequence[str] = (),
+                   label_map: Mapping[str, str] | None = None) -> TextDataset:
     path = Path(path)
     return text_dataset(read_table(path), text_columns=text_columns, label_column=label_column,
                         label_names=label_names, name=path.stem, source=path.name,
-                        annotation_columns=annotation_columns)
+                        annotation_columns=annotation_columns, label_map=label_map)
 
 
 def image_dataset(images: np.ndarray, labels: np.ndarray, *, label_names: list[str], name: str,
@@ -336,14 +390,21 @@ MAX_FOLDER_BYTES = 2 * 1024 ** 3  # the dataset's float32 array after resizing
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow modes read as one channel
 
 
-def _image_files(folder: Path, label_names: list[str]) -> list[tuple[Path, int]]:
+def image_folder_classes(folder: Path | str) -> list[str]:
+    """The class subfolder names of an image folder dataset (hidden entries skipped), sorted."""
+    return sorted(e.name for e in Path(folder).iterdir() if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_files(folder: Path, label_names: list[str],
+                 label_map: Mapping[str, str] | None = None) -> list[tuple[Path, int]]:
     """(file, class index) of every image in `<folder>/<class>/`, sorted by class folder then file name.
 
     Hidden entries (".DS_Store") are skipped; links, files outside a class folder, other file types and
-    class folders that are not the model's classes are refused.
+    class folders that are not the model's classes (after renaming by `label_map`) are refused.
     """
     lookup = {name: i for i, name in enumerate(label_names)}
     lookup.update({name.lower(): i for i, name in enumerate(label_names)})
+    label_map = label_map or {}
     found = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
@@ -353,7 +414,8 @@ def _image_files(folder: Path, label_names: list[str]) -> list[tuple[Path, int]]
         if not entry.is_dir():
             raise ValueError(f"{folder.name}/{entry.name}: is not a class folder; put each image in the subfolder "
                              f"of its class ({label_names})")
-        label = lookup.get(entry.name, lookup.get(entry.name.lower()))
+        name = label_map.get(entry.name, entry.name)
+        label = lookup.get(name, lookup.get(name.lower()))
         if label is None:
             raise ValueError(f"{folder.name}: subfolder '{entry.name}' is not one of the model's classes "
                              f"{label_names}; name each subfolder after a class")
@@ -389,9 +451,10 @@ def _open_image(path: Path, where: str):
     return image
 
 
-def load_image_folder_dataset(folder: Path | str, label_names: list[str],
-                              size: tuple[int, int] | None = None) -> ImageDataset:
-    """Images from `<folder>/<class>/*.png|jpg|jpeg`, labels from the class folder names (a model's classes).
+def load_image_folder_dataset(folder: Path | str, label_names: list[str], size: tuple[int, int] | None = None,
+                              label_map: Mapping[str, str] | None = None) -> ImageDataset:
+    """Images from `<folder>/<class>/*.png|jpg|jpeg`, labels from the class folder names (a model's classes, or
+    renamed to them by `label_map`).
 
     All grey files give grey images [n, H, W]; any colour file makes every image RGB [n, 3, H, W]. Images are
     resized (bilinear) to `size` (height, width), by default the first image's size.
@@ -401,7 +464,7 @@ def load_image_folder_dataset(folder: Path | str, label_names: list[str],
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: no such folder; give a folder with one subfolder of images per class")
-    files = _image_files(folder, list(label_names))
+    files = _image_files(folder, list(label_names), label_map)
     where = [f"{folder.name}/{p.parent.name}/{p.name}" for p, _ in files]
     headers = []  # (mode, height, width) of each file, read before anything is decoded
     for (path, _), w in zip(files, where):
@@ -457,3 +520,28 @@ def predict(model, dataset: Dataset, *, batch_size: int = 64, device: str | None
         if progress:
             progress(done, len(dataset))
     return np.concatenate(out)
+
+
+def preview_images(path: Path | str, k: int = 8) -> list[tuple[str, np.ndarray]]:
+    """Up to k (caption, pixels [H, W] or [H, W, 3] in [0, 1]) of an image dataset before it is loaded: the first
+    images of an .npz (caption: its label), or the first image of each class subfolder of a folder (caption: the
+    subfolder). Reads no pickles and decodes only what it shows."""
+    path = Path(path)
+    if path.is_dir():
+        shown = []
+        for name in image_folder_classes(path)[:k]:
+            files = sorted(f for f in (path / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                           and not f.is_symlink())
+            if files:
+                with _open_image(files[0], f"{path.name}/{name}/{files[0].name}") as image:
+                    shown.append((name, np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0))
+        return shown
+    with np.load(path, allow_pickle=False) as data:
+        if "images" not in data:
+            raise ValueError(f"{path.name}: needs arrays 'images' and 'labels', found {list(data.keys())}")
+        images = np.asarray(data["images"][:k], dtype=np.float32)  # [k, H, W] or [k, C, H, W]
+        labels = data["labels"][:k] if "labels" in data else np.full(len(images), -1)
+    if images.ndim == 4:
+        images = images.transpose(0, 2, 3, 1)  # [k, H, W, C]
+        images = images[..., 0] if images.shape[-1] == 1 else images
+    return [(f"label {label}", np.clip(image, 0, 1)) for label, image in zip(labels.tolist(), images)]

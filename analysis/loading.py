@@ -48,6 +48,7 @@ class DatasetSpec:
     label_names: tuple[str, ...] = field(default=())
     annotation_columns: tuple[str, ...] = ()  # other columns kept for browsing (e.g. a ground-truth rule)
     image_size: tuple[int, int] | None = None  # (height, width) an image folder is resized to (default: first image)
+    label_map: tuple[tuple[str, str], ...] = ()  # (label value as a string, model class name) pairs, applied first
 
 
 def demo_specs(kind: str, scope: ParamScope | None = None) -> tuple[ModelSpec, DatasetSpec]:
@@ -71,20 +72,24 @@ def load_dataset_spec(spec: DatasetSpec) -> Dataset:
     """The dataset of a spec (.npz images, a folder of class subfolders of images, else a table).
 
     A table's label column with no label_names given has its own distinct values as classes (e.g. the answer
-    strings of a free-form next-token dataset, which pair_dataset turns into the model's vocabulary)."""
+    strings of a free-form next-token dataset, which pair_dataset turns into the model's vocabulary). The
+    spec's label_map renames a table's label values or an image folder's class subfolders to the model's
+    classes."""
     if spec.source.startswith(DEMO_PREFIX):
         kind = spec.source.removeprefix(DEMO_PREFIX)
         demo_folder(kind, Path("."))
         return DEMOS[kind].dataset()
     if Path(spec.source).is_dir():
-        return load_image_folder_dataset(spec.source, list(spec.label_names), size=spec.image_size)
+        return load_image_folder_dataset(spec.source, list(spec.label_names), size=spec.image_size,
+                                         label_map=dict(spec.label_map))
     if spec.source.endswith(".npz"):
         return load_image_file(spec.source, label_names=list(spec.label_names))
     names = list(spec.label_names)
     if spec.label_column and not names:
         names = sorted({str(v) for v in read_table(spec.source)[spec.label_column].dropna().tolist()})
     return load_text_file(spec.source, text_columns=list(spec.text_columns), label_column=spec.label_column,
-                          label_names=names, annotation_columns=list(spec.annotation_columns))
+                          label_names=names, annotation_columns=list(spec.annotation_columns),
+                          label_map=dict(spec.label_map))
 
 
 def paired_dataset_spec(model: ClassifierModel, spec: DatasetSpec) -> DatasetSpec:

@@ -26,7 +26,7 @@ if run is None:
     st.info(f"No complete NPEFF decomposition of **{escape_markdown(model.name)}** on "
             f"**{escape_markdown(dataset.name)}** yet. "
             "Fit one on the Compute page; it is stored in the workspace and browsed here.")
-    st.page_link("pages/compute.py", label="Compute a decomposition", icon="⚙️")
+    st.page_link("pages/compute.py", label="Compute a decomposition", icon=":material/calculate:")
     st.stop()
 run_picker(model, dataset, run.id)
 ctx = browse_context(model, dataset, workspace(), run.id)

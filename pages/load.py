@@ -9,15 +9,18 @@ import pandas as pd
 import streamlit as st
 
 from analysis.adapters import ADAPTERS, OptionSpec
-from analysis.datasets import read_table
-from analysis.demos import DEMOS
-from analysis.loading import (DatasetSpec, ModelSpec, adapter_choices, adapter_options, demo_specs,
-                              label_word_tokens, paired_dataset_spec)
+from analysis.datasets import (MAX_MAPPED_LABELS, column_profile, default_label_column, image_folder_classes,
+                               label_values, preview_images, read_table, unmatched_labels)
+from analysis.demos import DEMOS, METRICS, demo_folder
+from analysis.errors import describe_error
 from analysis.figures.data import label_counts
 from analysis.image_models import ARCHITECTURES
+from analysis.loading import (DatasetSpec, ModelSpec, adapter_choices, adapter_options, demo_specs,
+                              label_word_tokens, paired_dataset_spec)
 from analysis.models import WEIGHT_SUFFIXES, ParamScope
+from analysis.sample_accuracy import SAMPLE_SIZE, sample_accuracy
 from pages.common import (activate, active, allowed_path, ensure_demo, escape_markdown, in_app_shell, model_for,
-                          save_upload, workspace_root)
+                          save_upload, workspace, workspace_root)
 from pages.panels.examples import dataset_images, show_examples
 
 in_app_shell()
@@ -26,6 +29,8 @@ PREVIEW_TEXTS, PREVIEW_IMAGES = 50, 24  # examples of the active dataset shown a
 SHOWN_CLASSES = 20  # class names listed in the summary (a next-token model's classes are its vocabulary)
 DEMO_SOURCES = {f"{kind.capitalize()} demo": kind for kind in DEMOS}  # "Text demo" -> "text", ...
 SOURCES = [*DEMO_SOURCES, "Local path", "Upload"]
+PREVIEW_BEFORE_LOAD = 8  # rows or images of a dataset file shown before it is loaded
+LOADED_NOTE = "load_note"  # session key: what the last Load loaded, shown after the rerun that redraws the sidebar
 
 st.title("Load model & data")
 st.caption("Models load safely: safetensors preferred, `.bin/.pt` only as plain tensors (never unpickled), "
@@ -97,10 +102,142 @@ def dataset_caption(kind: str) -> str:
     return " ".join(inspect.getdoc(DEMOS[kind].dataset).split())
 
 
+def follow_model_source() -> None:
+    """on_change of the model source: a demo model starts paired with its own data (another can be picked)."""
+    if st.session_state["model_source"] in DEMO_SOURCES:
+        st.session_state["data_source"] = st.session_state["model_source"]
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _table(path: str, modified_ns: int) -> pd.DataFrame:
+    return read_table(path)
+
+
+def table_of(path: str) -> pd.DataFrame:
+    """A table file, re-read when it changes."""
+    return _table(path, Path(path).stat().st_mtime_ns)
+
+
+def model_classes(spec: ModelSpec | None) -> tuple[str, ...] | None:
+    """The class names the model reads a label column with; None when they are not known yet (no model, a demo
+    not built, a checkpoint that does not load: Load says why) or the adapter maps labels itself (answer strings)."""
+    if spec is None or (spec.demo and not (demo_folder(spec.demo, Path(workspace_root())) / METRICS).exists()):
+        return None
+    try:
+        return model_for(spec).adapter.data_label_names() or None
+    except Exception:  # shown when Load is pressed, with the whole message
+        return None
+
+
+def label_map_editor(values: list[str], unmatched: list[str], classes: tuple[str, ...] | None) -> tuple:
+    """A class of the model for each label value that is not one of its class names or indices: the label map
+    (value, class) pairs the dataset spec keeps."""
+    if classes is None or not unmatched:
+        return ()
+    if len(values) > MAX_MAPPED_LABELS:
+        st.warning(f"The label column has {len(values):,} distinct values, too many to map to the model's "
+                   f"{len(classes)} classes; choose the column that holds the classes")
+        return ()
+    st.markdown(f"**Map labels to the model's classes** ({len(unmatched)} of {len(values)} values are not "
+                "class names or indices)")
+    cols = st.columns(min(len(unmatched), 4))
+    chosen = [(value, cols[i % len(cols)].selectbox(f"{escape_markdown(value)} →", classes, index=None,
+                                                     placeholder="choose a class", key=f"data_label_map_{value}"))
+              for i, value in enumerate(unmatched)]
+    return tuple((value, cls) for value, cls in chosen if cls is not None)
+
+
+def image_preview(path: str) -> None:
+    """The first images of an .npz, or one per class subfolder, before loading."""
+    try:
+        shown = preview_images(path, PREVIEW_BEFORE_LOAD)
+    except (ValueError, OSError) as e:
+        st.error(escape_markdown(e))
+        return
+    if shown:
+        st.image([pixels for _, pixels in shown], caption=[c for c, _ in shown], width=64)
+
+
+def table_inputs(path: str, classes: tuple[str, ...] | None) -> dict:
+    """Preview of a table (detected columns, first rows), then its text, label and annotation columns and the
+    label map: DatasetSpec fields."""
+    try:
+        frame = table_of(path)
+    except (ValueError, OSError) as e:  # not a table, or no such file
+        st.error(escape_markdown(describe_error(e)))
+        return {}
+    profile = column_profile(frame)
+    st.caption(f"{len(frame):,} rows · detected columns:")
+    st.dataframe(profile, hide_index=True)
+    st.dataframe(frame.head(PREVIEW_BEFORE_LOAD), hide_index=True)
+    columns = list(frame.columns)
+    texts = profile.loc[profile["kind"] == "text", "column"].tolist()[:1] or columns[:1]
+    text_columns = tuple(st.multiselect("Text column(s) (two for sentence pairs)", columns, default=texts,
+                                        max_selections=2, key="data_text_columns"))
+    options = ["(none)", *columns]
+    label = st.selectbox("Label column", options, index=options.index(default_label_column(columns, texts) or "(none)"),
+                         key="data_label_column", help="class names or indices; for a free-form next-token model, "
+                                                       "the answer strings (each stands for its first token)")
+    label_column = None if label == "(none)" else label
+    label_map = ()
+    if label_column and classes:
+        label_map = label_map_editor(label_values(frame[label_column]), unmatched_labels(frame[label_column], classes),
+                                     classes)
+    rest = [c for c in columns if c not in (*text_columns, label_column)]
+    annotations = tuple(st.multiselect("Annotation columns (browsed by, e.g. a ground-truth rule)", rest,
+                                       key="data_annotations"))
+    return {"text_columns": text_columns, "label_column": label_column, "annotation_columns": annotations,
+            "label_map": label_map}
+
+
+def folder_inputs(path: str, classes: tuple[str, ...] | None) -> dict:
+    """Preview of an image folder (one image per class), its resize and the label map of its subfolders."""
+    image_preview(path)
+    subfolders = image_folder_classes(path)
+    st.caption(f"Class subfolders: {escape_markdown(', '.join(subfolders[:SHOWN_CLASSES]))}. Images are resized to "
+               "one size (0 × 0: the first image's size).")
+    h, w = st.columns(2)
+    size = (int(h.number_input("Height", 0, 4096, 0, key="data_image_height")),
+            int(w.number_input("Width", 0, 4096, 0, key="data_image_width")))
+    lower = {c.lower() for c in classes or ()}
+    unmatched = [s for s in subfolders if s.lower() not in lower]
+    return {"image_size": size if all(size) else None,
+            "label_map": label_map_editor(subfolders, unmatched, classes)}
+
+
+def dataset_inputs(path: str | None, classes: tuple[str, ...] | None) -> dict:
+    """The DatasetSpec fields of a dataset file or folder, after its preview."""
+    if not path:
+        return {}
+    if Path(path).is_dir():
+        return folder_inputs(path, classes)
+    if path.endswith(".npz"):
+        image_preview(path)
+        return {}
+    return table_inputs(path, classes)
+
+
+def specs_to_load(model_spec: ModelSpec | None, data_source: str, data_path: str | None,
+                  data_fields: dict) -> tuple[ModelSpec, DatasetSpec]:
+    """The pair the Load button loads: a demo's data is taken as it is, a file's labels are read as the model's
+    classes (its adapter decides)."""
+    if model_spec is None:
+        raise ValueError("give a model path or upload a file first")
+    if model_spec.demo:
+        ensure_demo(model_spec.demo)
+    if data_source in DEMO_SOURCES:
+        kind = DEMO_SOURCES[data_source]
+        ensure_demo(kind)
+        return model_spec, demo_specs(kind)[1]
+    if not data_path:
+        raise ValueError("give a dataset path or upload a file first")
+    return model_spec, paired_dataset_spec(model_for(model_spec), DatasetSpec(source=data_path, **data_fields))
+
+
 model_col, data_col = st.columns(2, gap="large")
 with model_col:
     st.subheader("Model")
-    source = st.radio("Source", SOURCES, horizontal=True, key="model_source")
+    source = st.radio("Source", SOURCES, horizontal=True, key="model_source", on_change=follow_model_source)
     demo = DEMO_SOURCES.get(source)
     model_path, extra = None, {}
     if demo:
@@ -115,81 +252,58 @@ with model_col:
     if model_path:
         extra = bare_weights_options(model_path) or adapter_picker(model_path)
     scope = scope_picker(DEMOS[demo].scope if demo else ParamScope("last_layers", n_layers=1), demo or "upload")
+    model_spec = (demo_specs(demo, scope)[0] if demo else
+                  ModelSpec(source=model_path, scope=scope, **extra) if model_path else None)
 
 with data_col:
     st.subheader("Dataset")
-    if demo:
-        st.write(escape_markdown(dataset_caption(demo)))
-        data_source = None
+    data_source = st.radio("Source", SOURCES, horizontal=True, key="data_source")
+    data_path = None
+    if data_source in DEMO_SOURCES:
+        st.write(escape_markdown(dataset_caption(DEMO_SOURCES[data_source])))
+    elif data_source == "Local path":
+        data_path = allowed_path(st.text_input("CSV, JSONL, Parquet, .npz of images, or a folder of images "
+                                               "with one subfolder per class", key="data_path"))
     else:
-        data_source = st.radio("Source", SOURCES, horizontal=True, key="data_source")
-    data_path, text_columns, label_column, annotation_columns, image_size = None, (), None, (), None
-    if data_source in ("Local path", "Upload"):
-        if data_source == "Local path":
-            data_path = allowed_path(st.text_input("CSV, JSONL, Parquet, .npz of images, or a folder of images "
-                                                   "with one subfolder per class", key="data_path"))
-        else:
-            up = st.file_uploader("Dataset file", type=["csv", "jsonl", "json", "parquet", "npz"], key="data_upload")
-            data_path = save_upload(up) if up else None
-        if data_path and Path(data_path).is_dir():
-            st.caption("Images are resized to one size (0 × 0: the first image's size).")
-            h, w = st.columns(2)
-            size = (int(h.number_input("Height", 0, 4096, 0, key="data_image_height")),
-                    int(w.number_input("Width", 0, 4096, 0, key="data_image_width")))
-            image_size = size if all(size) else None
-        elif data_path and not data_path.endswith(".npz"):
-            try:
-                columns = list(read_table(data_path).columns)
-            except ValueError as e:
-                st.error(escape_markdown(e))
-                columns = []
-            if columns:
-                text_columns = tuple(st.multiselect("Text column(s) (two for sentence pairs)", columns,
-                                                    default=columns[:1], max_selections=2, key="data_text_columns"))
-                label = st.selectbox("Label column", ["(none)", *columns], index=min(2, len(columns)),
-                                     key="data_label_column",
-                                     help="class names or indices; for a free-form next-token model, the answer "
-                                          "strings (each stands for its first token)")
-                label_column = None if label == "(none)" else label
-                rest = [c for c in columns if c not in (*text_columns, label_column)]
-                annotation_columns = tuple(st.multiselect("Annotation columns (browsed by, e.g. a ground-truth "
-                                                          "rule)", rest, key="data_annotations"))
+        up = st.file_uploader("Dataset file", type=["csv", "jsonl", "json", "parquet", "npz"], key="data_upload")
+        data_path = save_upload(up) if up else None
+    data_fields = dataset_inputs(data_path, model_classes(model_spec) if data_path else None)
 
 if st.button("Load", type="primary", key="load_pair"):
-    try:
-        with st.status("Loading and validating…", expanded=False) as status:
-            if demo:
-                ensure_demo(demo)
-                model_spec, dataset_spec = demo_specs(demo, scope)
-            else:
-                if not model_path:
-                    raise ValueError("give a model path or upload a file first")
-                model_spec = ModelSpec(source=model_path, scope=scope, **extra)
-                if data_source in DEMO_SOURCES:
-                    kind = DEMO_SOURCES[data_source]
-                    ensure_demo(kind)
-                    dataset_spec = demo_specs(kind)[1]
-                elif not data_path:
-                    raise ValueError("give a dataset path or upload a file first")
-                else:
-                    model = model_for(model_spec)
-                    dataset_spec = paired_dataset_spec(model, DatasetSpec(
-                        source=data_path, text_columns=text_columns, label_column=label_column,
-                        annotation_columns=annotation_columns, image_size=image_size))
-            activate(model_spec, dataset_spec)
+    loaded = None
+    with st.status("Loading and validating…", expanded=False) as status:
+        try:
+            loaded = activate(*specs_to_load(model_spec, data_source, data_path, data_fields))
+        except Exception as e:  # every failure is shown as a message; the previous pair stays active
+            status.update(label=f"Not loaded: {escape_markdown(describe_error(e))}", state="error", expanded=True)
+            st.error(f"Not loaded: {escape_markdown(e)}")
+        else:
             status.update(label="Loaded and registered in the workspace", state="complete")
-    except Exception as e:  # every failure is shown as a message; the previous pair stays active
-        st.error(f"Not loaded: {escape_markdown(e)}")
+    if loaded:
+        st.session_state[LOADED_NOTE] = f"Loaded {loaded[0].name} with {loaded[1].name}"
+        st.rerun()  # the sidebar, drawn before this page, shows the new pair
+if note := st.session_state.pop(LOADED_NOTE, None):
+    st.success(escape_markdown(note))
 
 model, dataset = active()
 summary = model.summary()
 st.divider()
 st.subheader(f"Active model: {escape_markdown(summary.name)}")
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 c1.metric("Classes", len(summary.label_names))
 c2.metric("Parameters", f"{summary.n_parameters:,}")
 c3.metric("In scope", f"{summary.n_parameters_in_scope:,}")
 c4.metric("Examples", f"{len(dataset):,}")
+try:
+    with st.spinner(f"Measuring the accuracy on up to {SAMPLE_SIZE} labelled examples (once per pair)…"):
+        measured = sample_accuracy(workspace(), model, dataset)
+except Exception as e:  # the pair stays loaded; only its accuracy is missing
+    st.warning(f"Accuracy not measured: {escape_markdown(describe_error(e))}")
+    measured = None
+if measured:
+    c5.metric("Accuracy", f"{measured.accuracy:.1%}", help=f"Predictions vs gold labels {measured.describe()}")
+    st.caption(f"Accuracy {measured.accuracy:.1%} {measured.describe()} (a seeded sample of at most {SAMPLE_SIZE}, "
+               "scored once per pair and kept in the workspace)")
 classes = ", ".join(summary.label_names[:SHOWN_CLASSES])
 if len(summary.label_names) > SHOWN_CLASSES:
     classes += f" … ({len(summary.label_names):,} in all)"

@@ -63,7 +63,7 @@ model, dataset = active()
 run = active_decomposition(model, dataset)
 if run is None:
     st.info("No decomposition of this model and dataset yet.")
-    st.page_link("pages/compute.py", label="Compute one", icon="⚙️")
+    st.page_link("pages/compute.py", label="Compute one", icon=":material/calculate:")
     st.stop()
 ws = workspace()
 dec = load_decomposition(ws, run)

@@ -17,7 +17,7 @@ def _draw(jobs) -> None:
     for job in jobs[:SHOWN]:
         eta = f" · ETA {duration(job.eta)}" if job.eta is not None else ""
         st.progress(job.fraction, text=f"{escape_markdown(job_title(job))}{eta}")
-    st.page_link("pages/jobs.py", label="All jobs", icon="⏱️")
+    st.page_link("pages/jobs.py", label="All jobs", icon=":material/timer:")
 
 
 def jobs_sidebar() -> None:

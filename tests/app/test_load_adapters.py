@@ -1,5 +1,6 @@
 """AppTest of the Load page's adapters: a tiny causal LM saved in the test is read as a classifier (template +
 label words, their tokens shown) or as a free-form next-token model whose gold labels are answer strings; the
+label values that are not a classifier's classes are mapped to them (a next-token model reads answers itself); the
 planted demo builds from the page; a next-token model's Components page says 'not available' for gold-label
 statistics."""
 from pathlib import Path
@@ -87,6 +88,24 @@ def test_next_token_model_reads_answer_strings_as_gold_tokens(gpt2_env):
     assert at.metric[0].value == str(len(WORDS))  # the classes are the vocabulary
     answers = pd.read_csv(csv)["answer"].tolist()
     assert at.dataframe[-1].value["gold"].tolist() == answers[:len(at.dataframe[-1].value)]
+
+
+def test_label_mapping_is_offered_where_the_adapter_has_fixed_classes(gpt2_env):
+    folder, csv = gpt2_env
+    at = _local_model(_app().run(), folder, csv)
+    at.selectbox(key="data_label_column").set_value("answer").run()
+    assert not any("Map labels" in m.value for m in at.markdown)  # next-token: answers are read as tokens
+    at.selectbox(key="model_adapter").set_value(CLASSIFIER).run()
+    at.text_input(key=f"model_option_{CLASSIFIER}_verbalizer").input("good, bad").run()
+    assert any("Map labels to the model's classes** (2 of 4 values" in m.value for m in at.markdown)
+    assert at.selectbox(key="data_label_map_great").options == ["good", "bad"]
+    at.selectbox(key="data_label_map_great").set_value("good")
+    at.selectbox(key="data_label_map_awful").set_value("bad").run()
+    at.button(key="load_pair").click().run()
+    _ok(at)
+    gold = pd.read_csv(csv)["answer"].replace({"great": "good", "awful": "bad"}).tolist()
+    preview = at.dataframe[-1].value
+    assert preview["gold"].tolist() == gold[:len(preview)]
 
 
 def test_next_token_components_page_says_gold_labels_are_not_available(gpt2_env, app_env):
