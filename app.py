@@ -16,6 +16,7 @@ pages = {
     "Data": [st.Page("pages/load.py", title="Load model & data", icon=":material/folder_open:", default=True)],
     "NPEFF": [st.Page("pages/compute.py", title="Compute", icon=":material/calculate:"),
               st.Page("pages/components.py", title="Components", icon=":material/extension:"),
+              st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
               st.Page("pages/perturb.py", title="Perturb", icon=":material/tune:"),
               st.Page("pages/jobs.py", title="Jobs", icon=":material/timer:")],
     "ReLU training": [st.Page("pages/zonotope.py", title="Zonotope explorer", icon=":material/hexagon:")],

@@ -150,6 +150,11 @@ def zonotope_spec(experiment: str, X, y, params: dict) -> dict:
                                   "y": [float(v) for v in y], "params": params}))
 
 
+def seeds_spec(decomposition: str, seeds: list[int]) -> dict:
+    """A "seeds" job: refit decomposition run `decomposition`'s PEFs with its settings once per seed."""
+    return {"decomposition": decomposition, "seeds": [int(s) for s in seeds]}
+
+
 def coefficients_spec(decomposition: str, pefs: str, settings: dict) -> dict:
     """A "coefficients" job: coefficients_run of PEF run `pefs` against decomposition run `decomposition`."""
     return {"decomposition": decomposition, "pefs": pefs, "settings": settings}
@@ -482,6 +487,25 @@ def _run_coefficients(ws: Workspace, spec: dict, reporter: Reporter) -> str:
                             progress=lambda done, total, loss: reporter("Coefficients", done, total)).id
 
 
+def _run_seeds(ws: Workspace, spec: dict, reporter: Reporter) -> str:
+    """The same fit with other seeds (each a normal stored decomposition run); the id of the last one."""
+    from analysis.compare import fit_settings
+    from analysis.runs import fit_run
+
+    reference = ws.get_run(spec["decomposition"])
+    pefs = ws.get_run(reference.summary["pefs_run"])
+    settings, seeds = fit_settings(reference), spec["seeds"]
+    if not seeds:
+        raise ValueError(f"seeds must list at least one seed to fit run {reference.id} with, got none")
+    run_id = reference.id
+    for i, seed in enumerate(seeds, start=1):
+        stage = f"Seed {seed} ({i}/{len(seeds)})"
+        with about(f"PEF run {pefs.id}"):
+            run_id = fit_run(ws, pefs, **{**settings, "seed": seed},
+                             progress=lambda done, total, _loss, stage=stage: reporter(stage, done, total)).id
+    return run_id
+
+
 @dataclass(frozen=True)
 class JobKind:
     """A kind of job: what it runs ((workspace, spec, reporter) -> the id of the run it produced, or None)
@@ -501,4 +525,5 @@ KINDS: dict[str, JobKind] = {
     "umap": JobKind(_run_umap, "Example map (UMAP)"),
     "zonotope": JobKind(_run_zonotope, "Zonotope experiment"),
     "coefficients": JobKind(_run_coefficients, "Coefficient fit"),
+    "seeds": JobKind(_run_seeds, "Fit more seeds"),
 }
