@@ -1,4 +1,5 @@
 """Shared fixtures: tiny checkpoints and a demo workspace built in the test session (no downloads)."""
+import fcntl
 import os
 from pathlib import Path
 
@@ -34,12 +35,22 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
+def shared_temp(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this run sees (the run's base temp; the worker's own without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def demo_workspace(tmp_path_factory) -> Path:
-    """Both demos built once per session (text ~2 min). NPEFF_TEST_WORKSPACE reuses one across local runs."""
-    root = Path(os.environ.get("NPEFF_TEST_WORKSPACE") or tmp_path_factory.mktemp("workspace"))
-    for kind in ("image", "text"):
-        build_demo(kind, root)
+    """Both demos built once per test run (text ~2 min), under a file lock so that xdist workers share one build.
+    NPEFF_TEST_WORKSPACE reuses one across local runs."""
+    root = Path(os.environ.get("NPEFF_TEST_WORKSPACE") or shared_temp(tmp_path_factory) / "workspace")
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f"{root.name}.build-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        for kind in ("image", "text"):
+            build_demo(kind, root)
     return root
 
 
