@@ -52,6 +52,18 @@ def _first_token(tokenizer, text: str) -> int | None:
     return ids[0] if ids else None
 
 
+def _following_token(tokenizer, prompt: str, word: str) -> int | None:
+    """Id of the first token `word` adds when it follows `prompt` (after a space unless the prompt ends in one):
+    GPT-2's 'Ġpositive' after 'Sentiment:', not the 'positive' of the bare word. When the prompt's tokens are not
+    a prefix of the joined text's (a merge across the boundary), the bare word's first token."""
+    before = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    joined = prompt + word if prompt[-1:].isspace() else f"{prompt} {word}"
+    after = tokenizer(joined, add_special_tokens=False)["input_ids"]
+    if after[:len(before)] == before and len(after) > len(before):
+        return after[len(before)]
+    return _first_token(tokenizer, word)
+
+
 class CausalLmAdapter(TextAdapter):
     """What both causal-LM adapters share: left padding and the next-token logits at the last position."""
 
@@ -99,7 +111,8 @@ class CausalLmClassifier(CausalLmAdapter):
                    "the prompt of each example, with {column} fields filled from the dataset's text columns; "
                    "the class is predicted as the token that follows it"),
         OptionSpec("verbalizer", "Label words", "",
-                   "one word per class, comma-separated, in class order; each stands for its first token"),
+                   "one word per class, comma-separated, in class order; each stands for the first token it adds after the "
+                   "prompt (with a space before it unless the template ends in one)"),
     )
 
     def __init__(self, tokenizer, *, template: str = "{text}", verbalizer: str | list[str] | tuple[str, ...] = "",
@@ -126,10 +139,12 @@ class CausalLmClassifier(CausalLmAdapter):
         return list(dict.fromkeys(fields))
 
     def _token_ids(self, words: list[str]) -> list[int]:
-        """The first token id of each label word; words that encode to nothing or share a first token are refused."""
+        """The first token of each label word as it follows a prompt (the template filled with a placeholder);
+        words that encode to nothing or share a first token are refused."""
+        prompt = self.template.format(**{field: "x" for field in self.fields})
         ids, owner = [], {}
         for word in words:
-            token = _first_token(self.tokenizer, word)
+            token = _following_token(self.tokenizer, prompt, word)
             if token is None:
                 raise ValueError(f"verbalizer word '{word}' encodes to no token")
             if token in owner:

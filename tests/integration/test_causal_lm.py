@@ -212,6 +212,23 @@ def test_verbalizer_words_sharing_a_first_token_are_refused():
     assert CausalLmClassifier(tokenizer, verbalizer="pos,neg").label_tokens == {"pos": "pos", "neg": "ne"}
 
 
+def test_label_words_stand_for_the_token_that_follows_the_prompt():
+    """Byte-level BPE (GPT-2's kind) has 'Ġpositive' after 'Sentiment:' and 'positive' alone: the label is the
+    former, unless the template itself ends in a space (then the prompt's last token is that space)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["Sentiment: positive", "Sentiment: negative", "positive,negative"] * 20,
+                            vocab_size=300, min_frequency=1, show_progress=False, special_tokens=["<eos>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<eos>")
+    assert tokenizer.tokenize("Sentiment: positive")[-1] == "Ġpositive" and tokenizer.tokenize("positive") == ["positive"]
+    spaced = CausalLmClassifier(tokenizer, template="Review: {text} Sentiment:", verbalizer="negative,positive")
+    assert spaced.label_tokens == {"negative": "Ġnegative", "positive": "Ġpositive"}
+    trailing = CausalLmClassifier(tokenizer, template="Review: {text} Sentiment: ", verbalizer="negative, positive")
+    assert trailing.label_tokens == {"negative": "negative", "positive": "positive"}
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"template": "{text", "verbalizer": "a,b"}, r"^template '\{text' is not a valid format string"),
     ({"template": "no fields", "verbalizer": "a,b"},
