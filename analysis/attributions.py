@@ -1,15 +1,20 @@
-"""Input attributions of a prediction and of an NPEFF component (captum integrated gradients).
+"""Input attributions of a prediction and of an NPEFF component: integrated gradients (captum) for one example,
+gradient × (input − baseline) for a batch.
 
 The component score of an example is s_k(x) = Σ_y p_y(x) (g_kᵀ ∇_θ log p_y(x))² = g_kᵀ F(x) g_k, the
 example's Fisher along the component's parameter direction g_k. One forward-mode product
-(torch.func.jvp of θ ↦ log p(x; θ) along g_k) gives g_kᵀ∇_θ log p_y for every class y at once, and
-captum integrates the input gradient of s_k on the input the model's adapter attributes:
-LayerIntegratedGradients on the word-embedding layer for text, IntegratedGradients on the pixels for
-images. Under the layer attribution the embedding output is the input, so a direction's entries on the
-word-embedding matrix do not enter s_k.
+(torch.func.jvp of θ ↦ log p(x; θ) along g_k) gives g_kᵀ∇_θ log p_y for every class y at once. Both methods
+attribute the input the model's adapter names (AttributedInput): the word-embedding layer's output for text
+(as LayerIntegratedGradients does), the pixels for images. The embedding output being the input, a
+direction's entries on the word-embedding matrix do not enter s_k.
+
+Integrated gradients average the gradient over N_STEPS points from the baseline to x; gradient × (input −
+baseline) takes it at x only (one backward for a whole batch), so its completeness error
+Σ scores − (s_k(x) − s_k(baseline)) is larger: it is reported per example.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -102,12 +107,22 @@ def _batch(model: ClassifierModel, examples: Dataset, index: int) -> dict[str, t
 
 
 def _attribute(view: ClassifierModel, batch: dict[str, torch.Tensor], target_fn, n_steps: int) -> Attribution:
-    """Integrated gradients of target_fn(batch) on a private view (captum hooks and eval() stay in it), on the
-    input the model's adapter attributes: word embeddings for text, pixels for images."""
+    """Integrated gradients of target_fn(batch) for a one-example batch on a private view (hooks and eval() stay
+    in it), on the input its adapter attributes: word embeddings for text, pixels for images."""
+    from captum.attr import IntegratedGradients
+
     if n_steps < 2:
         raise ValueError(f"n_steps must be >= 2, got {n_steps}")
     view.eval()
-    return view.adapter.attribute(target_fn, view.net, batch, n_steps)
+    source = view.adapter.attributed_input(target_fn, view.net, batch)
+    attr, delta = IntegratedGradients(source.run).attribute(
+        source.inputs, baselines=source.baselines, n_steps=n_steps, internal_batch_size=n_steps,
+        return_convergence_delta=True)
+    with torch.no_grad():
+        values = source.run(torch.cat([source.inputs, source.baselines]))  # [2]
+    return Attribution(scores=source.positions(attr)[0].detach().double().numpy(),
+                       tokens=None if source.tokens is None else source.tokens[0],
+                       target_value=float(values[0]), baseline_value=float(values[1]), delta=float(delta[0]))
 
 
 def predicted_class(model: ClassifierModel, examples: Dataset, index: int = 0) -> int:
@@ -134,3 +149,35 @@ def component_attribution(model: ClassifierModel, examples: Dataset, direction: 
     tangents = direction_tangents(model, direction)
     view = _jvp_view(model)
     return _attribute(view, _batch(model, examples, index), lambda batch: _score(view, batch, tangents), n_steps)
+
+
+@dataclass(frozen=True)
+class BatchAttribution:
+    """Gradient × (input − baseline) of s_k for each example of a batch, per token or pixel."""
+
+    scores: np.ndarray  # [B, L] per token (0 at padding and kept markers) or [B, H, W] per pixel
+    values: np.ndarray  # [B] s_k(x)
+    baseline_values: np.ndarray  # [B] s_k(baseline)
+    real: np.ndarray | None  # [B, L] bool, the token positions that are not padding; None for images
+
+
+def component_gradient_x_input(model: ClassifierModel, batch: dict[str, torch.Tensor],
+                               tangents: dict[str, torch.Tensor]) -> BatchAttribution:
+    """∇_x s_k(x) ⊙ (x − x') summed per token or pixel, for every example of a batch in one backward.
+
+    The examples of a batch are independent (ClassifierModel's contract), so the gradient of Σ_b s_k(x_b) with
+    respect to x_b is that of s_k(x_b). The model is only read.
+    """
+    view = _jvp_view(model)
+    view.eval()
+    source = view.adapter.attributed_input(lambda b: _score(view, b, tangents), view.net,
+                                           {k: v for k, v in batch.items() if k != "labels"})
+    x = source.inputs.detach().requires_grad_()
+    s = source.run(x)  # [B]
+    grad, = torch.autograd.grad(s.sum(), x)  # [B, ...] like x
+    with torch.no_grad():
+        s0 = source.run(source.baselines)  # [B]
+    scores = source.positions(grad * (x.detach() - source.baselines))
+    return BatchAttribution(scores=scores.double().cpu().numpy(), values=s.detach().double().cpu().numpy(),
+                            baseline_values=s0.double().cpu().numpy(),
+                            real=None if source.real is None else source.real.cpu().numpy())

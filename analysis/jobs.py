@@ -155,6 +155,12 @@ def seeds_spec(decomposition: str, seeds: list[int]) -> dict:
     return {"decomposition": decomposition, "seeds": [int(s) for s in seeds]}
 
 
+def highlights_spec(model: ModelSpec, dataset: DatasetSpec, decomposition: str, component: int, n: int) -> dict:
+    """A "highlights" job: token (pixel) highlights of the top n examples of a component of the decomposition run
+    (analysis.highlights.highlights_run)."""
+    return perturb_spec(model, dataset, decomposition, {"component": int(component), "n": int(n)})
+
+
 def coefficients_spec(decomposition: str, pefs: str, settings: dict) -> dict:
     """A "coefficients" job: coefficients_run of PEF run `pefs` against decomposition run `decomposition`."""
     return {"decomposition": decomposition, "pefs": pefs, "settings": settings}
@@ -506,6 +512,17 @@ def _run_seeds(ws: Workspace, spec: dict, reporter: Reporter) -> str:
     return run_id
 
 
+def _run_highlights(ws: Workspace, spec: dict, reporter: Reporter) -> str:
+    """Highlights of a component's top examples, stored once per decomposition, component and n."""
+    from analysis.highlights import KIND, highlight_params, highlights_run
+
+    model, dataset = _pair(ws, spec, reporter)
+    run, settings = ws.get_run(spec["decomposition"]), spec["settings"]
+    highlights_run(ws, model, dataset, run, settings["component"], settings["n"],
+                   progress=lambda done, total: reporter("Highlights", done, total, "examples"))
+    return ws.find_run(KIND, highlight_params(run, settings["component"], settings["n"])).id
+
+
 @dataclass(frozen=True)
 class JobKind:
     """A kind of job: what it runs ((workspace, spec, reporter) -> the id of the run it produced, or None)
@@ -526,4 +543,5 @@ KINDS: dict[str, JobKind] = {
     "zonotope": JobKind(_run_zonotope, "Zonotope experiment"),
     "coefficients": JobKind(_run_coefficients, "Coefficient fit"),
     "seeds": JobKind(_run_seeds, "Fit more seeds"),
+    "highlights": JobKind(_run_highlights, "Token highlights"),
 }

@@ -1,4 +1,5 @@
-"""Components page: browse an NPEFF decomposition — overview, component view, search, map, attributions, export.
+"""Components page: browse an NPEFF decomposition — overview, component view, search, map, inspect a new input,
+attributions, export.
 
 Reads the decomposition, its PEF run's logits and labels, and stored derived tables from the workspace;
 never recomputes Fishers. The selected run and component live in st.query_params, so a URL reopens a view.
@@ -14,6 +15,7 @@ from pages.panels.browse import browse_context, restore_component, run_picker
 from pages.panels.component import component_view
 from pages.panels.example_map import map_panel
 from pages.panels.export import export_panel
+from pages.panels.inspect import inspect_panel
 from pages.panels.overview import overview_panel
 from pages.panels.search import search_panel
 
@@ -37,7 +39,7 @@ st.caption(f"{ctx.n_components} components of {ctx.data.n_examples:,} examples �
            f"scope {escape_markdown(cs.decomposition_scope(ctx.ws, ctx.run).describe())} · "
            f"notable = coefficient > {cs.NOTABLE_FRACTION:.0%} of the largest ({ctx.threshold:.3g})")
 
-tab_browse, tab_search, tab_map, tab_export = st.tabs(["Browse", "Search", "Map", "Export"])
+tab_browse, tab_search, tab_map, tab_inspect, tab_export = st.tabs(["Browse", "Search", "Map", "Inspect", "Export"])
 with tab_browse:
     overview_panel(ctx)
     component_view(ctx)
@@ -45,5 +47,7 @@ with tab_search:
     search_panel(ctx)
 with tab_map:
     map_panel(ctx)
+with tab_inspect:
+    inspect_panel(ctx)
 with tab_export:
     export_panel(ctx)

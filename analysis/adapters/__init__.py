@@ -8,7 +8,8 @@ images.py                   image inputs; plain PyTorch, transformers *ForImageC
                             torchvision image classifiers
 """
 from analysis.adapters import causal_lm, images, sequence_classification  # noqa: F401  (registers the adapters)
-from analysis.adapters.base import (ADAPTERS, Attribution, ModelAdapter, OptionSpec, adapter_class,
+from analysis.adapters.base import (ADAPTERS, AttributedInput, Attribution, ModelAdapter, OptionSpec, adapter_class,
                                     checkpoint_adapters)
 
-__all__ = ["ADAPTERS", "Attribution", "ModelAdapter", "OptionSpec", "adapter_class", "checkpoint_adapters"]
+__all__ = ["ADAPTERS", "AttributedInput", "Attribution", "ModelAdapter", "OptionSpec", "adapter_class",
+           "checkpoint_adapters"]

@@ -52,6 +52,23 @@ class Attribution:
     delta: float  # completeness error: Σ scores − (target_value − baseline_value)
 
 
+@dataclass(frozen=True)
+class AttributedInput:
+    """The input an adapter attributes for a batch of B examples, its baseline, and the attributed function run
+    from a replacement of that input; integrated gradients and gradient × input both start from it."""
+
+    inputs: torch.Tensor  # [B, L, D] word embeddings (text) or [B, H, W] / [B, C, H, W] pixels (images)
+    baselines: torch.Tensor  # same shape: the baseline tokens' embeddings, or a black image
+    run: Callable[[torch.Tensor], torch.Tensor]  # x [b, ...] -> the function at x [b]; b a multiple of B (steps)
+    summed: tuple[int, ...]  # dims of an attribution summed into one score per token or pixel
+    tokens: list[list[str]] | None  # [B][L] token strings of text inputs; None for images
+    real: torch.Tensor | None  # [B, L] bool, the positions that are tokens, not padding; None for images
+
+    def positions(self, attributions: torch.Tensor) -> torch.Tensor:
+        """Per-element attributions [B, ...] summed to one score per token [B, L] or pixel [B, H, W]."""
+        return attributions.sum(self.summed) if self.summed else attributions
+
+
 class ModelAdapter(ABC):
     """How a kind of model turns a dataset into batches and its outputs into class logits [B, C]."""
 
@@ -137,9 +154,10 @@ class ModelAdapter(ABC):
         """Class logits [B, C] of the network on a batch; an example's row must not depend on the others."""
 
     @abstractmethod
-    def attribute(self, forward: Callable[[Batch], torch.Tensor], net: nn.Module, batch: Batch,
-                  n_steps: int) -> Attribution:
-        """Integrated gradients of forward(batch) [1] for a one-example batch, on the input it reads."""
+    def attributed_input(self, forward: Callable[[Batch], torch.Tensor], net: nn.Module,
+                         batch: Batch) -> AttributedInput:
+        """The input attributions of forward(batch) [B] are taken on (word embeddings, pixels), its baseline and
+        forward run from a replacement of it (hooks go on `net`, which must be a private view)."""
 
     @abstractmethod
     def display_texts(self, dataset: Dataset) -> list[str] | None:
@@ -148,6 +166,11 @@ class ModelAdapter(ABC):
     @abstractmethod
     def display_images(self, dataset: Dataset) -> np.ndarray | None:
         """Images [n, H, W] or [n, H, W, 3] in [0, 1] the pages show, or None when examples are texts."""
+
+    def display_spans(self, dataset: Dataset) -> list[np.ndarray] | None:
+        """Each example's tokens as character spans [L_i, 2] of its display text ([-1, -1] for special tokens),
+        or None when examples are not texts."""
+        return None
 
     def check_dataset(self, dataset: Dataset) -> None:
         """Refuse a dataset this adapter cannot read, saying what it needs."""

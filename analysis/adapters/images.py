@@ -1,5 +1,5 @@
-"""What image adapters share (pixel batches, pixel attributions, images to show), plain PyTorch image
-classifiers (the built-in architectures or any module whose forward takes the image tensor), and classifiers
+"""What image adapters share (pixel batches, the pixels as attributed input, images to show), plain PyTorch
+image classifiers (the built-in architectures or any module whose forward takes the image tensor), and classifiers
 that normalize and resize the pixels first: transformers *ForImageClassification and torchvision models."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis.adapters.base import Attribution, Batch, ModelAdapter, config_label_names, register
+from analysis.adapters.base import AttributedInput, Batch, ModelAdapter, config_label_names, register
 from analysis.datasets import Dataset, ImageDataset
 
 
@@ -35,21 +35,13 @@ class ImageAdapter(ModelAdapter):
             yield {"pixels": torch.as_tensor(np.asarray(dataset.images[start:start + batch_size])),
                    "labels": torch.as_tensor(np.asarray(dataset.labels[start:start + batch_size]))}
 
-    def attribute(self, forward: Callable[[Batch], torch.Tensor], net: nn.Module, batch: Batch,
-                  n_steps: int) -> Attribution:
-        """Integrated gradients on the pixels from a black image; scores summed over channels: [H, W]."""
-        from captum.attr import IntegratedGradients
-
+    def attributed_input(self, forward: Callable[[Batch], torch.Tensor], net: nn.Module,
+                         batch: Batch) -> AttributedInput:
+        """The pixels as stored, from a black image; scores summed over channels: [B, H, W]."""
         pixels = batch["pixels"].to(next(net.parameters()).dtype)
-        baseline = torch.zeros_like(pixels)
-        ig = IntegratedGradients(lambda p: forward({"pixels": p}))
-        attr, delta = ig.attribute(pixels, baselines=baseline, n_steps=n_steps, internal_batch_size=n_steps,
-                                   return_convergence_delta=True)
-        with torch.no_grad():
-            values = forward({"pixels": torch.cat([pixels, baseline])})
-        scores = attr[0].detach().double()
-        return Attribution(scores=(scores if scores.ndim == 2 else scores.sum(0)).numpy(), tokens=None,
-                           target_value=float(values[0]), baseline_value=float(values[1]), delta=float(delta[0]))
+        return AttributedInput(inputs=pixels, baselines=torch.zeros_like(pixels),
+                               run=lambda p: forward({"pixels": p}), summed=(1,) if pixels.ndim == 4 else (),
+                               tokens=None, real=None)
 
     def display_texts(self, dataset: Dataset) -> None:
         return None

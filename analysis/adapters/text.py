@@ -1,5 +1,5 @@
-"""What text adapters share: tokenizing examples into padded batches, attention masks that vmap, token
-attributions, and the text shown for an example.
+"""What text adapters share: tokenizing examples into padded batches, attention masks that vmap, the attributed
+input (word embeddings), and the text shown for an example with its tokens' character spans.
 
 transformers' own mask code does not run under torch.func.vmap (it calls `padding_mask.all()`), so the
 adapters pass prepared 4-D additive masks: [B, 1, 1, L] (padding only) for encoders, [B, 1, L, L]
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.adapters.base import Attribution, Batch, ModelAdapter
-from analysis.datasets import Dataset, TextDataset
+from analysis.adapters.base import AttributedInput, Batch, ModelAdapter
+from analysis.datasets import PAIR_SEPARATOR, Dataset, TextDataset
 
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")  # tokenizer.json read as it is
@@ -111,33 +111,50 @@ class TextAdapter(ModelAdapter):
         return np.argsort([len(i) for i in ids], kind="stable")
 
     def _baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Same length, sequence markers ([CLS], [SEP], <s>, </s>) kept, every other token replaced by padding."""
+        """Same shape [B, L], sequence markers ([CLS], [SEP], <s>, </s>) kept, every other token replaced by padding."""
         tok = self.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        markers = {tok.cls_token_id, tok.sep_token_id, tok.bos_token_id, tok.eos_token_id} - {None, pad}
-        keep = torch.tensor([[i in markers for i in input_ids[0].tolist()]])
-        return torch.where(keep, input_ids, torch.full_like(input_ids, pad))
+        markers = torch.tensor(sorted({tok.cls_token_id, tok.sep_token_id, tok.bos_token_id, tok.eos_token_id}
+                                      - {None, pad}), dtype=input_ids.dtype)
+        return torch.where(torch.isin(input_ids, markers), input_ids, torch.full_like(input_ids, pad))
 
-    def attribute(self, forward: Callable[[Batch], torch.Tensor], net: nn.Module, batch: Batch,
-                  n_steps: int) -> Attribution:
-        """Layer integrated gradients on the word embeddings (the embedding output is the input attributed)."""
-        from captum.attr import LayerIntegratedGradients
-
+    def attributed_input(self, forward: Callable[[Batch], torch.Tensor], net: nn.Module,
+                         batch: Batch) -> AttributedInput:
+        """The word-embedding layer's output (what LayerIntegratedGradients attributes): replaced through a forward
+        hook, so position and type embeddings are added to the replacement as to the original."""
+        embed = net.get_input_embeddings()
         ids = batch["input_ids"]
-        extra = {k: v for k, v in batch.items() if k not in ("input_ids", "labels")}
-
-        def run(input_ids: torch.Tensor) -> torch.Tensor:
-            return forward({"input_ids": input_ids, **{k: v.expand(len(input_ids), -1) for k, v in extra.items()}})
-
-        baseline = self._baseline(ids)
-        lig = LayerIntegratedGradients(run, net.get_input_embeddings())
-        attr, delta = lig.attribute(ids, baselines=baseline, n_steps=n_steps, internal_batch_size=n_steps,
-                                    return_convergence_delta=True)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
         with torch.no_grad():
-            values = run(torch.cat([ids, baseline]))
-        return Attribution(scores=attr.sum(-1)[0].detach().double().numpy(),
-                           tokens=self.tokenizer.convert_ids_to_tokens(ids[0].tolist()),
-                           target_value=float(values[0]), baseline_value=float(values[1]), delta=float(delta[0]))
+            x, baseline = embed(ids), embed(self._baseline(ids))  # [B, L, D] each
+
+        def run(replacement: torch.Tensor) -> torch.Tensor:
+            steps = replacement.shape[0] // ids.shape[0]  # integrated gradients stacks its steps step-major
+            handle = embed.register_forward_hook(lambda _module, _args, _output: replacement)
+            try:
+                return forward({k: v.repeat(steps, *[1] * (v.ndim - 1)) for k, v in inputs.items()})
+            finally:
+                handle.remove()
+
+        return AttributedInput(inputs=x, baselines=baseline, run=run, summed=(-1,),
+                               tokens=[self.tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()],
+                               real=batch["attention_mask"].bool())
+
+    def display_spans(self, dataset: Dataset) -> list[np.ndarray]:
+        """Token character spans in the display text (the parts joined by PAIR_SEPARATOR), from the tokenizer's
+        offsets; the tokens are those `encode` gives each example, padding left out."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError(f"token highlighting needs a fast tokenizer (character offsets), got "
+                             f"{type(self.tokenizer).__name__}; save the model with its tokenizer.json")
+        spans = []
+        for parts in self.texts(dataset):
+            enc = self.tokenizer(*[[p] for p in parts], truncation=True, max_length=self.max_length,
+                                 return_offsets_mapping=True)
+            shift = np.cumsum([0] + [len(p) + len(PAIR_SEPARATOR) for p in parts[:-1]])  # [parts] start in display
+            spans.append(np.array([(-1, -1) if part is None else (start + shift[part], end + shift[part])
+                                   for (start, end), part in zip(enc["offset_mapping"][0], enc.sequence_ids(0))],
+                                  dtype=np.int64).reshape(-1, 2))
+        return spans
 
     def display_texts(self, dataset: Dataset) -> list[str]:
         return dataset.display_texts()

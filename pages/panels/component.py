@@ -11,6 +11,7 @@ from pages.common import escape_markdown, export_buttons
 from pages.panels.attributions import attribution_panel
 from pages.panels.browse import COMPONENT_KEY, BrowseContext, open_component
 from pages.panels.examples import show_examples
+from pages.panels.highlights import highlights_panel
 from pages.panels.notes import note_panel, notes
 
 
@@ -42,10 +43,11 @@ def component_view(ctx: BrowseContext) -> None:
 
     t_top, t_quant, t_stats, t_attr = st.tabs(["Top examples", "Quantiles", "Statistics", "Attributions"])
     with t_top:
+        highlights = highlights_panel(ctx, k, n_top)
         show_examples(frame, key=f"cmp_top_{k}", images=ctx.images, title=f"Top {n_top} examples of component {k}",
                       captions=[f"#{i} {g}→{p} ({c:.2f})" for i, g, p, c in
                                 zip(frame["idx"], frame["gold"], frame["prediction"], frame["coefficient"])],
-                      extras={"coefficient": "{:.4f}"})
+                      extras={"coefficient": "{:.4f}"}, highlights=highlights)
     with t_quant:
         _bands(ctx, k)
     with t_stats:

@@ -1,5 +1,6 @@
-"""The one way pages show dataset examples: text cards (a meta line, long texts collapsed) or an image grid
-(exportable), each with the table of the rows; used for top examples, bands, search hits, flips and previews."""
+"""The one way pages show dataset examples: text cards (a meta line, long texts collapsed, tokens coloured when
+highlights are given) or an image grid (exportable, with a heat overlay when highlights are given), each with
+the table of the rows; used for top examples, bands, search hits, flips and previews."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -10,6 +11,7 @@ import streamlit as st
 
 from analysis.datasets import Dataset
 from analysis.figures.components import example_grid
+from analysis.highlights import ExampleHighlight, heat_overlay, highlighted_html
 from analysis.models import ClassifierModel
 from pages.common import escape_markdown, export_buttons
 
@@ -43,18 +45,34 @@ def meta_line(row: Mapping, extras: Mapping[str, str]) -> str:
     return " · ".join(parts)
 
 
-def text_cards(frame: pd.DataFrame, extras: Mapping[str, str] | None = None) -> None:
-    """Examples as readable cards: one meta line, then the text (long ones collapse)."""
+def highlight_caption(highlight: ExampleHighlight) -> str:
+    """'s_k(x) 0.012 · baseline 0.3 · Σ scores −0.011 (completeness error 98%)' under a highlighted example."""
+    error = f"{highlight.relative_error:.0%}" if np.isfinite(highlight.relative_error) else "not defined"
+    return (f"s_k(x) {highlight.value:.3g} · s_k(baseline) {highlight.baseline_value:.3g} · "
+            f"Σ scores {highlight.scores.sum():.3g} (completeness error {error})")
+
+
+def text_cards(frame: pd.DataFrame, extras: Mapping[str, str] | None = None,
+               highlights: Mapping[int, ExampleHighlight] | None = None) -> None:
+    """Examples as readable cards: one meta line, then the text (long ones collapse), its tokens coloured when
+    `highlights` has the example's idx."""
     for row in frame.to_dict("records"):
-        text = row["text"]
+        text, highlight = row["text"], (highlights or {}).get(int(row["idx"]))
         with st.container(border=True):
             st.markdown(meta_line(row, extras or {}))
-            if len(text) <= LONG_TEXT:
+            if highlight is not None:
+                st.html(highlighted_html(text, highlight, limit=LONG_TEXT))
+                st.caption(highlight_caption(highlight))
+            elif len(text) <= LONG_TEXT:
                 st.markdown(escape_markdown(text))
             else:
                 st.markdown(escape_markdown(text[:LONG_TEXT]) + " …")
+            if len(text) > LONG_TEXT:
                 with st.expander(f"Full text ({len(text):,} characters)"):
-                    st.markdown(escape_markdown(text))
+                    if highlight is not None:
+                        st.html(highlighted_html(text, highlight))
+                    else:
+                        st.markdown(escape_markdown(text))
 
 
 def _default_captions(frame: pd.DataFrame) -> list[str]:
@@ -67,13 +85,15 @@ def show_examples(frame: pd.DataFrame, *, key: str, images: np.ndarray | None = 
                   name: str | None = None, captions: Sequence[str] | None = None,
                   extras: Mapping[str, str] | None = None, toggle: bool = True, table: bool = False,
                   max_images: int | None = None, height: int | None = None,
-                  column_config: Mapping | None = None) -> None:
+                  column_config: Mapping | None = None,
+                  highlights: Mapping[int, ExampleHighlight] | None = None) -> None:
     """Rows of examples (an 'idx' column, and 'text' for text datasets).
 
     Texts: cards, or the table when `table` (with a 'Table view' toggle starting there unless toggle=False).
     Images (`images` [n, H, W], indexed by 'idx'): a grid of the first `max_images` with PNG/SVG/PDF export
     (files called `name`, default the key), then the table. `extras` are the columns each card's meta line
-    adds, with their format strings ({'coefficient': '{:.4f}'}).
+    adds, with their format strings ({'coefficient': '{:.4f}'}). `highlights` {idx: scores} colour the tokens
+    of those examples' cards, or lay a heat map over their images.
     """
     config = {**COLUMN_CONFIG, **(column_config or {})}
     if images is None:
@@ -82,11 +102,18 @@ def show_examples(frame: pd.DataFrame, *, key: str, images: np.ndarray | None = 
         if table:
             st.dataframe(frame, hide_index=True, column_config=config, height=height or "auto")
         else:
-            text_cards(frame, extras)
+            text_cards(frame, extras, highlights)
         return
     shown = frame if max_images is None else frame.head(max_images)
     captions = list(captions)[:len(shown)] if captions is not None else _default_captions(shown)
-    grid = example_grid(images[shown["idx"].to_numpy()], captions, n_cols=8, title=title)
+    pictures = images[shown["idx"].to_numpy()]  # [b, H, W] or [b, H, W, 3]
+    if highlights:
+        heat = np.zeros((len(shown), *pictures.shape[1:3]))  # [b, H, W]; no overlay where an example has none
+        for i, idx in enumerate(shown["idx"]):
+            if int(idx) in highlights:
+                heat[i] = highlights[int(idx)].scores
+        pictures = heat_overlay(pictures, heat)
+    grid = example_grid(pictures, captions, n_cols=8, title=title)
     st.plotly_chart(grid, key=f"{key}_grid")
     export_buttons(grid, name or key, key=f"{key}_export")
     st.dataframe(frame, hide_index=True, column_config=config, height=height or "auto")
