@@ -10,23 +10,32 @@ import streamlit as st
 from analysis import components as cs
 from analysis.datasets import Dataset
 from analysis.errors import describe_error
+from analysis.figures.components import example_grid
 from analysis.jobs import find_job, perturb_spec, start_or_reuse_job
 from analysis.models import ClassifierModel
 from analysis.figures.perturb import flipped_probability_figure, kl_ratio_histogram, kl_sweep_figure
+from analysis.notes import ComponentNote
 from analysis.perturb.api import perturb_component
 from analysis.perturb.diag import DEFAULT_LAM
 from analysis.perturb.evaluation import DEFAULT_BASELINE_N, DEFAULT_TOP_N, PerturbationResult
-from analysis.perturb.runs import load_perturb_all, load_sweep
-from analysis.runs import load_decomposition
+from analysis.perturb.runs import load_perturb_all, load_sweep, most_selective, readable
 from analysis.tables import csv_bytes
-from analysis.variants import variant_of_run_kind
 from pages.common import active, active_decomposition, escape_markdown, export_buttons, in_app_shell, workspace
+from pages.panels.browse import BrowseContext, browse_context, run_picker
 from pages.panels.examples import dataset_images, show_examples
 from pages.panels.job import live_job
+from pages.panels.notes import component_summaries, notes
 
 in_app_shell()
 
 MAX_FLIP_IMAGES = 24  # flipped examples drawn in the image grid (all are in the table)
+PREVIEW_N = 5  # top examples in the chosen component's preview
+FLIP_COLUMNS = {  # the flips table's headers
+    "idx": st.column_config.NumberColumn("Example"), "set": st.column_config.TextColumn("Set"),
+    "before": st.column_config.TextColumn("Prediction before"),
+    "after": st.column_config.TextColumn("Prediction after"),
+    "p_original": st.column_config.TextColumn("p(prediction before): before → after"),
+    "text": st.column_config.TextColumn("Text", width="large")}
 
 
 def show_flips(result: PerturbationResult, model: ClassifierModel, dataset: Dataset, k: int, *, key: str) -> None:
@@ -42,17 +51,51 @@ def show_flips(result: PerturbationResult, model: ClassifierModel, dataset: Data
     after = [names[i] for i in flipped["new_prediction"]]
     table = pd.DataFrame({"idx": flipped["index"].to_numpy(), "set": flipped["set"].to_numpy(),
                           "before": before, "after": after,
-                          "p(before) → p'(before)": [f"{a:.3f} → {b:.3f}" for a, b in
-                                                     zip(flipped["p_original_before"], flipped["p_original_after"])]})
+                          "p_original": [f"{a:.3f} → {b:.3f}" for a, b in
+                                         zip(flipped["p_original_before"], flipped["p_original_after"])]})
     texts = model.adapter.display_texts(dataset)
     if texts is not None:
         table["text"] = [texts[i] for i in table["idx"]]
     show_examples(table, key=f"{key}_flipped", images=dataset_images(model, dataset), toggle=False, table=True,
                   title=f"Flipped predictions, component {k}", name=f"component{k}_flipped",
-                  max_images=MAX_FLIP_IMAGES, captions=[f"{b}→{a}" for b, a in zip(before, after)])
+                  max_images=MAX_FLIP_IMAGES, captions=[f"{b}→{a}" for b, a in zip(before, after)],
+                  column_config=FLIP_COLUMNS)
     fig = flipped_probability_figure(result, label_names=names)
     st.plotly_chart(fig, key=f"{key}_flip_prob")
     export_buttons(fig, f"component{k}_flips", key=f"{key}_flip_prob")
+
+
+def show_table(table: pd.DataFrame) -> None:
+    """A sweep or perturb-all table with readable column names and numbers to 3 significant digits."""
+    shown = readable(table)
+    st.dataframe(shown, hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3g") for c in shown.select_dtypes("float").columns})
+
+
+def component_title(c: int, note: ComponentNote | None) -> str:
+    """'3 · low-key reviews': the component's number and its name when it has one."""
+    return f"{c} · {note.name}" if note is not None and note.name else str(c)
+
+
+def component_preview(ctx: BrowseContext, k: int, note: ComponentNote) -> None:
+    """What component k is about before perturbing it: its name and tags, the automatic summary of its top
+    examples and the top PREVIEW_N themselves (a row of images, or a short table of texts)."""
+    summary = component_summaries(ctx)[k]
+    top = cs.top_examples(ctx.data.W, k, PREVIEW_N, ctx.index["top_indices"])
+    frame = ctx.examples(top, k)
+    with st.container(border=True):
+        tags = f" · tags: {escape_markdown(note.tags_text)}" if note.tags else ""
+        st.markdown(f"**Component {k}**" + (f" · *{escape_markdown(note.name)}*" if note.name else "") + tags)
+        st.caption(f"Summary of its top {summary.n_top} examples against the rest: {escape_markdown(summary.text)}")
+        if ctx.images is None:
+            st.dataframe(frame[["idx", "gold", "prediction", "coefficient", "text"]], hide_index=True,
+                         column_config={"idx": st.column_config.NumberColumn("Example"),
+                                        "coefficient": st.column_config.NumberColumn(format="%.4f"),
+                                        "text": st.column_config.TextColumn(width="large")})
+        else:
+            images = example_grid(ctx.images[top], [f"#{i} {g}→{p} ({c:.2f})" for i, g, p, c in zip(
+                frame["idx"], frame["gold"], frame["prediction"], frame["coefficient"])], n_cols=PREVIEW_N)
+            st.plotly_chart(images.update_layout(height=190, margin=dict(t=30, b=5)), key="pt_preview_grid")
 
 
 st.title("Perturb components")
@@ -65,17 +108,21 @@ if run is None:
     st.info("No decomposition of this model and dataset yet.")
     st.page_link("pages/compute.py", label="Compute one", icon=":material/calculate:")
     st.stop()
+run_picker(model, dataset, run.id)
 ws = workspace()
-dec = load_decomposition(ws, run)
-variant = variant_of_run_kind(run.kind)
-r = dec.W.shape[1]
+ctx = browse_context(model, dataset, ws, run.id)
+dec, variant, r = ctx.decomposition, ctx.variant, ctx.n_components
 st.caption(f"Decomposition **{escape_markdown(run.id)}** ({variant.title}, {r} components) of "
            f"{escape_markdown(model.name)} on {escape_markdown(dataset.name)}: "
            f"{escape_markdown(variant.perturbation_formula)}")
-
+if st.session_state.get("pt_run") != run.id:  # another decomposition's component numbers mean nothing here
+    st.session_state.pop("pt_component", None)
+    st.session_state["pt_run"] = run.id
+found = notes(ctx)
+wanted = st.query_params.get("component", "0")
 c1, c2, c3 = st.columns(3)
-k = int(c1.selectbox("Component", range(r), index=min(int(st.query_params.get("component", 0)), r - 1),
-                     key="pt_component"))
+k = int(c1.selectbox("Component", range(r), index=int(wanted) if wanted.isdigit() and int(wanted) < r else 0,
+                     format_func=lambda c: component_title(c, found.get(c)), key="pt_component"))
 st.query_params["component"] = str(k)
 sign = 1 if c2.radio("Sign", ["+", "−"], horizontal=True, key="pt_sign") == "+" else -1
 grid = [float(f"{v:.3g}") for v in variant.magnitude.grid()]
@@ -91,6 +138,7 @@ with st.expander("Advanced"):
     else:
         sim = a4.number_input("Semi-orthogonalize: max |cos| (0 = off)", 0.0, 1.0, 0.0, key="pt_max_sim")
         options = {"max_sim": float(sim) or None}
+component_preview(ctx, k, found.get(k, ComponentNote(k)))
 top_n = min(top_n, len(dataset) - 1)
 common = dict(top_n=top_n, baseline_n=min(baseline_n, len(dataset) - top_n), seed=seed, **options)
 
@@ -142,10 +190,17 @@ with sweep:
         st.plotly_chart(fig, key="pt_sweep_fig")
         export_buttons(fig, f"component{k}_sweep", key="pt_sweep_fig")
         summary = pd.DataFrame([r.scalars() for r in results])
-        st.dataframe(summary, hide_index=True)
+        show_table(summary)
         st.download_button("CSV", csv_bytes(summary), f"component{k}_sweep.csv", "text/csv",
                            key="pt_sweep_csv")
-        show_flips(results[-1], model, dataset, k, key="pt_sweep")
+        best = most_selective(results)
+        shown_at = st.selectbox(
+            "Flipped predictions at", range(len(results)), key=f"pt_at_{sweep_result.id}",
+            index=next(i for i, result in enumerate(results) if result is best),
+            format_func=lambda i: f"{variant.magnitude.label} = {results[i].magnitude:.3g} · KL ratio "
+                                  f"{results[i].kl_ratio:.3g}" + (" (most selective)" if results[i] is best else ""),
+            help="Starts at the most selective magnitude (largest KL ratio): the largest ones move every example")
+        show_flips(results[shown_at], model, dataset, k, key="pt_sweep")
 with everything:
     both = len(variant.perturbation.default_signs) > 1
     st.write(f"Perturb each of the {r} components at the magnitude above "
@@ -164,5 +219,5 @@ with everything:
         st.plotly_chart(fig, key="pt_hist")
         export_buttons(fig, "kl_ratio_histogram", key="pt_hist")
         st.caption(f"median KL ratio {all_run.summary['median_kl_ratio']:.3g} over {len(table)} components")
-        st.dataframe(table, hide_index=True)
+        show_table(table)
         st.download_button("CSV", csv_bytes(table), "perturb_all.csv", "text/csv", key="pt_all_csv")

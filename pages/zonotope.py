@@ -20,11 +20,14 @@ from pages.panels.job import live_job
 in_app_shell()
 
 METHODS = ["greedy", "GD", "GD + greedy polish", "random vertices", "doubling"]
+MAX_FRAMES = 60  # search steps the players show (evenly spaced, first and last included)
+SIGNIFICANT = st.column_config.NumberColumn(format="%.4g")  # losses span 1 to 1e-20: significant digits
 
 st.title("Zonotope explorer")
 st.caption("A shallow ReLU net f(x) = Σⱼ sⱼ ReLU(⟨wⱼ, (x, 1)⟩): each unit's activation pattern is a vertex of "
-           "the zonotope Z = Σᵢ [0, x̃ᵢ]; with the patterns fixed, training is a convex QP "
-           "(Matena & Raffel, NeurIPS 2022; spec: shared/spec/zonotope.md).")
+           "the zonotope Z = Σᵢ [0, x̃ᵢ]; with the patterns fixed, training is a convex QP. From Matena & "
+           "Raffel, *A Combinatorial Perspective on the Optimization of Shallow ReLU Networks*, NeurIPS 2022, "
+           "[arXiv:2210.00176](https://arxiv.org/abs/2210.00176).")
 
 
 def pick_data() -> tuple[np.ndarray, np.ndarray] | None:
@@ -107,29 +110,48 @@ if n <= 8 and m <= 2 and method != "doubling":
     st.caption(f"Exhaustive global optimum for m={m}: ½SSE = {zt.global_optimum(X, y, m).loss:.6g}")
 
 
+@st.cache_data(show_spinner="Solving the vertex QP of each step…", max_entries=32)
+def _step_weights(X: np.ndarray, y: np.ndarray, states: list[np.ndarray], signs: list[np.ndarray]) -> list[np.ndarray]:
+    """W [m, D] of the best network on each step's joint vertex: every step's unit lines can be drawn."""
+    return [zt.solve_vertex(X, y, patterns, s).W for patterns, s in zip(states, signs)]
+
+
+def search_steps() -> tuple[list[np.ndarray], list[np.ndarray], list[int], list[str]]:
+    """The search path's joint patterns [m, n] and output signs [m], the steps the players show (at most
+    MAX_FRAMES, evenly spaced, first and last included) and their labels; all empty without a path."""
+    if greedy:
+        states, signs, what = [s.patterns for s in greedy.path], [s.signs for s in greedy.path], "greedy move"
+    elif gd:
+        states, signs, what = [c.patterns for c in gd.pattern_trace], [gd.signs] * len(gd.pattern_trace), "GD step"
+    elif method == "doubling":
+        return [other.patterns], [other.signs], [0], ["doubling vertex"]
+    else:
+        return [], [], [], []
+    shown = np.unique(np.linspace(0, len(states) - 1, min(len(states), MAX_FRAMES)).round().astype(int)).tolist()
+    return states, signs, shown, [f"{what} {i if greedy else gd.pattern_trace[i].step}" for i in shown]
+
+
 @st.fragment
 def linked_views() -> None:
-    """Data, slice and zonotope panels with a step player over the search path (reruns alone)."""
+    """Data, slice and zonotope panels, each with a player over the search path's steps (reruns alone)."""
     Z, unit_losses = _zonotope(X, y)
-    states = ([s.patterns for s in greedy.path] if greedy else
-              [c.patterns for c in gd.pattern_trace] if gd else
-              [other.patterns] if method == "doubling" else [])
-    step = 0
-    if len(states) > 1:
-        step = st.slider("Step (greedy move or GD pattern change)", 0, len(states) - 1, len(states) - 1,
-                         key="zt_step")
-    patterns = states[step] if states else None
-    units = patterns.shape[0] if patterns is not None else 0
-    unit = int(st.selectbox("Unit", range(units), format_func=lambda j: f"unit {j + 1}")) if units else None
-    W = final.W if states and step == len(states) - 1 and hasattr(final, "W") else None
+    states, signs, shown, labels = search_steps()
+    units = states[0].shape[0] if states else 0
+    unit = int(st.selectbox("Unit", range(units), format_func=lambda j: f"unit {j + 1}")) if units else 0
+    if len(shown) > 1:
+        spaced = ", evenly spaced" if len(shown) < len(states) else ""
+        st.caption(f"▶ Play runs the search ({len(shown)} steps{spaced}) in each panel. Red: the unit's active "
+                   "set and boundary ⟨w, x̃⟩ = 0 in the best network on that step's vertex (a unit inside its "
+                   "activation region when that network leaves it unused).")
+    weights = _step_weights(X, y, [states[i] for i in shown], [signs[i] for i in shown])
+    patterns = [np.asarray(states[i][unit], dtype=bool) for i in shown]  # the unit's pattern per shown step
     index = {row.tobytes(): v for v, row in enumerate(Z.patterns)}
     figs = {
-        "data": data_figure(X, y, w=None if W is None or unit is None else W[unit],
-                            active=None if unit is None else patterns[unit]),
-        "slice": slice_figure(X, Z.patterns, unit_losses, highlight=None if unit is None
-                              else index.get(np.asarray(patterns[unit], bool).tobytes())),
-        "zonotope": zonotope_figure(Z, unit_losses, paths=unit_paths(Z, states) if states else (),
-                                    current=step if states else None),
+        "data": data_figure(X, y, steps=[(W[unit], P) for W, P in zip(weights, patterns)], labels=labels),
+        "slice": slice_figure(X, Z.patterns, unit_losses, steps=[index.get(P.tobytes()) for P in patterns],
+                              labels=labels),
+        "zonotope": zonotope_figure(Z, unit_losses, paths=unit_paths(Z, states) if states else (), steps=shown,
+                                    labels=labels),
     }
     for col, (name, fig) in zip([*st.columns(2), st.container()], figs.items()):
         with col:
@@ -178,7 +200,8 @@ with left:
                         "zt_compare")
     if arrays is not None:
         table = pd.DataFrame(arrays)[["seed", "GD", "greedy", "GD + greedy polish", "greedy moves", "greedy QPs"]]
-        st.dataframe(table, hide_index=True)
+        st.dataframe(table, hide_index=True, column_config=dict.fromkeys(["GD", "greedy", "GD + greedy polish"],
+                                                                         SIGNIFICANT))
         st.caption(f"mean ½SSE: GD {table['GD'].mean():.4g} · greedy {table['greedy'].mean():.4g} · "
                    f"GD + polish {table['GD + greedy polish'].mean():.4g}")
         box = seed_comparison_figure({k: table[k] for k in ("GD", "greedy", "GD + greedy polish")})

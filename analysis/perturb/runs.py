@@ -24,6 +24,14 @@ from analysis.variants import get_variant
 
 SWEEP_TABLE, SWEEP_EXAMPLES, ALL_TABLE = "sweep", "examples", "components"
 OPTIONAL_FLOATS = ("delta", "lam")
+COLUMN_LABELS = {  # the sweep and perturb-all tables' columns as the pages show them
+    "component": "Component", "magnitude": "Magnitude", "sign": "Sign", "kl_top": "KL, top examples",
+    "kl_baseline": "KL, baseline", "kl_ratio": "KL ratio (top / baseline)", "kl_ratio_pos": "KL ratio, sign +",
+    "kl_ratio_neg": "KL ratio, sign −", "acc_top_before": "Top accuracy before",
+    "acc_top_after": "Top accuracy after", "acc_baseline_before": "Baseline accuracy before",
+    "acc_baseline_after": "Baseline accuracy after", "n_flipped_top": "Flipped, top",
+    "n_flipped_baseline": "Flipped, baseline", "change_norm": "‖θ' − θ₀‖₂", "delta": "Merge step δ",
+    "lam": "Merge weight λ", "targeting_converged": "KL target reached"}
 
 
 def _check_pair(model: ClassifierModel, dataset: Dataset, decomposition: Run) -> None:
@@ -114,6 +122,25 @@ def load_sweep(ws: Workspace, run: Run) -> list[PerturbationResult]:
         row.update({name: int(row[name]) for name in ("component", "sign", "n_flipped_top", "n_flipped_baseline")})
         results.append(PerturbationResult(**row, examples=rows))
     return results
+
+
+def most_selective(results: Sequence[PerturbationResult]) -> PerturbationResult:
+    """The result with the largest finite KL ratio (the smaller magnitude on ties): the magnitude at which the
+    component moves its own top examples most relative to the baseline. Largest KL on the top examples when no
+    ratio is finite."""
+    if not results:
+        raise ValueError("results must hold at least one PerturbationResult, got none")
+    finite = [r for r in results if np.isfinite(r.kl_ratio)]
+    if not finite:
+        return max(results, key=lambda r: (np.nan_to_num(r.kl_top, nan=-np.inf), -r.magnitude))
+    return max(finite, key=lambda r: (r.kl_ratio, -r.magnitude))
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """A sweep or perturb-all table with COLUMN_LABELS' names, without the columns empty for its variant
+    (δ and λ are D-NPEFF's); unknown columns keep their names."""
+    empty = [c for c in table.columns if table[c].isna().all()]
+    return table.drop(columns=empty).rename(columns=COLUMN_LABELS)
 
 
 def perturb_all_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, decomposition: Run,

@@ -60,7 +60,7 @@ def test_perturb_page_runs_a_sweep(page, app_url, app_env, image_run):
     page.get_by_text("Perturb components").first.wait_for(timeout=60_000)
     page.get_by_role("tab", name="Sweep").click()
     page.get_by_role("button", name="Run sweep").click()
-    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)  # the sweep's figure once its job completes
+    page.get_by_text("Component 2: perturbation sweep").first.wait_for(timeout=120_000)  # the figure, not the job card
     page.get_by_text("KL ratio", exact=False).first.wait_for(timeout=30_000)
     page.wait_for_timeout(1000)
     ARTIFACTS.mkdir(exist_ok=True)

@@ -1,4 +1,5 @@
 """AppTest of the Compute and Zonotope pages (the Load page has its own file)."""
+import json
 import shutil
 import time
 from pathlib import Path
@@ -45,21 +46,49 @@ def _until_done(at: AppTest, timeout_s: float = 300) -> AppTest:
     return at
 
 
+def _caption(at: AppTest, start: str) -> str:
+    """The page's caption that starts with (or contains, after a link) `start`; fails when there is none."""
+    found = [c.value for c in at.main.caption if start in c.value]
+    assert found, [c.value for c in at.main.caption]
+    return found[-1]
+
+
 def test_zonotope_page_presets_and_the_epsilon_jump(app_env):
     at = AppTest.from_file(str(APP), default_timeout=300).run()
     at.switch_page("pages/zonotope.py").run()
     assert not at.exception, at.exception
+    assert "[arXiv:2210.00176](https://arxiv.org/abs/2210.00176)" in at.main.caption[0].value  # the paper, not a path
+    assert "shared/spec" not in at.main.caption[0].value
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")][:3]  # data, slice, zonotope (greedy, m=2)
+    for fig in charts:
+        assert len(fig["frames"]) > 1 and fig["layout"]["updatemenus"][0]["buttons"][0]["label"] == "▶ Play"
+    lines = [frame["data"][1] for frame in charts[0]["frames"]]  # unit 1's line per step (none: all active)
+    assert sum(len(line["x"]) == 2 for line in lines[:-1]) >= 2  # drawn before the last step too
     at.selectbox(key="zt_source").set_value("XOR").run()
     at.number_input(key="zt_m").set_value(1).run()
-    assert "global optimum for m=1: ½SSE = 0.5" in at.main.caption[-1].value
+    assert "global optimum for m=1: ½SSE = 0.5" in _caption(at, "global optimum")
     at.selectbox(key="zt_source").set_value("Near-degenerate 3 points (ε)").run()
     at.number_input(key="zt_m").set_value(1).run()
     at.slider(key="zt_eps").set_value(0.0).run()
     assert float(at.metric[0].value) == pytest.approx(1 / 3, abs=1e-5)
     at.slider(key="zt_eps").set_value(0.1).run()
     assert not at.exception
-    assert "global optimum for m=1: ½SSE = " in at.main.caption[-1].value
-    assert float(at.main.caption[-1].value.rsplit("= ", 1)[1]) < 1e-6
+    optimum = _caption(at, "global optimum")
+    assert "global optimum for m=1: ½SSE = " in optimum
+    assert float(optimum.rsplit("= ", 1)[1]) < 1e-6
+
+
+def _until(at: AppTest, done, timeout_s: float = 90) -> None:
+    """Rerun the page until done(at) (an experiment runs as a background job)."""
+    deadline = time.monotonic() + timeout_s
+    while not done(at):
+        assert time.monotonic() < deadline and not at.exception, at.exception
+        time.sleep(1)
+        at.run()
+
+
+def _compared(at: AppTest) -> bool:
+    return any(c.value.startswith("mean ½SSE: GD") for c in at.main.caption)
 
 
 def test_zonotope_experiments_run_as_jobs_and_are_cached(app_env, tmp_path, monkeypatch):
@@ -70,18 +99,19 @@ def test_zonotope_experiments_run_as_jobs_and_are_cached(app_env, tmp_path, monk
     at.selectbox(key="zt_source").set_value("XOR").run()
     at.number_input(key="zt_seeds").set_value(3).run()
     at.button(key="zt_compare").click().run()
-    at.button(key="zt_width").click().run()
     assert not at.exception, at.exception
     assert any(m.value.startswith("**🔄 Zonotope experiment") or m.value.startswith("**⏳ Zonotope experiment")
                for m in at.main.markdown)  # a live job card
-    deadline = time.monotonic() + 60
-    while not (at.main.caption[-1].value.startswith("mean ½SSE: GD") and len(at.get("plotly_chart")) == 6):
-        assert time.monotonic() < deadline and not at.exception, at.exception
-        time.sleep(1)
-        at.run()
+    _until(at, _compared)
+    at.button(key="zt_width").click().run()
+    assert _compared(at)  # the comparison stays while the width study runs...
+    _until(at, lambda at: len(at.get("plotly_chart")) == 6)
+    assert _compared(at)  # ...and once it is done: both results are shown
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert all(columns[name]["type_config"]["format"] == "%.4g" for name in ("GD", "greedy", "GD + greedy polish"))
     again = AppTest.from_file(str(APP), default_timeout=300).run()  # a new session: read from the workspace
     again.switch_page("pages/zonotope.py").run()
     again.selectbox(key="zt_source").set_value("XOR").run()
     again.number_input(key="zt_seeds").set_value(3).run()
-    assert again.main.caption[-1].value.startswith("mean ½SSE: GD")
+    assert _compared(again)
     assert not [b for b in again.button if b.key in ("zt_compare", "zt_width")]

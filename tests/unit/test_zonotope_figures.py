@@ -9,6 +9,7 @@ import pytest
 
 from analysis.figures.zonotope import (
     chamber_polygon,
+    chamber_unit,
     data_figure,
     loss_trace_figure,
     seed_comparison_figure,
@@ -90,8 +91,11 @@ def test_slice_extent_holds_every_crossing():
 def test_slice_values_and_highlight(fig1_zonotope):
     values = best_unit_losses(FIG1, Y1, fig1_zonotope.patterns)
     fig = slice_figure(FIG1, fig1_zonotope.patterns, values, highlight=21)
-    assert fig.data[-1].marker.showscale
-    assert sum(trace.line.color == "#d62728" for trace in filled(fig)) == 1
+    assert fig.data[-2].marker.showscale
+    outline = fig.data[-1]
+    assert outline.line.color == "#d62728" and outline.fill is None
+    polygon = chamber_polygon(FIG1, fig1_zonotope.patterns[21], 1.0, slice_extent(FIG1))
+    np.testing.assert_allclose(np.column_stack([outline.x, outline.y]), np.vstack([polygon, polygon[:1]]))
 
 
 def test_zonotope_figure_layers(fig1_zonotope):
@@ -142,3 +146,72 @@ def test_seed_comparison_and_width_figures():
     fig = width_figure([2, 4, 8], [np.ones(5), np.ones(5) / 2, np.zeros(5)], doubling_width=8, zero_loss=3.0)
     assert len(fig.data) == 3
     assert [shape.x0 for shape in fig.layout.shapes if shape.type == "line" and shape.x0 == shape.x1] == [8]
+
+
+def _line_points(trace) -> np.ndarray:
+    """The homogenised end points (x, y, 1) [k, 3] of a line trace."""
+    return np.column_stack([trace.x, trace.y, np.ones(len(trace.x))])
+
+
+def test_data_figure_plays_every_steps_line_and_active_set():
+    ws = [np.array([1.0, -2.0, 0.3]), np.array([0.2, 1.0, -0.1]), np.array([-1.0, 0.5, 0.4])]
+    steps = [(w, homogenize(FIG1) @ w > 0) for w in ws]
+    fig = data_figure(FIG1, Y1, steps=steps, labels=["move 0", "move 1", "move 2"])
+    assert [frame.name for frame in fig.frames] == ["0", "1", "2"]
+    for frame, (w, active) in zip(fig.frames, steps):
+        ring, line = frame.data
+        assert list(frame.traces) == [1, 2] and len(ring.x) == active.sum()
+        assert len(line.x) == 2
+        np.testing.assert_allclose(_line_points(line) @ w, 0.0, atol=1e-9)  # this step's boundary, not the last's
+    np.testing.assert_allclose(_line_points(fig.data[2]) @ ws[-1], 0.0, atol=1e-9)  # the last step shows first
+    (menu,), (slider,) = fig.layout.updatemenus, fig.layout.sliders
+    assert [b.label for b in menu.buttons] == ["▶ Play", "❚❚ Pause"] and menu.buttons[0].method == "animate"
+    assert [step.label for step in slider.steps] == ["move 0", "move 1", "move 2"] and slider.active == 2
+    assert len(data_figure(FIG1, Y1, steps=steps[:1]).frames) == 0  # one step: nothing to play
+
+
+def test_slice_and_zonotope_figures_play_the_path(fig1_zonotope):
+    Z = fig1_zonotope
+    result = greedy_search(FIG1, Y1, 2, seed=3)
+    states = [step.patterns for step in result.path]
+    paths = unit_paths(Z, states)
+    labels = [f"greedy move {t}" for t in range(len(states))]
+    fig = zonotope_figure(Z, paths=paths, steps=list(range(len(states))), labels=labels)
+    assert len(fig.frames) == len(states) > 1
+    for t, frame in enumerate(fig.frames):
+        here = np.array([[marker.x[0], marker.y[0], marker.z[0]] for marker in frame.data])
+        np.testing.assert_allclose(here, Z.vertices[[path[t] for path in paths]])
+    extent = slice_extent(FIG1)
+    chamber = [int(path) for path in paths[0]]
+    fig = slice_figure(FIG1, Z.patterns, steps=chamber, labels=labels)
+    for frame, v in zip(fig.frames, chamber):
+        polygon = chamber_polygon(FIG1, Z.patterns[v], 1.0, extent)
+        outline = np.column_stack([frame.data[0].x, frame.data[0].y])
+        np.testing.assert_allclose(outline, np.vstack([polygon, polygon[:1]]) if len(polygon) >= 3 else
+                                   np.empty((0, 2)))
+
+
+def test_loss_axes_use_powers_of_ten_not_si_prefixes():
+    greedy = greedy_search(FIG1, Y1, 2, seed=0)
+    figs = [loss_trace_figure(greedy), seed_comparison_figure({"greedy": [1e-20, 2e-20]}),
+            width_figure([1, 2], [np.ones(3), np.zeros(3)], doubling_width=2)]
+    assert [fig.layout.yaxis.exponentformat for fig in figs] == ["power"] * 3
+
+
+def test_an_unused_unit_still_gets_a_line_that_splits_its_active_set():
+    patterns = zonotope_graph(FIG1).patterns
+    for pattern in patterns[[1, 7, 12, 20]]:
+        fig = data_figure(FIG1, Y1, w=np.zeros(3), active=pattern)  # a vertex QP left this unit at w = 0
+        (x0, y0), (x1, y1) = zip(fig.data[2].x, fig.data[2].y)
+        side = (x1 - x0) * (FIG1[:, 1] - y0) - (y1 - y0) * (FIG1[:, 0] - x0)  # which side of the line each input is
+        assert (side[pattern] > 0).all() and (side[~pattern] < 0).all() or \
+               (side[pattern] < 0).all() and (side[~pattern] > 0).all()
+        w = chamber_unit(FIG1, pattern)
+        np.testing.assert_array_equal(homogenize(FIG1) @ w > 0, pattern)
+
+
+def test_player_labels_default_to_step_numbers_and_must_match_the_steps():
+    steps = [(None, np.array([1, 0, 0, 1, 1], bool)), (None, np.array([1, 1, 0, 1, 1], bool))]
+    assert [s.label for s in data_figure(FIG1, steps=steps).layout.sliders[0].steps] == ["step 0", "step 1"]
+    with pytest.raises(ValueError, match=re.escape("labels must name each of the 2 steps, got 1 labels")):
+        data_figure(FIG1, steps=steps, labels=["only one"])
