@@ -4,7 +4,7 @@ component and the highlights of its top component.
 The coefficients are those `fit_coefficients` gives with the components fixed, on the input's PEF computed as the
 decomposition's PEF run computed its PEFs (same scope, variant, values kept per example and classes), so an
 unedited dataset example gets about its row of W back (the W step with the components fixed is convex). One input
-takes about a second on CPU (one per-example gradient, 200 multiplicative updates, one backward), so pages run it
+takes a second or two on CPU (one per-example gradient, 200 multiplicative updates, 16 backwards), so pages run it
 inline.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Inspection:
     probabilities: np.ndarray  # [C] the model's softmax
     coefficients: np.ndarray  # [r] its coefficients, components fixed
     top_component: int  # argmax of the coefficients
-    highlight: ExampleHighlight | None  # gradient × (input − baseline) of s_top(x); None when s_k is not defined
+    highlight: ExampleHighlight | None  # integrated gradients of s_top(x); None when s_k is not defined
 
     @property
     def prediction(self) -> int:

@@ -19,7 +19,7 @@ def test_highlighted_cards_and_a_typed_input_in_the_inspect_tab(page, app_url, t
     assert page.locator(".npeff-highlight").count() == N_HIGHLIGHTED
     colours = page.locator(".npeff-token").evaluate_all("spans => spans.map(s => getComputedStyle(s).backgroundColor)")
     assert any(re.fullmatch(r"rgba\(214, 39, 40, 0\.8\)|rgba\(31, 119, 180, 0\.8\)", c) for c in colours), colours
-    page.get_by_text("Highlights: gradient × (input − baseline)").first.scroll_into_view_if_needed()
+    page.get_by_text("Highlights: integrated gradients").first.scroll_into_view_if_needed()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "components_highlights.png"))
     assert (ARTIFACTS / "components_highlights.png").stat().st_size > 10_000

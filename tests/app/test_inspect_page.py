@@ -60,7 +60,7 @@ def test_top_example_cards_colour_their_tokens(app_env, text_run, text_highlight
         assert max(alphas) == 0.8 and all(0 <= a <= 0.8 for a in alphas)  # the strongest token at full colour
         reds = [c.startswith("214") for c, _, _ in tokens]
         assert reds == [s > 0 for s in scores]  # red raises s_k, blue lowers it
-    assert any(c.value.startswith("Highlights: gradient × (input − baseline) of the component score")
+    assert any(c.value.startswith("Highlights: integrated gradients (16 steps) of the component score")
                for c in at.caption)
     assert any(c.value.startswith("s_k(x) ") and "completeness error" in c.value for c in at.caption)
     assert at.button(key="cmp_hl_go").label == "Highlight tokens of the top 20"  # 3 of 20 are stored

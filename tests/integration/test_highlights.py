@@ -1,5 +1,5 @@
-"""Batched gradient × (input − baseline) of s_k against a slow per-example, per-position finite-difference
-implementation (a padded BERT batch, a left-padded GPT-2 prompt batch, an image MLP); token spans of the display
+"""Batched integrated gradients of s_k against a slow per-example, per-position, per-step finite-difference
+implementation and against captum (a padded BERT batch, a left-padded GPT-2 prompt batch, an image MLP); token spans of the display
 text; the highlights job stores its result once."""
 import numpy as np
 import pytest
@@ -20,6 +20,7 @@ from tests.tiny_models import build_tiny_gpt2
 WEIGHT_SCALE = 8.0  # the random init (std 0.02) leaves the tiny BERT almost constant in its input
 TEXTS = ["the film was good", "bad plot"]  # one padded batch
 EPS = 1e-6  # finite-difference step along one position's (input − baseline)
+STEPS = 2  # integration steps in the finite-difference comparisons (midpoints 1/4 and 3/4)
 
 
 def _scaled(model: ClassifierModel) -> ClassifierModel:
@@ -61,8 +62,9 @@ def _scores_with_embeddings(model, batch, tangents, embeddings: torch.Tensor) ->
 
 
 def _slow_text_scores(model: ClassifierModel, dataset, direction: np.ndarray) -> list[tuple[np.ndarray, float]]:
-    """Per example alone, per token l: (s(e + ε δ_l) − s(e − ε δ_l)) / 2ε with δ_l = row l of (e − e'), e'
-    the embeddings of padding tokens with [CLS]/[SEP]/<s>/</s> kept; and s(e)."""
+    """Per example alone, per token l: the mean over the midpoints e_α = e' + α (e − e'), α = (i + ½)/STEPS, of
+    (s(e_α + ε δ_l) − s(e_α − ε δ_l)) / 2ε with δ_l = row l of (e − e'), e' the embeddings of padding tokens with
+    [CLS]/[SEP]/<s>/</s> kept; and s(e)."""
     tangents = direction_tangents(model, direction)
     tok = model.adapter.tokenizer
     markers = {tok.cls_token_id, tok.sep_token_id, tok.bos_token_id, tok.eos_token_id} - {None, tok.pad_token_id}
@@ -78,8 +80,12 @@ def _slow_text_scores(model: ClassifierModel, dataset, direction: np.ndarray) ->
         L = ids.shape[1]
         steps = torch.zeros(L, *e.shape[1:], dtype=e.dtype)  # [L, L, D]: row l moves token l only
         steps[torch.arange(L), torch.arange(L)] = e[0] - e0[0]
-        s = _scores_with_embeddings(model, batch, tangents, torch.cat([e + EPS * steps, e - EPS * steps, e]))
-        out.append(((s[:L] - s[L:2 * L]) / (2 * EPS), float(s[-1])))
+        scores = np.zeros(L)
+        for alpha in (np.arange(STEPS) + 0.5) / STEPS:
+            point = e0 + alpha * (e - e0)  # [1, L, D]
+            s = _scores_with_embeddings(model, batch, tangents, torch.cat([point + EPS * steps, point - EPS * steps]))
+            scores += (s[:L] - s[L:]) / (2 * EPS) / STEPS
+        out.append((scores, float(_scores_with_embeddings(model, batch, tangents, e)[0])))
     return out
 
 
@@ -88,7 +94,7 @@ def test_batched_token_scores_match_finite_differences_per_example(name, request
     model = request.getfixturevalue(name)
     dataset = text_examples(TEXTS, model.label_names)
     g = _direction(model)
-    found = compute_highlights(model, dataset, g, np.array([1, 0]), batch_size=2)  # one padded batch
+    found = compute_highlights(model, dataset, g, np.array([1, 0]), batch_size=2, n_steps=STEPS)  # one batch
     slow = _slow_text_scores(model, dataset, g)
     for i, idx in enumerate([1, 0]):
         example = found.example(i)
@@ -120,7 +126,7 @@ def test_token_spans_point_at_the_words_of_the_display_text(bert, gpt2):
     assert [display[s:e] for s, e in spans.tolist()] == ["great", "Answer:"]
 
 
-def test_pixel_scores_match_finite_differences_and_roughly_agree_with_integrated_gradients():
+def test_pixel_scores_match_finite_differences_and_converge_to_captums_integrated_gradients():
     torch.manual_seed(0)
     model = ClassifierModel(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 12), torch.nn.Tanh(),
                                                 torch.nn.Linear(12, 10)).double().eval(),
@@ -129,23 +135,26 @@ def test_pixel_scores_match_finite_differences_and_roughly_agree_with_integrated
     images = np.random.default_rng(1).random((3, 8, 8))
     dataset = image_examples(images, model.label_names)
     g = _direction(model, seed=2)
-    found = compute_highlights(model, dataset, g, np.arange(3), batch_size=2)
+    found = compute_highlights(model, dataset, g, np.arange(3), batch_size=2, n_steps=STEPS)
     tangents = direction_tangents(model, g)
     for i in range(3):
         x = torch.as_tensor(images[i:i + 1])
         slow = np.zeros((8, 8))
-        for r in range(8):
-            for c in range(8):
-                step = torch.zeros_like(x)
-                step[0, r, c] = x[0, r, c]  # the baseline is black
-                with torch.no_grad():
-                    plus = component_score(model, {"pixels": x + EPS * step}, tangents)[0]
-                    minus = component_score(model, {"pixels": x - EPS * step}, tangents)[0]
-                slow[r, c] = float(plus - minus) / (2 * EPS)
+        for alpha in (np.arange(STEPS) + 0.5) / STEPS:  # the baseline is black: the path is α x
+            for r in range(8):
+                for c in range(8):
+                    step = torch.zeros_like(x)
+                    step[0, r, c] = x[0, r, c]
+                    with torch.no_grad():
+                        plus = component_score(model, {"pixels": alpha * x + EPS * step}, tangents)[0]
+                        minus = component_score(model, {"pixels": alpha * x - EPS * step}, tangents)[0]
+                    slow[r, c] += float(plus - minus) / (2 * EPS) / STEPS
         np.testing.assert_allclose(found.example(i).scores, slow, rtol=1e-5, atol=1e-9 * np.abs(slow).max())
-    ig = component_attribution(model, dataset, g, index=0, n_steps=64).scores.ravel()
-    gxi = found.example(0).scores.ravel()
-    assert np.corrcoef(ig, gxi)[0, 1] > 0.5  # a rough agreement on a smooth model, not an identity
+    # many steps: captum's integrated gradients (Gauss-Legendre) and complete (Σ scores = s(x) − s(x'))
+    fine = compute_highlights(model, dataset, g, np.arange(1), n_steps=64).example(0)
+    ig = component_attribution(model, dataset, g, index=0, n_steps=64).scores
+    np.testing.assert_allclose(fine.scores, ig, rtol=1e-3, atol=1e-4 * np.abs(ig).max())
+    assert fine.relative_error < 1e-3 < found.example(0).relative_error
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def test_stored_layout_round_trips_and_trims_each_example_to_its_tokens():
     assert first.delta == pytest.approx(0.25 - 0.5) and first.relative_error == pytest.approx(0.5)
     np.testing.assert_allclose(back.relative_errors, [0.5, 0.0])
     assert "median 25%, largest 50% of s_k(x) − s_k(baseline)" in legend(back)
-    assert legend(back).startswith("Highlights: gradient × (input − baseline) of the component score s_k(x) "
+    assert legend(back).startswith("Highlights: integrated gradients (16 steps) of the component score s_k(x) "
                                    "for the top 2 examples")
     pixels = Highlights(np.array([1]), np.ones((1, 2, 2)), None, np.array([1.0]), np.array([1.0]))
     assert Highlights.from_arrays(pixels.to_arrays()).spans is None
