@@ -19,12 +19,14 @@ from analysis.npeff import Decomposition
 from analysis.parameters import ParameterLayout, layer_of, module_of
 from analysis.runs import cached_arrays, load_decomposition
 from analysis.store import Run, Workspace
+from analysis.tables import csv_bytes
 from analysis.variants import VARIANTS, variant_of
 
 if TYPE_CHECKING:
     from analysis.notes import ComponentNote
 
 TOP_K = 500  # examples per component kept in the precomputed top table
+N_TOP_STATS = 50  # purity, entropy, accuracy, annotation shares and summaries are over this many top examples
 NOTABLE_FRACTION = 0.01  # a coefficient is notable when > this fraction of the largest coefficient in W
 NOT_AVAILABLE = "not available"  # what a gold-label statistic reads when no example it covers has a gold label
 
@@ -156,7 +158,8 @@ def quantile_sample(column: np.ndarray, *, n_bands: int = 5, per_band: int = 4, 
 
     The examples with coefficient > threshold are split into n_bands equal-count bands by rank (band 1
     holds the largest coefficients); per_band are drawn from each without replacement (seeded).
-    Columns: idx, band, band_low, band_high, coefficient; rows ordered by band then coefficient.
+    Columns: idx, band, band_name (the band and its percentiles, '1/5 (80–100th pct)'), band_low, band_high,
+    coefficient; rows ordered by band then coefficient.
     """
     if n_bands < 1 or per_band < 1:
         raise ValueError(f"n_bands and per_band must be >= 1, got {n_bands} and {per_band}")
@@ -170,9 +173,21 @@ def quantile_sample(column: np.ndarray, *, n_bands: int = 5, per_band: int = 4, 
             continue
         low, high = column[members].min(), column[members].max()
         for i in rng.choice(members, size=min(per_band, len(members)), replace=False):
-            rows.append((int(i), band, low, high, column[i]))
-    frame = pd.DataFrame(rows, columns=["idx", "band", "band_low", "band_high", "coefficient"])
+            rows.append((int(i), band, band_name(band, n_bands), low, high, column[i]))
+    frame = pd.DataFrame(rows, columns=["idx", "band", "band_name", "band_low", "band_high", "coefficient"])
     return frame.sort_values(["band", "coefficient"], ascending=[True, False], ignore_index=True)
+
+
+def _ordinal(n: int) -> str:
+    """'1st', '2nd', '33rd', '11th', '40th'."""
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def band_name(band: int, n_bands: int) -> str:
+    """'3/5 (40–60th pct)': a quantile band and the rank percentiles it spans among the notable coefficients
+    (band 1 holds the largest, so it spans the top percentiles)."""
+    low, high = round(100 * (n_bands - band) / n_bands), round(100 * (n_bands - band + 1) / n_bands)
+    return f"{band}/{n_bands} ({low}–{_ordinal(high)} pct)"
 
 
 # ------------------------------------------------------------------------------------------- label stats
@@ -369,7 +384,7 @@ def notable_threshold(W: np.ndarray, fraction: float = NOTABLE_FRACTION) -> floa
     return fraction * float(W.max()) if W.size else 0.0
 
 
-def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_top: int = 50,
+def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_top: int = N_TOP_STATS,
              notable_fraction: float = NOTABLE_FRACTION) -> pd.DataFrame:
     """One row per component: notable count, top coefficient, purity/entropy/accuracy of its top examples
     and its most similar other component.
@@ -394,7 +409,7 @@ def overview(data: BrowseData, top_indices: np.ndarray, sim: np.ndarray, *, n_to
         "notable": (W > threshold).sum(0) if threshold > 0 else np.zeros(r, dtype=int),
         "top_coefficient": W.max(0) if len(W) else np.zeros(r),
         "majority_label": [data.label_names[i] if ok else NOT_AVAILABLE for i, ok in zip(dists.argmax(1), known)],
-        "purity": np.where(known, dists.max(1), np.nan),
+        "purity": [purity(data.labels[t], C) for t in top],  # the one purity the pages show
         "entropy_bits": [entropy_bits(d) if ok else np.nan for d, ok in zip(dists, known)],
         "accuracy": [accuracy(data, t) for t in top],
         "most_similar": nearest if r > 1 else [-1] * r,
@@ -489,13 +504,40 @@ def loadings(W: np.ndarray, indices: np.ndarray, n: int = 3) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ export
 
-def coefficients_frame(data: BrowseData) -> pd.DataFrame:
-    """All coefficients with each example's label and prediction: idx, gold, prediction, w0..w{r-1}."""
+CSV_FLOAT_FORMAT = "%.6g"  # coefficients in CSV: 6 significant digits (float32 holds about 7)
+
+
+def coefficients_frame(data: BrowseData, texts: list[str] | None = None) -> pd.DataFrame:
+    """All coefficients with each example's label, prediction and text: idx, gold, prediction, w0..w{r-1}, text
+    (text only when texts [n] are given, i.e. not for images). The coefficients are W's float32 values."""
     frame = pd.DataFrame(np.asarray(data.W), columns=[f"w{k}" for k in range(data.n_components)])
     frame.insert(0, "prediction", [data.label_names[p] for p in data.predictions])
     frame.insert(0, "gold", [data.label_names[l] if l >= 0 else "" for l in data.labels])
     frame.insert(0, "idx", np.arange(data.n_examples))
+    if texts is not None:
+        frame["text"] = texts
     return frame
+
+
+def below_resolution_as_zero(W: np.ndarray) -> np.ndarray:
+    """W [n, r] with each entry below float32 resolution of its row's largest coefficient set to 0: [n, r].
+
+    Multiplicative updates shrink unused coefficients towards 0 without reaching it (values like 5.2e-44). The
+    row's largest coefficient is itself only known to within eps32 · max_j W[i, j] (one or two units in its last
+    place), so an entry below that is indistinguishable from 0 at the precision W is stored in.
+    """
+    W = np.asarray(W, dtype=np.float32)
+    floor = np.finfo(np.float32).eps * np.abs(W).max(axis=1, keepdims=True)  # [n, 1]
+    return np.where(np.abs(W) < floor, np.float32(0), W)
+
+
+def coefficients_csv(data: BrowseData, texts: list[str] | None = None) -> bytes:
+    """coefficients_frame as CSV for spreadsheets: values below float32 resolution of the row maximum written
+    as 0, the others with CSV_FLOAT_FORMAT (the Parquet export keeps every bit)."""
+    frame = coefficients_frame(data, texts)
+    columns = [f"w{k}" for k in range(data.n_components)]
+    frame[columns] = below_resolution_as_zero(frame[columns].to_numpy())
+    return csv_bytes(frame, float_format=CSV_FLOAT_FORMAT)
 
 
 def components_frame(table: pd.DataFrame, notes: Mapping[int, ComponentNote], summaries: list[str]) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""LaTeX tables of the top examples of components (spec §5: label, prediction, coefficient, text).
+"""LaTeX tables of the top examples of components (spec §5: example index, label, prediction, coefficient, text).
 
 One `\\subsection*{Component k}` with a booktabs longtable per component. Text is escaped in a single
 pass so that the escapes themselves are never escaped again; compile with pdflatex or XeLaTeX.
@@ -29,7 +29,7 @@ PREAMBLE = "\n".join([
     r"\usepackage{booktabs,longtable,array}",
     r"\begin{document}",
 ])
-COLUMNS = r"@{}llr>{\raggedright\arraybackslash}p{0.62\linewidth}@{}"
+COLUMNS = r"@{}rllr>{\raggedright\arraybackslash}p{0.56\linewidth}@{}"  # index, label, prediction, coef., text
 
 
 def latex_escape(text: str) -> str:
@@ -38,9 +38,10 @@ def latex_escape(text: str) -> str:
 
 
 def _row(example: pd.Series) -> str:
+    """One example: its index in the dataset (the Components page's #idx), label, prediction, coefficient, text."""
     text = example.get("text")
-    shown = latex_escape(text) if isinstance(text, str) else rf"\textit{{example {int(example['idx'])}}}"
-    return (f"{latex_escape(example['gold'])} & {latex_escape(example['prediction'])} & "
+    shown = latex_escape(text) if isinstance(text, str) else r"\textit{no text}"
+    return (f"{int(example['idx'])} & {latex_escape(example['gold'])} & {latex_escape(example['prediction'])} & "
             f"{float(example['coefficient']):.4f} & {shown} \\\\")
 
 
@@ -63,7 +64,7 @@ def component_table(k: int, examples: pd.DataFrame, *, font_size: str = "footnot
     name = f": {latex_escape(note.name)}" if note is not None and note.name else ""
     lines = [rf"\subsection*{{Component {int(k)}{name}}}", *_note_lines(note), rf"\begin{{{font_size}}}",
              rf"\begin{{longtable}}{{{COLUMNS}}}", r"\toprule",
-             r"Label & Prediction & Coefficient & Text \\", r"\midrule", r"\endhead"]
+             r"Example & Label & Prediction & Coefficient & Text \\", r"\midrule", r"\endhead"]
     lines += [_row(row) for _, row in examples.iterrows()]
     lines += [r"\bottomrule", r"\end{longtable}", rf"\end{{{font_size}}}"]
     return "\n".join(lines)

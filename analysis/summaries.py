@@ -155,7 +155,8 @@ class ComponentSummary:
 
 def summarize(data: BrowseData, top: np.ndarray, counts: TermCounts | None = None,
               layer_shares: pd.DataFrame | None = None, *, n_terms: int = N_TERMS) -> list[ComponentSummary]:
-    """A summary of each component from its top examples top [r, n_top] (rows of the top table).
+    """A summary of each component from its top examples top [r, n_top] (rows of the top table; the pages pass
+    the first components.N_TOP_STATS, the N of the overview's purity, so both describe the same examples).
 
     counts: the dataset's term counts (None for images); layer_shares [r, L] from group_profiles by layer
     (None when the model does not match the decomposition).

@@ -25,6 +25,7 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return safe
 
 
-def csv_bytes(frame: pd.DataFrame) -> bytes:
-    """`frame` as UTF-8 CSV for a download button, without its index and with formulas defused."""
-    return spreadsheet_safe(frame).to_csv(index=False).encode()
+def csv_bytes(frame: pd.DataFrame, *, float_format: str | None = None) -> bytes:
+    """`frame` as UTF-8 CSV for a download button, without its index and with formulas defused; float columns
+    written with `float_format` ('%.6g') when given, else in full (shortest round-trip repr)."""
+    return spreadsheet_safe(frame).to_csv(index=False, float_format=float_format).encode()

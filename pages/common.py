@@ -28,6 +28,7 @@ from analysis.loading import (DEMO_PREFIX, DatasetSpec, ModelSpec, check_pair, d
                               load_model_spec, pair_dataset, register_pair)
 from analysis.models import ClassifierModel
 from analysis.paths import PathNotAllowedError, allowed_roots, confine, upload_path
+from analysis.run_pairs import run_pair
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 
 WORKSPACE_KEY = "workspace_folder"  # the sidebar's folder box
@@ -218,17 +219,38 @@ def _demo_of(ws: Workspace, model_id: str) -> str | None:
     return next((k for k in built if model_for(demo_specs(k)[0]).content_hash == model_id), None)
 
 
-def _open_linked_pair(ws: Workspace, run: Run) -> None:
-    """Make a linked run's model/dataset active when they are a demo's (rerun); else say which pair to load."""
+def _open_linked_pair(ws: Workspace, run: Run, model: ClassifierModel, dataset: Dataset) -> None:
+    """Make a linked run's model/dataset active when they are a demo's (rerun); else say whose run it is, that
+    the page shows the active pair's instead, and offer to load the run's pair when a job recorded it."""
     kind = _demo_of(ws, run.model_id)
     if kind and DEMOS[kind].dataset().content_hash == run.dataset_id:
         activate(*demo_specs(kind, decomposition_scope(ws, run)))
         st.session_state["opened_demo"] = kind
         st.rerun()  # the sidebar, drawn before the page, shows the new pair
-    record = ws.model_record(run.model_id)
-    name = record["name"] if record else run.model_id[:12]
-    st.warning(f"Decomposition {escape_markdown(run.id)} belongs to model '{escape_markdown(name)}' and its "
-               "dataset; load them on the Load page to open it. Showing the active pair's decompositions instead.")
+    pair = run_pair(ws, run)
+    model_name, dataset_name = escape_markdown(pair.model_name), escape_markdown(pair.dataset_name)
+    st.warning(f"Decomposition {escape_markdown(run.id)} belongs to model '{model_name}' on dataset "
+               f"'{dataset_name}', not to the active pair ('{escape_markdown(model.name)}' on "
+               f"'{escape_markdown(dataset.name)}'): the page shows the active pair's decompositions instead, and "
+               "the URL now names one of them.")
+    if pair.specs is not None:
+        st.button(f"Load {model_name} on {dataset_name} and open {escape_markdown(run.id)}", type="primary",
+                  key="linked_pair_load", on_click=_load_linked_pair, args=(run.id, pair.specs))
+    else:
+        st.caption(f"No job in this workspace recorded how that pair was loaded (it was computed from the command "
+                   f"line): load model {escape_markdown(pair.model_source)} and dataset "
+                   f"{escape_markdown(pair.dataset_source)} on the Load page.")
+
+
+def _load_linked_pair(run_id: str, specs: tuple[ModelSpec, DatasetSpec]) -> None:
+    """Callback of the linked-pair button: make the run's model and dataset active and open the run."""
+    try:
+        activate(*specs)
+    except Exception as e:  # a moved file, a changed checkpoint: say so and keep the active pair
+        st.session_state["linked_pair_error"] = f"Could not load the pair of decomposition {run_id}: {e}"
+        return
+    st.session_state["decomposition_run"] = run_id
+    st.query_params["run"] = run_id
 
 
 def active_decomposition(model: ClassifierModel, dataset: Dataset) -> Run | None:
@@ -237,10 +259,12 @@ def active_decomposition(model: ClassifierModel, dataset: Dataset) -> Run | None
     ws = workspace()
     if opened := st.session_state.pop("opened_demo", None):
         st.toast(f"Opened the {opened} demo, which this link's decomposition belongs to")
+    if error := st.session_state.pop("linked_pair_error", None):
+        st.error(escape_markdown(error))
     runs = decomposition_runs(model, dataset)["id"].tolist()
     linked = st.query_params.get("run")
     if linked and linked not in runs and (target := _link_target(ws, linked)) is not None:
-        _open_linked_pair(ws, target)
+        _open_linked_pair(ws, target, model, dataset)
     for candidate in (linked, st.session_state.get("decomposition_run")):
         if candidate in runs:
             break

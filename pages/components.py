@@ -2,8 +2,9 @@
 attributions, export.
 
 Reads the decomposition, its PEF run's logits and labels, and stored derived tables from the workspace;
-never recomputes Fishers. The selected run and component live in st.query_params, so a URL reopens a view.
-The panels (pages/panels/) each receive the page's BrowseContext.
+never recomputes Fishers. The selected run, component and tab (and the component view's section, top-N and
+example) live in st.query_params, so a URL reopens a view. The panels (pages/panels/) each receive the page's
+BrowseContext; TABS is the one list of tabs, each a label and the panel that fills it.
 """
 from __future__ import annotations
 
@@ -11,13 +12,23 @@ import streamlit as st
 
 from analysis import components as cs
 from pages.common import active, active_decomposition, escape_markdown, in_app_shell, workspace
-from pages.panels.browse import browse_context, restore_component, run_picker
+from pages.panels.browse import BROWSE_TAB, TAB_KEY, BrowseContext, browse_context, restore_component, run_picker
 from pages.panels.component import component_view
 from pages.panels.example_map import map_panel
 from pages.panels.export import export_panel
 from pages.panels.inspect import inspect_panel
 from pages.panels.overview import overview_panel
 from pages.panels.search import search_panel
+
+
+def browse_panel(ctx: BrowseContext) -> None:
+    """The overview of all components, then the selected one in depth."""
+    overview_panel(ctx)
+    component_view(ctx)
+
+
+TABS = {BROWSE_TAB: browse_panel, "Search": search_panel, "Map": map_panel, "Inspect": inspect_panel,
+        "Export": export_panel}
 
 in_app_shell()
 
@@ -39,15 +50,6 @@ st.caption(f"{ctx.n_components} components of {ctx.data.n_examples:,} examples Â
            f"scope {escape_markdown(cs.decomposition_scope(ctx.ws, ctx.run).describe())} Â· "
            f"notable = coefficient > {cs.NOTABLE_FRACTION:.0%} of the largest ({ctx.threshold:.3g})")
 
-tab_browse, tab_search, tab_map, tab_inspect, tab_export = st.tabs(["Browse", "Search", "Map", "Inspect", "Export"])
-with tab_browse:
-    overview_panel(ctx)
-    component_view(ctx)
-with tab_search:
-    search_panel(ctx)
-with tab_map:
-    map_panel(ctx)
-with tab_inspect:
-    inspect_panel(ctx)
-with tab_export:
-    export_panel(ctx)
+for tab, panel in zip(st.tabs(list(TABS), key=TAB_KEY, bind="query-params"), TABS.values()):
+    with tab:
+        panel(ctx)

@@ -1,5 +1,5 @@
 """Figures of the component browser: coefficient histogram, label breakdown, similar components, module
-profile, example map, image grids and input attributions. Plain functions returning go.Figure."""
+profiles, example map, image grids and input attributions. Plain functions returning go.Figure."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -83,6 +83,21 @@ def module_profile_figure(shares: pd.Series, *, k: int, by: str = "module") -> g
                         height=max(220, 60 + 22 * len(shares)))
 
 
+def module_shares_figure(shares: pd.DataFrame) -> go.Figure:
+    """Every component's share of ‖g‖² per module (components.group_profiles [r, modules]) as a heatmap: one
+    row per component, modules in parameter order, each cell's hover naming component, module and share."""
+    z = shares.to_numpy(dtype=float)  # [r, modules]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(shares.columns), y=[str(c) for c in range(len(z))], colorscale="Blues", zmin=0, zmax=1,
+        text=[[f"{v:.0%}" for v in row] for row in z], texttemplate="%{text}" if z.size <= 400 else None,
+        colorbar=dict(title="share of ‖g‖²", tickformat=".0%"),
+        hovertemplate="component %{y} · module %{x}<br>share of ‖g‖²: %{z:.1%}<extra></extra>"))
+    fig.update_xaxes(type="category", tickangle=-30, automargin=True)
+    fig.update_yaxes(type="category", autorange="reversed")
+    return paper_layout(fig, title="Where each component's direction lives (module)", xaxis_title="module",
+                        yaxis_title="component", height=max(260, 120 + 24 * len(z)))
+
+
 def _category_colors(values: Sequence) -> tuple[list[str], dict[str, str]]:
     """Category names (the most frequent MAX_CATEGORIES kept, the rest 'other') and one colour each."""
     labels = pd.Series([str(v) for v in values])
@@ -133,12 +148,22 @@ def _square_pixels(fig: go.Figure, n_panels: int) -> None:
         fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
 
 
+GREY_SCALE = "gray_r"  # grey images: 0 is drawn white, 1 black (ink on paper, as digits are usually shown)
+
+
 def _image_trace(image: np.ndarray, **heatmap) -> go.BaseTraceType:
-    """A grey image [H, W] in [0, 1] as a heatmap (dark = 1), or an RGB one [H, W, 3] as go.Image."""
+    """A grey image [H, W] in [0, 1] as a heatmap (GREY_SCALE: dark = 1), or an RGB one [H, W, 3] as go.Image."""
     if image.ndim == 3:
         return go.Image(z=np.round(np.clip(image, 0, 1) * 255), colormodel="rgb",
                         hovertemplate="(%{x}, %{y}): %{z}<extra></extra>")
-    return go.Heatmap(z=image, colorscale="gray_r", zmin=0, zmax=1, showscale=False, **heatmap)
+    return go.Heatmap(z=image, colorscale=GREY_SCALE, zmin=0, zmax=1, showscale=False, **heatmap)
+
+
+def zero_image_description(image: np.ndarray) -> str:
+    """How the all-zero image (the pixel attributions' baseline) looks where images like this one are drawn:
+    white for grey images (GREY_SCALE), black for RGB."""
+    look = "drawn white here, like the background of these images" if np.ndim(image) == 2 else "black"
+    return f"the all-zero image (every pixel 0; {look})"
 
 
 def example_grid(images: np.ndarray, captions: Sequence[str], *, n_cols: int = 8,

@@ -1,13 +1,21 @@
-"""Static export of Plotly figures (PNG/SVG/PDF) through kaleido driving the system Chromium."""
+"""Static export of Plotly figures (PNG/SVG/PDF) through kaleido driving the system Chromium.
+
+Chromium titles every PDF after kaleido's page ("Kaleido-fier"), and the PDF asks viewers to show that title;
+with_pdf_title replaces it by an incremental update (PDF 1.7 §7.5.6): a new version of the Info dictionary,
+an xref section for it and a trailer pointing back to the previous one, appended to the unchanged file.
+"""
 from __future__ import annotations
 
 import atexit
+import re
 import threading
 import warnings
 
 import plotly.graph_objects as go
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+UNTITLED = "NPEFF Explorer figure"  # the PDF title of a figure without a title
+_TAGS = re.compile(r"<[^>]+>")  # Plotly titles may hold <b>, <br>, <sup> ...
 _server_lock = threading.Lock()
 _server_started = False
 
@@ -24,17 +32,49 @@ def _ensure_server() -> None:
             _server_started = True
 
 
-def figure_bytes(fig: go.Figure, fmt: str, *, width: int = 900, height: int | None = None, scale: float = 2.0) -> bytes:
-    """The figure as PNG, SVG or vector PDF bytes; the error says how to get Chromium if it is missing."""
+def figure_title(fig: go.Figure) -> str:
+    """The figure's title as plain text (tags dropped, line breaks as spaces), else UNTITLED."""
+    text = _TAGS.sub(" ", fig.layout.title.text or "")
+    return " ".join(text.split()) or UNTITLED
+
+
+def _pdf_text(text: str) -> bytes:
+    """A PDF text string holding any text: UTF-16BE with its byte-order mark, as hex (<FEFF...>)."""
+    return b"<" + ("\ufeff" + text).encode("utf-16-be").hex().upper().encode() + b">"
+
+
+def with_pdf_title(pdf: bytes, title: str) -> bytes:
+    """The PDF with /Title set to `title`: its Info dictionary rewritten by an appended incremental update."""
+    trailer = re.match(rb"trailer\s*<<(.*?)>>\s*startxref\s*(\d+)\s*%%EOF\s*$", pdf[pdf.rfind(b"trailer"):], re.S)
+    info = trailer and re.search(rb"/Info\s+(\d+)\s+(\d+)\s+R", trailer[1])
+    if info is None:
+        raise ValueError("pdf: no trailer with an /Info reference at its end; cannot set the title of this file")
+    number, generation = int(info[1]), int(info[2])
+    old = re.findall(rb"(?<!\d)%d\s+%d\s+obj\s*<<(.*?)>>\s*endobj" % (number, generation), pdf, re.S)
+    kept = re.sub(rb"/Title\s*(\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f\s]*>)", b"", old[-1] if old else b"").strip()
+    body = b"%d %d obj\n<</Title %s\n%s>>\nendobj\n" % (number, generation, _pdf_text(title), kept)
+    head = pdf if pdf.endswith(b"\n") else pdf + b"\n"
+    start, xref = len(head), len(head) + len(body)  # byte offsets of the new Info object and xref section
+    fields = re.sub(rb"/Prev\s+\d+", b"", trailer[1]).strip()
+    tail = (b"xref\n%d 1\n%010d %05d n \ntrailer\n<<%s\n/Prev %s>>\nstartxref\n%d\n%%%%EOF\n"
+            % (number, start, generation, fields, trailer[2], xref))
+    return head + body + tail
+
+
+def figure_bytes(fig: go.Figure, fmt: str, *, width: int = 900, height: int | None = None, scale: float = 2.0,
+                 title: str | None = None) -> bytes:
+    """The figure as PNG, SVG or vector PDF bytes (a PDF titled `title`, default the figure's title); the error
+    says how to get Chromium if it is missing."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got '{fmt}'")
     _ensure_server()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fig.to_image(format=fmt, width=width, height=height or fig.layout.height or 500,
+            data = fig.to_image(format=fmt, width=width, height=height or fig.layout.height or 500,
                                 scale=scale if fmt == "png" else 1)
     except Exception as e:
         if "chrome" in str(e).lower() or "browser" in str(e).lower():
             raise RuntimeError("figure export needs Chromium: `apt-get install chromium` (or set BROWSER_PATH)") from e
         raise
+    return with_pdf_title(data, title or figure_title(fig)) if fmt == "pdf" else data

@@ -1,9 +1,11 @@
 """The Components page's context: one frozen BrowseContext per script run, built from cached loaders, which
-every panel receives explicitly; plus the run picker and the selected component kept in the URL."""
+every panel receives explicitly; plus the run picker, the selected component and tab kept in the URL, and the
+view's permalink."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import numpy as np
 import pandas as pd
@@ -18,8 +20,10 @@ from analysis.variants import Variant, variant_of_run_kind
 from pages.common import decomposition_runs
 from pages.panels.examples import dataset_images
 
-N_TOP_OVERVIEW = 50  # purity, entropy and accuracy in the overview are over this many top examples
 COMPONENT_KEY = "cmp_component"  # the selected component (also ?component=)
+TAB_KEY = "tab"  # the page's tab, bound to ?tab= (st.tabs(..., bind="query-params") names the parameter by key)
+BROWSE_TAB = "Browse"  # the tab holding the overview and the component view
+PAGE_PATH = "/components"  # the page's URL path (st.navigation names it after pages/components.py)
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class BrowseContext:
     texts: list[str] | None  # [n] display texts; None for images
     profiles: tuple[np.ndarray, list[str]] | None  # per-tensor shares [r, T] and names; None: model mismatch
     overview: pd.DataFrame  # one row per component (plus 'modules' shares when profiles exist)
-    n_top_overview: int  # top examples the overview's purity, entropy and accuracy are over
+    n_top_overview: int  # top examples the overview's purity, entropy, accuracy and summaries are over
     threshold: float  # a coefficient above this is notable
     annotations: dict[str, np.ndarray]  # [n] values of each annotation column (a ground truth); {} when none
 
@@ -105,7 +109,7 @@ def browse_context(model: ClassifierModel, dataset: Dataset, ws: Workspace,
     run, dec, data = cached_decomposition(ws, root, run_id)
     index = _index(ws, root, run_id)
     profiles = _profiles(ws, model, root, run_id, model.content_hash)
-    n_top = min(N_TOP_OVERVIEW, index["top_indices"].shape[1])
+    n_top = min(cs.N_TOP_STATS, index["top_indices"].shape[1])
     overview = _overview(data, index, root, run_id, n_top).copy()
     if profiles is not None:
         overview["modules"] = cs.group_profiles(*profiles, by="module").to_numpy().tolist()
@@ -151,3 +155,15 @@ def open_component(k: int) -> None:
     """Callback of the 'open' buttons and overview rows: select component k (and put it in the URL)."""
     st.session_state[COMPONENT_KEY] = int(k)
     st.query_params["component"] = str(int(k))
+
+
+def open_in_browse(k: int) -> None:
+    """Callback of buttons on other tabs: select component k and switch to the Browse tab that shows it."""
+    open_component(k)
+    st.session_state[TAB_KEY] = BROWSE_TAB
+
+
+def permalink(params: dict[str, object]) -> str:
+    """The full URL of this page with these query parameters (the browser's address when Streamlit knows it,
+    else the page's path)."""
+    return f"{st.context.url or PAGE_PATH}?{urlencode({k: str(v) for k, v in params.items()})}"

@@ -9,10 +9,14 @@ from analysis.figures import components as figs
 from analysis.notes import ComponentNote
 from pages.common import escape_markdown, export_buttons
 from pages.panels.attributions import attribution_panel
-from pages.panels.browse import COMPONENT_KEY, BrowseContext, open_component
+from pages.panels.browse import COMPONENT_KEY, TAB_KEY, BrowseContext, open_component, permalink
 from pages.panels.examples import show_examples
 from pages.panels.highlights import highlights_panel
 from pages.panels.notes import note_panel, notes
+
+TOP_KEY = "top"  # the 'Top examples' slider, bound to ?top=
+VIEW_KEY = "view"  # the component view's section tabs, bound to ?view=
+VIEWS = ["Top examples", "Quantiles", "Statistics", "Attributions"]
 
 
 @st.fragment
@@ -22,9 +26,9 @@ def component_view(ctx: BrowseContext) -> None:
     found = notes(ctx)
     c1, c2 = st.columns([2, 3])  # room for the component's name in the picker
     k = int(c1.selectbox("Component", range(r), key=COMPONENT_KEY,
-                         format_func=lambda c: _component_title(table, c, found.get(c))))
+                         format_func=lambda c: _component_title(table, c, found.get(c), ctx.n_top_overview)))
     n_top = int(c2.slider("Top examples", 5, min(200, data.n_examples), min(20, data.n_examples),
-                          key="cmp_n_top"))
+                          key=TOP_KEY, bind="query-params"))
     st.query_params["component"] = str(k)
     top = cs.top_examples(data.W, k, n_top, ctx.index["top_indices"])
     frame = ctx.examples(top, k)
@@ -34,14 +38,15 @@ def component_view(ctx: BrowseContext) -> None:
     m1, m2, m3, m4, m5 = st.columns(5)
     m1.metric("Top coefficient", f"{row['top_coefficient']:.4f}")
     m2.metric("Notable examples", f"{row['notable']:,}")
-    m3.metric(f"Purity (top {n_top})", cs.percent(cs.purity(data.labels[top], len(data.label_names))))
-    m4.metric(f"Accuracy (top {n_top})", cs.percent(cs.accuracy(data, top)))
+    m3.metric(f"Purity (top {ctx.n_top_overview})", cs.percent(row["purity"]),
+              help="share of the majority gold label among the top examples, as in the overview")
+    m4.metric(f"Accuracy (top {ctx.n_top_overview})", cs.percent(row["accuracy"]))
     m5.metric("Most similar", f"{int(row['most_similar'])}" if r > 1 else "—",
               f"|cos| {row['similar_abs_cos']:.2f}" if r > 1 else None, delta_color="off", delta_arrow="off")
-    st.caption(f"Permalink: `?run={ctx.run_id}&component={k}`")
+    link = st.container()  # filled last, once the example is chosen
     note_panel(ctx, k, note)
 
-    t_top, t_quant, t_stats, t_attr = st.tabs(["Top examples", "Quantiles", "Statistics", "Attributions"])
+    t_top, t_quant, t_stats, t_attr = st.tabs(VIEWS, key=VIEW_KEY, bind="query-params")
     with t_top:
         highlights = highlights_panel(ctx, k, n_top)
         show_examples(frame, key=f"cmp_top_{k}", images=ctx.images, title=f"Top {n_top} examples of component {k}",
@@ -53,15 +58,20 @@ def component_view(ctx: BrowseContext) -> None:
     with t_stats:
         _statistics(ctx, k, top, n_top)
     with t_attr:
-        attribution_panel(ctx, k, frame)
+        example = attribution_panel(ctx, k, frame)
+    shown = {"run": ctx.run_id, "component": k, "tab": st.session_state.get(TAB_KEY),
+             "view": st.session_state.get(VIEW_KEY), "top": n_top, "example": example}
+    link.caption("Permalink to this view (tab, section, top examples and the attributions' example):")
+    link.code(permalink({key: value for key, value in shown.items() if value is not None}), language=None)
 
 
-def _component_title(table, c: int, note: ComponentNote | None) -> str:
-    """'3 · low-key reviews · mostly fresh (80%)': the number, the name when it has one, and the majority
-    label when the top examples have gold labels."""
+def _component_title(table, c: int, note: ComponentNote | None, n_top: int) -> str:
+    """'3 · low-key reviews · mostly fresh (80% of top 50)': the number, the name when it has one, and the
+    majority label with the overview's purity when the top examples have gold labels."""
     purity = table["purity"].iloc[c]
     name = [note.name] if note is not None and note.name else []
-    label = [] if np.isnan(purity) else [f"mostly {table['majority_label'].iloc[c]} ({purity:.0%})"]
+    label = [] if np.isnan(purity) else [
+        f"mostly {table['majority_label'].iloc[c]} ({cs.percent(purity)} of top {n_top})"]
     return " · ".join([str(c), *name, *label])
 
 
@@ -77,9 +87,10 @@ def _bands(ctx: BrowseContext, k: int) -> None:
     st.caption("Examples with a notable coefficient, split into equal-count bands by rank "
                "(band 1 = largest coefficients), a seeded sample from each.")
     q = ctx.examples(bands["idx"].to_numpy(), k)
-    q.insert(1, "band", bands["band"].to_numpy())
+    q.insert(1, "band", bands["band_name"].to_numpy())
     show_examples(q, key=f"cmp_quant_{k}", images=ctx.images, title=f"Coefficient bands of component {k}",
-                  captions=[f"band {b}: #{i} ({c:.2f})" for b, i, c in zip(q["band"], q["idx"], q["coefficient"])],
+                  captions=[f"band {b}/{n_bands}: #{i} ({c:.2f})"
+                            for b, i, c in zip(bands["band"], q["idx"], q["coefficient"])],
                   extras={"band": "{}", "coefficient": "{:.4f}"})
 
 

@@ -16,8 +16,8 @@ from pages.panels.notes import component_summaries, notes
 def export_panel(ctx: BrowseContext) -> None:
     """LaTeX tables of the chosen components' top examples, then the coefficient and component files."""
     data, run_id, found = ctx.data, ctx.run_id, notes(ctx)
-    st.markdown("**Top examples as a LaTeX table** (label, prediction, coefficient, escaped text; each "
-                "component's name, tags and note)")
+    st.markdown("**Top examples as a LaTeX table** (example index, label, prediction, coefficient, escaped "
+                "text; each component's name, tags and note)")
     e1, e2 = st.columns([3, 1])
     chosen = e1.multiselect("Components", list(range(ctx.n_components)), default=[st.session_state[COMPONENT_KEY]],
                             key="cmp_export_components")
@@ -37,12 +37,16 @@ def export_panel(ctx: BrowseContext) -> None:
                        file_name=f"npeff_{run_id}_components.csv", mime="text/csv", key="cmp_export_table_csv",
                        on_click="ignore", help="one row per component: name, tags, note, summary and the "
                                                "overview's statistics")
-    x1.download_button("Coefficients (CSV)", lambda: csv_bytes(cs.coefficients_frame(data)),
+    x1.download_button("Coefficients (CSV)", lambda: cs.coefficients_csv(data, ctx.texts),
                        file_name=f"npeff_{run_id}_coefficients.csv", mime="text/csv", key="cmp_export_csv",
-                       on_click="ignore")
-    x2.download_button("Coefficients (Parquet)", lambda: cs.coefficients_frame(data).to_parquet(index=False),
+                       on_click="ignore", help="idx, gold, prediction, w0… and the text; coefficients with 6 "
+                                               "significant digits, those below float32 resolution of the "
+                                               "example's largest written as 0")
+    x2.download_button("Coefficients (Parquet)",
+                       lambda: cs.coefficients_frame(data, ctx.texts).to_parquet(index=False),
                        file_name=f"npeff_{run_id}_coefficients.parquet",
-                       mime="application/vnd.apache.parquet", key="cmp_export_parquet", on_click="ignore")
+                       mime="application/vnd.apache.parquet", key="cmp_export_parquet", on_click="ignore",
+                       help="the same columns with the coefficients' float32 values unchanged")
     x3.download_button("Components (safetensors)",
                        lambda: cs.components_safetensors(ctx.decomposition, {
                            "run": run_id, "model": ctx.run.model_id, "dataset": ctx.run.dataset_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis import components as cs
-from pages.panels.browse import BrowseContext, open_component
+from pages.panels.browse import BrowseContext, open_in_browse
 from pages.panels.examples import show_examples
 
 MAX_IMAGES = 48  # search hits drawn in the image grid (all are in the table)
@@ -33,4 +33,5 @@ def search_panel(ctx: BrowseContext) -> None:
     choices = sorted({c for comps in loads["components"] for c in comps})
     o1, o2 = st.columns([3, 1])
     target = o1.selectbox("Open component", choices, key="cmp_search_open")
-    o2.button("Open in Browse", key="cmp_search_go", on_click=open_component, args=(target,))
+    o2.button("Open in Browse", key="cmp_search_go", on_click=open_in_browse, args=(target,),
+              help="switches to the Browse tab with this component selected")

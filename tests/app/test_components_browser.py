@@ -10,8 +10,8 @@ from tests.app.test_browser import ARTIFACTS, app_url, page  # noqa: F401  (fixt
 def test_component_view_from_a_link_with_png_and_pdf_export(page, app_url, image_run, tmp_path):
     page.goto(f"{app_url}/components?run={image_run}&component=2")
     page.get_by_role("heading", name="Component 2").wait_for(timeout=120_000)
-    page.get_by_text("#", exact=False).first.wait_for(timeout=30_000)
-    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # the grid of top images
+    page.get_by_text("#", exact=False).filter(visible=True).first.wait_for(timeout=60_000)  # not other tabs'
+    page.locator(".js-plotly-plot").filter(visible=True).first.wait_for(timeout=60_000)  # the grid of top images
     assert "component=2" in page.url and f"run={image_run}" in page.url
     page.wait_for_timeout(1500)  # let Plotly finish drawing before the screenshot
     ARTIFACTS.mkdir(exist_ok=True)

@@ -1,4 +1,7 @@
-"""AppTest of the Components page: both demos render, selecting a component updates the view, a URL opens it."""
+"""AppTest of the Components page: both demos render, selecting a component updates the view, a URL opens it
+(tab, section, top-N and example included), a link to another pair's run offers to load that pair."""
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +10,9 @@ from streamlit.testing.v1 import AppTest
 
 from analysis import notes
 from analysis.demos import load_demo
-from analysis.runs import pefs_settings
+from analysis.jobs import compute_spec, find_job
+from analysis.loading import DatasetSpec, demo_specs, load_dataset_spec, pair_dataset, register_pair
+from analysis.runs import fit_run, load_decomposition, pefs_run, pefs_settings
 from analysis.store import Workspace
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
@@ -146,3 +151,84 @@ def test_a_named_component_shows_in_the_overview_survives_a_restart_and_reaches_
         assert notes.get_note(Workspace(app_env), text_run, k).name == "film-heavy rotten"
     finally:
         notes.set_note(Workspace(app_env), text_run, k)
+
+
+def test_a_permalink_restores_tab_section_top_n_and_example_with_one_purity_everywhere(app_env, text_run):
+    k, top = 2, 30
+    W = load_decomposition(Workspace(app_env), Workspace(app_env).get_run(text_run)).W
+    example = int(np.argsort(-W[:, k], kind="stable")[25])  # the 26th example: only in a top 30
+    at = _open({"run": text_run, "component": str(k), "view": "Attributions", "top": str(top),
+                "example": str(example), "tab": "Browse"})
+    assert at.slider(key="top").value == top and at.selectbox(key="cmp_attr_idx").value == example
+    assert at.session_state["view"] == "Attributions" and at.session_state["tab"] == "Browse"
+    link = next(c.value for c in at.code if "component=" in c.value)
+    assert link == (f"/components?run={text_run}&component={k}&tab=Browse&view=Attributions&top={top}"
+                    f"&example={example}")  # AppTest has no browser URL; the server prefixes http://host:port
+    assert at.query_params["example"] == str(example)
+
+    purity = at.dataframe[0].value["purity"].iloc[k]  # over the top 50, whatever the slider says
+    shown = f"{purity:.0%}"
+    metric = next(m for m in at.metric if m.label.startswith("Purity"))
+    assert (metric.label, metric.value) == ("Purity (top 50)", shown)
+    picker = at.selectbox(key="cmp_component")
+    assert picker.options[k].endswith(f"({shown} of top 50)"), picker.options[k]
+    assert next(m for m in at.metric if m.label.startswith("Accuracy")).label == "Accuracy (top 50)"
+
+    bands = [m.value for m in at.markdown if "band **" in m.value]  # the Quantiles view's cards
+    assert len(bands) == 15 and r"band **1/5 \(80–100th pct\)**" in bands[0]  # Markdown-escaped parentheses
+    assert r"band **5/5 \(0–20th pct\)**" in bands[-1]
+
+    at.toggle(key="cmp_module_shares_show").set_value(True).run()  # the 'direction by module' column, labelled
+    heatmap = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                   if "direction lives (module)" in json.loads(c.proto.spec)["layout"]["title"]["text"])
+    assert len(heatmap["data"][0]["y"]) == 5 and "module %{x}" in heatmap["data"][0]["hovertemplate"]
+    assert len(heatmap["data"][0]["x"]) == len(at.dataframe[0].value["modules"].iloc[0]) > 1  # a column per bar
+
+
+def test_open_in_browse_switches_from_the_search_tab_to_the_component(app_env, text_run):
+    at = _open({"run": text_run, "tab": "Search"})
+    assert at.session_state["tab"] == "Search" and at.query_params["tab"] == "Search"
+    at.text_input(key="cmp_search").input("#7").run()
+    target = at.selectbox(key="cmp_search_open").options[-1]
+    at.selectbox(key="cmp_search_open").set_value(int(target)).run()
+    at.button(key="cmp_search_go").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["tab"] == "Browse" and "tab" not in at.query_params  # the default tab leaves the URL
+    assert at.selectbox(key="cmp_component").value == int(target) and at.query_params["component"] == target
+    assert [s.value for s in at.subheader] == [f"Component {target}"]
+
+
+@pytest.fixture(scope="module")
+def other_pair_run(demo_workspace) -> tuple[str, str]:
+    """A decomposition of the image demo's model on another dataset (its first 40 digits as an .npz in the
+    workspace), with the compute job that records how that pair is loaded: (run id, dataset name)."""
+    model_spec, _ = demo_specs("image")
+    model, digits, _ = load_demo("image", demo_workspace)
+    path = Path(demo_workspace) / "uploads" / "components-page-test" / "first-40-digits.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=np.asarray(digits.images[:40]), labels=digits.labels[:40])
+    dataset_spec = DatasetSpec(source=str(path), label_names=tuple(model.label_names))
+    dataset = pair_dataset(model, load_dataset_spec(dataset_spec))
+    ws = Workspace(demo_workspace)
+    register_pair(ws, model, dataset, model_spec.source)
+    run = fit_run(ws, pefs_run(ws, model, dataset, kind="lrm", n_values_per_example=100), n_components=3, n_iters=20)
+    spec = compute_spec(model_spec, dataset_spec, pefs={"kind": "lrm", "n_values_per_example": 100},
+                        fit={"n_components": 3, "n_iters": 20})
+    if find_job(ws, "compute", spec) is None:
+        ws.create_job(f"test-{run.id}", "compute", spec, status="running", host="test", pid=os.getpid())
+        ws.finish_job(f"test-{run.id}", "complete", result=run.id)
+    ws.close()
+    return run.id, dataset.name
+
+
+def test_a_link_to_another_pairs_run_says_whose_it_is_and_loads_that_pair(app_env, other_pair_run):
+    run_id, dataset_name = other_pair_run
+    at = _open({"run": run_id, "component": "1"})  # the session starts on the text demo
+    warning = at.warning[0].value
+    assert warning.startswith(f"Decomposition {run_id} belongs to model 'image-demo' on dataset '{dataset_name}', "
+                              "not to the active pair ('text-demo' on 'rotten-tomatoes-demo')")
+    assert at.query_params["run"] != run_id
+    at.button(key="linked_pair_load").click().run()
+    assert not at.exception, at.exception
+    assert not at.warning and at.selectbox(key="cmp_run").value == run_id and at.query_params["run"] == run_id
+    assert any("image-demo" in m.value and dataset_name in m.value for m in at.sidebar.markdown)

@@ -125,7 +125,7 @@ def test_next_token_components_page_says_gold_labels_are_not_available(gpt2_env,
     overview = at.dataframe[0].value
     assert (overview["majority_label"] == "not available").all() and overview["purity"].isna().all()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Purity (top 20)"] == "not available" and metrics["Accuracy (top 20)"] == "not available"
+    assert metrics["Purity (top 24)"] == "not available" and metrics["Accuracy (top 24)"] == "not available"
     cards = [m.value for m in at.markdown if m.value.startswith("**#")]
     assert cards and all("gold **not available**" in c and "misclassified" not in c for c in cards)
     assert any("predicted **" in c for c in cards)  # predictions are tokens of the vocabulary

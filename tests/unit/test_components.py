@@ -1,4 +1,7 @@
 """Component browser statistics, the UMAP map and the figure builders, on small planted decompositions."""
+import io
+import re
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -129,6 +132,26 @@ def test_quantile_sample_draws_from_rank_bands():
         cs.quantile_sample(column, n_bands=0, per_band=3)
 
 
+def test_each_sampled_example_lies_in_the_percentiles_its_band_names():
+    rng = np.random.default_rng(3)
+    column = np.concatenate([np.zeros(7), rng.exponential(1.0, 93)])  # 93 notable, unequal band sizes
+    for n_bands in (2, 3, 5, 7):
+        frame = cs.quantile_sample(column, n_bands=n_bands, per_band=50, threshold=0.0)
+        notable = column[column > 0]
+        for row in frame.itertuples():
+            # the example's rank percentile among the notable coefficients, counted directly
+            below, above = (notable < row.coefficient).sum(), (notable > row.coefficient).sum()
+            named = re.fullmatch(rf"{row.band}/{n_bands} \((\d+)–(\d+)(?:st|nd|rd|th) pct\)", row.band_name)
+            low, high = map(float, named.groups())
+            tolerance = 100 / len(notable) + 0.5  # array_split bands differ by one example; labels are rounded
+            assert 100 * below / len(notable) >= low - tolerance and 100 * (len(notable) - above) / len(notable) <= (
+                high + tolerance), (n_bands, row)
+    assert cs.band_name(1, 5) == "1/5 (80–100th pct)" and cs.band_name(3, 5) == "3/5 (40–60th pct)"
+    assert [cs.band_name(b, 3) for b in (1, 2, 3)] == ["1/3 (67–100th pct)", "2/3 (33–67th pct)", "3/3 (0–33rd pct)"]
+    assert cs.band_name(7, 10) == "7/10 (30–40th pct)" and cs.band_name(6, 7) == "6/7 (14–29th pct)"
+    assert cs.band_name(7, 7) == "7/7 (0–14th pct)" and cs.band_name(3, 7) == "3/7 (57–71st pct)"
+
+
 def test_similarity_is_abs_cosine_accumulated_over_column_blocks():
     C = np.random.default_rng(2).normal(size=(4, 11))
     C[3] = -2 * C[0]
@@ -209,11 +232,43 @@ def test_example_table_and_exports():
     assert table["correct"].tolist() == [True, False] and table["text"].tolist() == ["t0", "t45"]
     frame = cs.coefficients_frame(data)
     assert list(frame.columns[:3]) == ["idx", "gold", "prediction"] and frame.shape == (60, 6)
+    texts = [f"=t{i}, \"quoted\"" for i in range(60)]
+    assert cs.coefficients_frame(data, texts).columns.tolist() == ["idx", "gold", "prediction", "w0", "w1", "w2",
+                                                                   "text"]
     from safetensors.numpy import load
 
     loaded = load(cs.components_safetensors(dec, {"run": "abc"}))
     np.testing.assert_array_equal(loaded["components"], dec.G)
     np.testing.assert_array_equal(loaded["kept"], dec.kept)
+
+
+def test_values_below_float32_resolution_of_their_row_maximum_become_zero():
+    W = np.array([[1.0, 5.2e-44, 1.1e-7, 1.3e-7], [0.0, 0.0, 0.0, 0.0], [1e-30, 3e-38, 0.0, 2e-30]], np.float32)
+    eps = np.finfo(np.float32).eps  # 1.19e-7
+    expected = np.array([[1.0, 0, 0, 1.3e-7], [0, 0, 0, 0], [1e-30, 0, 0, 2e-30]], np.float32)
+    np.testing.assert_array_equal(cs.below_resolution_as_zero(W), expected)
+    W = np.random.default_rng(4).random((50, 6)).astype(np.float32) ** 40  # spans 1 down to ~1e-40
+    kept = cs.below_resolution_as_zero(W)
+    for i in range(len(W)):  # entry by entry: zero exactly when below eps times the row's maximum
+        for j in range(W.shape[1]):
+            assert kept[i, j] == (0 if W[i, j] < eps * W[i].max() else W[i, j])
+
+
+def test_coefficient_csv_has_texts_and_no_subnormal_noise():
+    data, _ = _planted(n_per=4)
+    W = data.W.copy()
+    W[0, 1], W[1, 2] = 5.2e-44, 1e-9  # noise: below 1.19e-7 times their rows' maxima (> 1)
+    W[2, :] = [0.123456789, 1e-9, 2e-8]  # 2e-8 > 0.1235 * 1.19e-7 = 1.47e-8: a real small value, kept
+    data = cs.BrowseData(W=W, labels=data.labels, probs=data.probs, label_names=data.label_names)
+    texts = [f"=cmd {i}, \"quoted\"\nline" for i in range(len(W))]
+    text = cs.coefficients_csv(data, texts).decode()
+    assert "e-44" not in text and "e-09" not in text and "2e-08" in text
+    back = pd.read_csv(io.StringIO(text))
+    assert back.columns.tolist() == ["idx", "gold", "prediction", "w0", "w1", "w2", "text"]
+    assert back["text"].tolist() == ["'" + t for t in texts]  # kept whole (quoted) and defused
+    assert back.loc[0, "w1"] == 0.0 and back.loc[1, "w2"] == 0.0 and back.loc[2].tolist()[3:6] == [0.123457, 0, 2e-8]
+    expected = cs.below_resolution_as_zero(W).astype(np.float64)
+    np.testing.assert_allclose(back[["w0", "w1", "w2"]].to_numpy(), expected, rtol=5e-6, atol=0)
 
 
 # -------------------------------------------------------------------------------------------------- map
@@ -262,6 +317,29 @@ def test_figure_builders_return_figures_with_the_data():
     assert np.nanmax(np.abs(tokens.data[0].z)) == 1.0
     pixels = figs.pixel_attribution_figure(np.zeros((8, 8)), {"class": np.ones((8, 8)), "component": -np.ones((8, 8))})
     assert len(pixels.data) == 3
+
+
+def test_module_shares_heatmap_names_component_module_and_share_on_every_cell():
+    shares = pd.DataFrame([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], columns=["embeddings", "layer.0", "classifier"])
+    fig = figs.module_shares_figure(shares)
+    heat = fig.data[0]
+    np.testing.assert_array_equal(np.asarray(heat.z), shares.to_numpy())
+    assert list(heat.x) == ["embeddings", "layer.0", "classifier"] and list(heat.y) == ["0", "1"]
+    assert "component %{y}" in heat.hovertemplate and "module %{x}" in heat.hovertemplate
+    assert "%{z:.1%}" in heat.hovertemplate and heat.text[0][0] == "70%"
+    assert fig.layout.xaxis.title.text == "module" and fig.layout.yaxis.title.text == "component"
+    assert heat.colorbar.title.text == "share of ‖g‖²"
+
+
+def test_the_zero_baseline_is_described_as_it_is_drawn():
+    grey = figs.pixel_attribution_figure(np.zeros((4, 4)), {"class": np.ones((4, 4))})
+    position, drawn = grey.data[0].colorscale[0]  # the colour of a 0 pixel in the input panel (zmin = 0)
+    assert grey.data[0].zmin == 0 and position == 0
+    assert min(map(int, re.findall(r"\d+", drawn))) >= 250, drawn  # white (gray_r starts at rgb(254, 254, 253))
+    assert "white" in figs.zero_image_description(np.zeros((4, 4)))
+    rgb = figs.pixel_attribution_figure(np.zeros((4, 4, 3)), {"class": np.ones((4, 4))})
+    assert np.asarray(rgb.data[0].z).max() == 0  # go.Image of rgb(0, 0, 0): black
+    assert "black" in figs.zero_image_description(np.zeros((4, 4, 3)))
 
 
 def test_example_grid_puts_each_caption_over_its_image_row_major():

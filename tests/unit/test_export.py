@@ -1,10 +1,11 @@
-"""Static figure export through kaleido and the system Chromium."""
+"""Static figure export through kaleido and the system Chromium; the PDF's title."""
+import re
 import struct
 
 import plotly.graph_objects as go
 import pytest
 
-from analysis.figures.export import figure_bytes
+from analysis.figures.export import UNTITLED, figure_bytes, with_pdf_title
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +28,44 @@ def test_svg_and_pdf_are_vector_files(fig):
 def test_unknown_format_is_refused(fig):
     with pytest.raises(ValueError, match="fmt must be one of \\['pdf', 'png', 'svg'\\], got 'gif'"):
         figure_bytes(fig, "gif")
+
+
+def _info_title(pdf: bytes) -> str:
+    """/Title of a PDF's Info dictionary, read the way a viewer does: the last startxref, its xref section and
+    trailer, the Info object at the offset that section gives (checked to start there), its title string."""
+    xref_at = int(re.findall(rb"startxref\s+(\d+)\s+%%EOF", pdf)[-1])
+    assert pdf[xref_at:xref_at + 4] == b"xref"
+    section = pdf[xref_at:pdf.index(b"trailer", xref_at)].split(b"\n")
+    trailer = pdf[pdf.index(b"trailer", xref_at):]
+    number = int(re.search(rb"/Info\s+(\d+)\s+0\s+R", trailer)[1])
+    offsets, line = {}, 1
+    while line < len(section) and section[line].strip():
+        first, count = map(int, section[line].split())
+        for i in range(count):
+            entry = section[line + 1 + i]
+            assert len(entry) + 1 == 20  # every xref entry is 20 bytes with its end of line
+            offsets[first + i] = int(entry[:10])
+        line += 1 + count
+    at = offsets[number]  # the newest xref section lists the Info object (a KeyError would fail the test)
+    assert pdf[at:].startswith(b"%d 0 obj" % number)
+    body = pdf[at:pdf.index(b"endobj", at)]
+    if m := re.search(rb"/Title\s*<([0-9A-Fa-f]+)>", body):
+        return bytes.fromhex(m[1].decode()).decode("utf-16")  # the BOM says big-endian
+    return re.search(rb"/Title\s*\((.*?)\)", body)[1].decode("latin-1")
+
+
+def test_pdf_title_is_the_figure_title_not_kaleidos_page():
+    pdf = figure_bytes(go.Figure(go.Bar(y=[1, 2]), layout_title_text="<b>Coefficients</b> of component 3 · naïve"),
+                       "pdf")
+    assert _info_title(pdf) == "Coefficients of component 3 · naïve"
+    assert b"(Kaleido-fier)" in pdf  # the original Info object is still there, superseded by the update
+    assert pdf.rstrip().endswith(b"%%EOF") and pdf.count(b"%%EOF") == 2
+    assert _info_title(figure_bytes(go.Figure(), "pdf", title="component_3_profile")) == "component_3_profile"
+    assert _info_title(figure_bytes(go.Figure(), "pdf")) == UNTITLED
+    assert _info_title(with_pdf_title(with_pdf_title(pdf, "first"), "second (x) \\ y")) == "second (x) \\ y"
+
+
+def test_a_pdf_without_an_info_reference_is_refused():
+    with pytest.raises(ValueError, match=r"^pdf: no trailer with an /Info reference at its end; cannot set the title "
+                                         r"of this file$"):
+        with_pdf_title(b"%PDF-1.4\ntrailer\n<</Root 1 0 R>>\nstartxref\n9\n%%EOF\n", "x")

@@ -83,18 +83,29 @@ def test_document_structure_and_rows():
     assert r"\section*{Run \#1 top\_examples}" in tex
     _check_structure(tex)
     assert re.findall(r"\\subsection\*\{Component (\d+)\}", tex) == ["3", "7"]
-    rows = [line for line in tex.splitlines() if re.match(r"^(fresh|ro)", line)]
+    assert tex.count(r"Example & Label & Prediction & Coefficient & Text \\") == 2
+    assert all(spec == "@{}rllr>{\\raggedright\\arraybackslash}p{0.56\\linewidth}@{}"
+               for spec in re.findall(r"\\begin\{longtable\}\{(.*)\}$", tex, re.M))  # five columns, as each row
+    rows = [line for line in tex.splitlines() if re.match(r"^\d+ & (fresh|ro)", line)]
     assert len(rows) == 7
     for row in rows:
-        assert len(re.findall(r"(?<!\\)&", row)) == 3 and row.endswith(r"\\")
-    assert rows[0] == (r"fresh & fresh & 1.0000 & 50\% \& more \{\#0\} \textasciitilde{} "
+        assert len(re.findall(r"(?<!\\)&", row)) == 4 and row.endswith(r"\\")
+    assert rows[0] == (r"0 & fresh & fresh & 1.0000 & 50\% \& more \{\#0\} \textasciitilde{} "
                        r"\textbackslash{}cite\textasciicircum{}\_\$ \\")
-    assert rows[1].startswith(r"ro\_tten & fresh & 0.8333 & ")
+    assert rows[1].startswith(r"1 & ro\_tten & fresh & 0.8333 & ")
+
+
+def test_each_row_starts_with_its_example_index_in_the_given_order():
+    frame = _examples(3).assign(idx=[912, 7, 40])
+    rows = component_table(0, frame).splitlines()
+    body = rows[rows.index(r"\endhead") + 1:rows.index(r"\bottomrule")]
+    assert [row.split(" & ")[0] for row in body] == ["912", "7", "40"]
+    assert [row.split(" & ")[4].rsplit(" ", 1)[0] for row in body] == [latex_escape(t) for t in frame["text"]]
 
 
 def test_image_examples_and_body_only():
     body = top_examples_latex({0: _examples(2, texts=False)}, standalone=False)
-    assert r"\documentclass" not in body and r"\textit{example 1}" in body
+    assert r"\documentclass" not in body and "\n1 & ro\\_tten & fresh & 0.5000 & \\textit{no text} \\\\\n" in body
     _check_structure(body)
     with pytest.raises(ValueError, match=r"^examples must have columns gold, prediction, coefficient, idx; "
                                          r"missing \['coefficient'\]$"):
