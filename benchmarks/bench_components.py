@@ -16,7 +16,7 @@ import numpy as np
 
 from analysis.components import BrowseData, overview, softmax, top_examples, top_table
 from analysis.store import Workspace
-from benchmarks.results import best_time, command_line, write_section
+from benchmarks.results import add_common_args, best_time, command_line, write_section
 
 
 def synthetic_W(n: int, r: int, per_example: int, seed: int = 0) -> np.ndarray:
@@ -35,7 +35,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=50, help="examples shown per query")
     parser.add_argument("--k", type=int, default=500, help="examples kept per component in the table")
     parser.add_argument("--queries", type=int, default=32)
+    add_common_args(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.r, args.queries = 2000, 16, 4
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
@@ -91,7 +94,7 @@ Lookup speed-up over the naive argsort: **{naive_ms / table_ms:,.0f}x**; goal < 
 matters for the overview, which needs every component's top examples: {args.r} argsorts would take
 {args.r * naive_ms / 1e3:.1f} s per page load). Top examples beyond the table's {args.k} fall back to a full sort.
 """
-    write_section("Component browser", command_line(), body)
+    write_section("Component browser", command_line(), body, path=args.results)
     print(body)
 
 

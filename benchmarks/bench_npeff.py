@@ -1,32 +1,43 @@
-"""NPEFF kernels: D-NPEFF against scikit-learn's MU NMF, LRM-NPEFF iterations against their sparse products.
+"""NPEFF kernels: D-NPEFF against scikit-learn's MU NMF; LRM-NPEFF iterations against the pre-#16 ones and
+against their two sparse products.
 
-Run from the repo root: `python -m benchmarks.bench_npeff`. Goals: D-NPEFF reaches scikit-learn's loss
->= 3x faster on CPU; an LRM-NPEFF joint iteration costs <= 1.5x its two sparse products X Gᵀ and Xᵀ Wag
-(n=5000, c=3, 2000 values per example, M=200k, r=64).
+Run from the repo root: `python -m benchmarks.bench_npeff` (`--quick`: tiny sizes, seconds). Goals: D-NPEFF
+reaches scikit-learn's loss >= 3x faster on CPU; on the text demo's PEFs (16.4M values, r = 128) an LRM-NPEFF
+joint iteration is >= 3x faster than the pre-#16 one (benchmarks/baseline_lrm.py) and costs <= 1.3x its two
+sparse products X Dᵀ and Xᵀ Wag done the fastest way measured. Both sides run with the same thread count
+(torch and the BLAS behind scikit-learn), in interleaved rounds.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 import torch
 from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf  # the exact init of NMF(init='random')
+from threadpoolctl import threadpool_limits
 
-from analysis.npeff import fit_d_npeff, fit_lrm_npeff
+from analysis.npeff import fit_d_npeff
+from analysis.npeff.common import fit_setup
+from analysis.npeff.lrm import LrmFitConfig, _lrm_problem, lrm_entries
 from analysis.pefs import DiagPefs, LrmPefs
-from benchmarks.results import best_time, command_line, write_section
+from benchmarks import baseline_lrm
+from benchmarks.results import Timings, add_common_args, command_line, interleaved, write_section
+from kernels import lrm_npeff
 from kernels import sparse as sp
+from kernels.distributed import LossMonitor
 
 SKLEARN_ITERS = 150  # scikit-learn's run sets the target loss
 EXTRA_ITERS = 50  # D-NPEFF may take this many more iterations to reach it
 SAME_LOSS_RTOL = 1e-4  # "the same loss": the precision scikit-learn reports its own loss with (float32)
-LRM_ITERS = 7  # joint iterations per configuration; the fastest of the last 5 counts (one run each)
-PRODUCT_REPEATS = 3  # the sparse products alone: fastest of this many
+TEXT_DEMO_VALUES = 16384  # values per example of the text demo's PEFs (1000 examples: 16.4M values)
+DEMO_ROOT, WORKSPACE = Path("/tmp/ws"), Path("/tmp/bench_ws")  # as in bench_perturb_all
 
 
 # ------------------------------------------------------------------------------------------------ synthetic PEFs
@@ -111,10 +122,10 @@ def normalized_matrix(pefs: DiagPefs) -> scipy.sparse.csr_matrix:
                                    shape=(e.n_examples, e.n_cols))
 
 
-def sklearn_mu(A: scipy.sparse.csr_matrix, r: int) -> tuple[float, int, float, float]:
+def sklearn_mu(A: scipy.sparse.csr_matrix, r: int, max_iter: int) -> tuple[float, int, float, float]:
     """(seconds, iterations, ‖A − WH‖²_F in float64, its own float32 value) of scikit-learn's MU NMF."""
     start = time.perf_counter()
-    model = NMF(r, solver="mu", init="random", beta_loss="frobenius", max_iter=SKLEARN_ITERS, tol=0.0,
+    model = NMF(r, solver="mu", init="random", beta_loss="frobenius", max_iter=max_iter, tol=0.0,
                 random_state=0)
     W = model.fit_transform(A)
     seconds = time.perf_counter() - start
@@ -127,16 +138,16 @@ def frobenius_loss(A: scipy.sparse.csr_matrix, W: np.ndarray, H: np.ndarray) -> 
     return float(A64.multiply(A64).sum() - 2 * np.sum((A64 @ H64.T) * W64) + np.sum((W64.T @ W64) * (H64 @ H64.T)))
 
 
-def bench_d(n: int = 4000, M: int = 100_000, k: int = 1000, r: int = 32) -> str:
+def bench_d(n: int = 4000, M: int = 100_000, k: int = 1000, r: int = 32, sklearn_iters: int = SKLEARN_ITERS) -> str:
     pefs = diag_pefs(n, M, k, n_components=r)
     A = normalized_matrix(pefs)
-    sk_seconds, sk_iters, target, sk_reported = sklearn_mu(A, r)
+    sk_seconds, sk_iters, target, sk_reported = sklearn_mu(A, r, sklearn_iters)
     init = _initialize_nmf(A, r, init="random", random_state=0)  # the start scikit-learn's fit used
-    n_iters = SKLEARN_ITERS + EXTRA_ITERS
+    n_iters = sklearn_iters + EXTRA_ITERS
     _, trace = traced(fit_d_npeff, pefs, r, n_iters=n_iters, init=init)
     sk_per_iter = sk_seconds / sk_iters
     reached = [i for i, loss in enumerate(trace.losses) if loss <= target * (1 + SAME_LOSS_RTOL)]
-    same_count = trace.iterations.index(SKLEARN_ITERS)
+    same_count = trace.iterations.index(sklearn_iters)
     rows = ["| method | iterations | seconds | s / iteration | ‖A − WH‖²_F |", "|---|---|---|---|---|",
             f"| scikit-learn NMF(solver='mu', init='random') | {sk_iters} | {sk_seconds:.2f} | {sk_per_iter:.4f} "
             f"| {target:.4f} |"]
@@ -164,54 +175,116 @@ def bench_d(n: int = 4000, M: int = 100_000, k: int = 1000, r: int = 32) -> str:
 
 # ------------------------------------------------------------------------------------------------------ LRM
 
-def products_alone(pefs: LrmPefs, r: int) -> float:
-    """Best time of X Gᵀ plus best time of Xᵀ Wag on the same normalized, pruned matrix, random dense factors."""
-    e = sp.lrm_entries(torch.as_tensor(pefs.values), torch.as_tensor(pefs.indices),
-                       torch.as_tensor(pefs.class_offsets), pefs.n_parameters)
-    e = sp.normalize(sp.restrict_columns(e, sp.prune_columns(e, 1)), sp.lrm_scales(torch.as_tensor(pefs.norms)))
-    X, Xt = sp.csr_pair(e)
-    Gt, Wag = torch.randn(e.n_cols, r), torch.randn(e.n_rows, r)
-    return (best_time(lambda: X @ Gt, PRODUCT_REPEATS, warmup=True)
-            + best_time(lambda: Xt @ Wag, PRODUCT_REPEATS, warmup=True))
+def text_demo_pefs(demo_root: Path, workspace: Path) -> LrmPefs:
+    """The text demo's LRM-PEFs with 16384 values per example, from `workspace` (computed there when missing)."""
+    from analysis.demos import load_demo
+    from analysis.runs import load_pefs, pefs_run
+    from analysis.store import Workspace
+    model, dataset, _ = load_demo("text", demo_root)
+    ws = Workspace(workspace)
+    return load_pefs(ws, pefs_run(ws, model, dataset, kind="lrm", n_values_per_example=TEXT_DEMO_VALUES,
+                                  device="cpu"))
 
 
-def lrm_iteration(pefs: LrmPefs, r: int) -> tuple[float, float]:
-    """(best seconds per joint iteration, seconds of the two sparse products alone)."""
-    _, trace = traced(fit_lrm_npeff, pefs, r, n_iters=LRM_ITERS, n_iters_g_only=0, seed=0)
-    steps = np.diff(trace.times[:LRM_ITERS])  # progress at the start of every iteration
-    return float(steps[1:].min()), products_alone(pefs, r)
+def problems(pefs: LrmPefs) -> tuple[baseline_lrm.LrmProblem, lrm_npeff.LrmProblem]:
+    """The same normalized, pruned X as the pre-#16 fit held it (X and Xᵀ, torch CSR int64) and as the fit now
+    holds it (once, by columns, built block by block; CpuProducts)."""
+    config = LrmFitConfig(n_components=1, n_iters=1)
+    setup = fit_setup(pefs, LrmPefs, config, lrm_entries, "cpu", None, "G", None,
+                      rows_per_example=lambda p: p.n_classes, example_stat=sp.example_grams)
+    new = _lrm_problem(setup)
+    e = sp.restrict_columns(lrm_entries(pefs, torch.device("cpu")), setup.kept)
+    X, Xt = baseline_lrm.csr_pair(e)
+    return baseline_lrm.LrmProblem(X, Xt, pefs.n_examples, new.tr_xx), new
 
 
-def bench_lrm(n: int = 5000, c: int = 3, M: int = 200_000) -> str:
-    configs = [(2000, 64), (500, 64), (1000, 64), (2000, 16), (2000, 128)]  # (values per example, r)
-    rows = ["| values / example | nnz | r | s / joint iteration | X Gᵀ + Xᵀ Wag alone (s) | ratio |",
-            "|---|---|---|---|---|---|"]
-    headline = ""
-    pefs_by_k: dict[int, LrmPefs] = {}
-    for k, r in configs:
-        pefs = pefs_by_k.setdefault(k, lrm_pefs(n, c, M, k))
-        iteration, products = lrm_iteration(pefs, r)
-        rows.append(f"| {k} | {n * k:,} | {r} | {iteration:.3f} | {products:.3f} | {iteration / products:.2f}x |")
-        if not headline:
-            headline = (f"**Headline (k=2000, r=64): a joint iteration costs {iteration / products:.2f}x its two "
-                        f"sparse products** (goal ≤ 1.5x).")
-    return (f"### LRM-NPEFF joint iteration vs its sparse products (n={n}, c={c}, M={M:,})\n\n"
-            f"Per configuration one fit of {LRM_ITERS} joint iterations (no G-only phase); the iteration time is "
-            f"the shortest gap between progress calls, skipping the first. The products are timed alone on the "
-            f"same matrix (fastest of {PRODUCT_REPEATS} each); minima, because other jobs share the machine. "
-            f"Repetitions were cut, not sizes, to keep the benchmark "
-            f"within its time budget; the iteration includes the W step, the exact line search (X Dᵀ replaces "
-            f"X Gᵀ; AG and GG move with the step) and the dense r²m products.\n\n" + "\n".join(rows) +
-            f"\n\n{headline}\n")
+def product_candidates(old: baseline_lrm.LrmProblem, new: lrm_npeff.LrmProblem, r: int
+                       ) -> dict[str, Callable[[], object]]:
+    """Ways to compute X Dᵀ [n*c, r] and Xᵀ Wag [m, r] on the same matrix, random dense factors."""
+    X, Xt = old.X, old.Xt
+    m, nc = Xt.shape
+    gen = torch.Generator().manual_seed(0)
+    Dt, Wag = torch.randn(m, r, generator=gen), torch.randn(nc, r, generator=gen)
+    X32 = sp.csr_tensor(X.crow_indices().int(), X.col_indices().int(), X.values(), tuple(X.shape))
+    Xt32 = sp.csr_tensor(Xt.crow_indices().int(), Xt.col_indices().int(), Xt.values(), tuple(Xt.shape))
+    by_cols = scipy.sparse.csc_matrix((Xt.values().numpy(), Xt.col_indices().int().numpy(),
+                                       Xt.crow_indices().int().numpy()), shape=(nc, m))
+    by_rows = scipy.sparse.csr_matrix((X.values().numpy(), X.col_indices().int().numpy(),
+                                       X.crow_indices().int().numpy()), shape=(nc, m))
+    Dn, Wn = Dt.numpy(), Wag.numpy()
+    return {
+        "X Dᵀ: torch CSR int64 (pre-#16)": lambda: X @ Dt,
+        "X Dᵀ: torch CSR int32": lambda: X32 @ Dt,
+        "X Dᵀ: scipy CSR, 1 thread": lambda: by_rows @ Dn,
+        "X Dᵀ: scipy CSC, 1 thread": lambda: by_cols @ Dn,
+        "X Dᵀ: scipy CSC column blocks in threads (used)": lambda: new.X.x_times(Dt),
+        "Xᵀ Wag: torch CSR int64 (pre-#16)": lambda: Xt @ Wag,
+        "Xᵀ Wag: torch CSR int32 (used)": lambda: new.X.xt_times(Wag),
+        "Xᵀ Wag: scipy CSR, 1 thread": lambda: by_cols.T @ Wn,
+    }
+
+
+def iteration_seconds(run: Callable, problem, n: int, m: int, r: int, n_iters: int) -> list[float]:
+    """Seconds of each joint iteration after the first of one fit of n_iters (progress gaps), same init."""
+    W, Gt = lrm_npeff.init_factors(n, m, m, r, seed=0, rank=0)
+    schedule = lrm_npeff.LrmSchedule(0, n_iters, 1.0, "line_search", 0.0)
+    stamps = []
+    monitor = LossMonitor("bench", n_iters, None, lambda *_: stamps.append(time.perf_counter()), "")
+    run(problem, W, Gt, schedule, monitor)
+    return list(np.diff(stamps[:n_iters])[1:])  # progress comes at the start of every iteration, then at the end
+
+
+def bench_lrm_text(pefs: LrmPefs, r: int, rounds: int, n_iters: int, title: str) -> str:
+    old, new = problems(pefs)
+    m, nnz = new.X.n_cols, old.X.values().numel()
+    products = interleaved(product_candidates(old, new, r), rounds)
+    fastest_xd = min((t.median, name) for name, t in products.items() if name.startswith("X D"))
+    fastest_xtw = min((t.median, name) for name, t in products.items() if name.startswith("Xᵀ"))
+    product_rows = [f"| {name} | {t.median:.3f} | {t.min:.3f} |" for name, t in products.items()]
+    olds, news = [], []
+    for _ in range(rounds):  # interleaved: a pre-#16 fit, then a new one
+        olds.append(iteration_seconds(baseline_lrm.run_lrm_npeff, old, pefs.n_examples, m, r, n_iters))
+        news.append(iteration_seconds(lrm_npeff.run_lrm_npeff, new, pefs.n_examples, m, r, n_iters))
+    old_t, new_t = Timings([s for rnd in olds for s in rnd]), Timings([s for rnd in news for s in rnd])
+    speedup = float(np.median([np.median(o) / np.median(n) for o, n in zip(olds, news)]))
+    floor = fastest_xd[0] + fastest_xtw[0]
+    return (f"### {title}: LRM-NPEFF joint iteration, r = {r}\n\n"
+            f"n = {pefs.n_examples}, c = {pefs.n_classes}, m = {m:,} kept parameters, nnz = {nnz:,}. "
+            f"{rounds} interleaved rounds; each round times every product once (after one warm-up call of each), "
+            f"then one fit of {n_iters} joint iterations on the pre-#16 code and one on the new code (same init; "
+            f"the first iteration of each fit is left out). Medians and minima over all timings.\n\n"
+            "| sparse product (same matrix, random factors) | median s | min s |\n|---|---|---|\n"
+            + "\n".join(product_rows) +
+            "\n\n| joint iteration | median s | min s |\n|---|---|---|\n"
+            f"| pre-#16 (baseline_lrm.py: X and Xᵀ torch CSR int64) | {old_t.median:.3f} | {old_t.min:.3f} |\n"
+            f"| now (X once by columns, int32; kernels/sparse_products.py) | {new_t.median:.3f} | {new_t.min:.3f} |\n\n"
+            f"**Joint iteration {speedup:.2f}x faster than pre-#16** (median of the per-round ratios of medians; "
+            f"goal ≥ 3x). **Iteration / its two products done the fastest way measured "
+            f"({fastest_xd[1].split(': ')[1]} + {fastest_xtw[1].split(': ')[1]}, {floor:.3f} s) = "
+            f"{new_t.median / floor:.2f}x** (goal ≤ 1.3x).\n")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads and BLAS threads of every side")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--r", type=int, default=128)
+    parser.add_argument("--demo-root", type=Path, default=DEMO_ROOT, help="where the built text demo is")
+    parser.add_argument("--workspace", type=Path, default=WORKSPACE, help="where its PEFs are stored or computed")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     start, load_before = time.perf_counter(), os.getloadavg()[0]
-    body = bench_d() + "\n" + bench_lrm()
-    body += (f"\nTotal benchmark time: {time.perf_counter() - start:.0f} s. The machine is shared: 1-minute load "
-             f"average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (on 2 cores, other "
-             f"jobs slow the 2-thread torch side more than single-threaded scipy).\n")
-    write_section("NPEFF", command_line(), body)
+    with threadpool_limits(args.threads):
+        if args.quick:
+            body = bench_d(n=100, M=2000, k=20, r=4, sklearn_iters=10) + "\n" + bench_lrm_text(
+                lrm_pefs(50, 2, 5000, 100), r=8, rounds=2, n_iters=4, title="Synthetic LRM-PEFs (quick)")
+        else:
+            body = bench_d() + "\n" + bench_lrm_text(text_demo_pefs(args.demo_root, args.workspace), r=args.r,
+                                                     rounds=args.rounds, n_iters=6, title="Text demo PEFs")
+    body += (f"\nTotal benchmark time: {time.perf_counter() - start:.0f} s, {args.threads} threads on every side. "
+             f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end.\n")
+    write_section("NPEFF", command_line(), body, path=args.results)
     print(body)
 
 

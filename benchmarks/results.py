@@ -1,13 +1,16 @@
 """Write one benchmark's section of benchmarks/RESULTS.md, leaving the other sections untouched."""
 from __future__ import annotations
 
+import argparse
 import platform
-import time
-from typing import Callable
 import re
+import statistics
 import sys
+import time
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -51,3 +54,38 @@ def best_time(f: Callable[[], object], repeats: int, *, warmup: bool = False) ->
         f()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """--quick (tiny sizes, seconds: CI runs it so that no benchmark rots) and --results (where to write)."""
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds: checks that the script runs")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the markdown file whose section is rewritten")
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock seconds of one measured callable over interleaved rounds."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def min(self) -> float:
+        return min(self.seconds)
+
+
+def interleaved(callables: dict[str, Callable[[], object]], rounds: int, *, warmup: bool = True) -> dict[str, Timings]:
+    """Time every callable once per round, in turn (so that load from other jobs hits all of them alike)."""
+    if warmup:
+        for f in callables.values():
+            f()
+    seconds: dict[str, list[float]] = {name: [] for name in callables}
+    for _ in range(rounds):
+        for name, f in callables.items():
+            start = time.perf_counter()
+            f()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: Timings(times) for name, times in seconds.items()}

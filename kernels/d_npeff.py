@@ -1,8 +1,9 @@
 """D-NPEFF: Lee–Seung multiplicative-update NMF min_{W, H ≥ 0} ‖A − WH‖²_F on sparse D-PEFs (spec §2).
 
-A [n, m] holds the normalized, pruned D-PEFs. H is held transposed, Ht = Hᵀ [m_p, r], so that both
-A Hᵀ and WᵀA = (Aᵀ W)ᵀ are CSR @ dense. Under torch.distributed each rank holds a column slice of A, Aᵀ
-and Ht; A Hᵀ [n, r], H Hᵀ [r, r] and the loss terms are summed across ranks, W is replicated.
+A [n, m] holds the normalized, pruned D-PEFs. H is held transposed, Ht = Hᵀ [m_p, r], so that the sparse
+products are A Hᵀ and WᵀA = (Aᵀ W)ᵀ, both from one copy of A (kernels.sparse_products). Under
+torch.distributed each rank holds a column slice of A and Ht; A Hᵀ [n, r], H Hᵀ [r, r] and the loss terms
+are summed across ranks, W is replicated.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from kernels.distributed import Checkpoint, LossMonitor, all_reduce_sum_, checkpoint_due, rank_generator
+from kernels.sparse_products import SparseProducts
 
 MU_EPS = 1e-8  # training, both factors
 FIT_EPS = 1e-7  # coefficient fitting with H fixed
@@ -20,8 +22,7 @@ FIT_EPS = 1e-7  # coefficient fitting with H fixed
 class DiagProblem:
     """The normalized, pruned D-PEF matrix as held by one rank."""
 
-    A: torch.Tensor  # [n, m_p] CSR, this rank's columns
-    At: torch.Tensor  # [m_p, n] CSR
+    A: SparseProducts  # A [n, m_p], this rank's columns
     sq_norm: float  # ‖A‖²_F over all ranks' columns
 
 
@@ -52,7 +53,7 @@ def nmf_loss(sq_norm: float, W: torch.Tensor, WtW: torch.Tensor, AHt: torch.Tens
 
 def shared_products(problem: DiagProblem, Ht: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A Hᵀ [n, r] and H Hᵀ [r, r], summed over the column partitions."""
-    AHt = problem.A @ Ht  # [n, r]
+    AHt = problem.A.x_times(Ht)  # [n, r]
     HHt = Ht.T @ Ht  # [r, r]
     all_reduce_sum_(AHt, HHt)
     return AHt, HHt
@@ -74,7 +75,7 @@ def run_d_npeff(problem: DiagProblem, W: torch.Tensor, Ht: torch.Tensor, n_iters
             break
         W = w_step(W, AHt, HHt)
         WtW = W.T @ W
-        Ht = h_step(Ht, problem.At @ W, WtW)  # Aᵀ W: [m_p, r]
+        Ht = h_step(Ht, problem.A.xt_times(W), WtW)  # Aᵀ W: [m_p, r]
         AHt, HHt = shared_products(problem, Ht)
         done = t + 1
         if checkpoint is not None and checkpoint_due(done, checkpoint_every, n_iters):

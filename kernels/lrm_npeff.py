@@ -2,8 +2,9 @@
 
 With X [n*c, m] (rows a_ijᵀ) everything goes through AG = X Gᵀ and Wagᵀ X:
 L = tr_xx − 2⟨W, N⟩ + ⟨WᵀW, HH⟩, N_ik = Σ_j AG[(i,j), k]², HH = (GGᵀ)∘².
-G is held transposed, Gt = Gᵀ [m_p, r], so both sparse products are CSR @ dense (Wagᵀ X = (Xᵀ Wag)ᵀ).
-Under torch.distributed each rank holds a column slice of X, Xᵀ and Gt (kernels.distributed).
+G is held transposed, Gt = Gᵀ [m_p, r], so the sparse products are X @ Gt and Xᵀ @ Wag (Wagᵀ X = (Xᵀ Wag)ᵀ),
+both from one copy of X (kernels.sparse_products). Under torch.distributed each rank holds a column slice of X
+and Gt (kernels.distributed).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from kernels.distributed import Checkpoint, LossMonitor, all_reduce_sum_, checkpoint_due, rank_generator
+from kernels.sparse_products import SparseProducts
 
 MU_EPS = 1e-9  # W <- W * N / (W @ HH + eps)
 REFRESH_EVERY = 50  # recompute AG and GG from G this often; in between they are updated with the step
@@ -25,8 +27,7 @@ REFRESH_EVERY = 50  # recompute AG and GG from G this often; in between they are
 class LrmProblem:
     """The normalized, pruned PEF matrix as held by one rank."""
 
-    X: torch.Tensor  # [n*c, m_p] CSR, this rank's columns
-    Xt: torch.Tensor  # [m_p, n*c] CSR, Xᵀ of the same columns
+    X: SparseProducts  # X [n*c, m_p], this rank's columns
     n_examples: int  # n
     tr_xx: float  # Σ_i ‖A_iᵀA_i‖²_F over all ranks' columns
 
@@ -61,7 +62,7 @@ def init_factors(n: int, m_local: int, m_total: int, r: int, seed: int, rank: in
 
 def shared_products(problem: LrmProblem, Gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """AG = X Gᵀ [n*c, r] and GG = G Gᵀ [r, r], summed over the column partitions."""
-    AG = problem.X @ Gt  # [n*c, r]
+    AG = problem.X.x_times(Gt)  # [n*c, r]
     GG = Gt.T @ Gt  # [r, r]
     all_reduce_sum_(AG, GG)
     return AG, GG
@@ -93,7 +94,7 @@ def g_gradient(problem: LrmProblem, Gt: torch.Tensor, W: torch.Tensor, AG: torch
     n, r = W.shape
     Wag = (W.unsqueeze(1) * AG.view(n, -1, r)).reshape(-1, r)  # [n*c, r]
     # Ĝᵀ = Gᵀ((WᵀW)∘GG) − Xᵀ Wag, accumulated in place
-    grad = (problem.Xt @ Wag).neg_().addmm_(Gt, (W.T @ W) * GG)  # [m_p, r]
+    grad = problem.X.xt_times(Wag).neg_().addmm_(Gt, (W.T @ W) * GG)  # [m_p, r]
     if ortho_reg > 0:
         # ∇‖GGᵀ − sI‖²_F = 4(GGᵀ − sI)G with s = 2/r; it enters Ĝ (¼ of the gradient) as λ(GG − sI)G
         grad.addmm_(Gt, GG, alpha=ortho_reg).add_(Gt, alpha=-ortho_reg * 2 / r)
@@ -103,7 +104,7 @@ def g_gradient(problem: LrmProblem, Gt: torch.Tensor, W: torch.Tensor, AG: torch
 def direction_products(problem: LrmProblem, Gt: torch.Tensor, Dt: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For a step direction D (Dt [m_p, r]): AD = X Dᵀ [n*c, r], GD = G Dᵀ [r, r], DD = D Dᵀ [r, r], summed."""
-    AD = problem.X @ Dt  # [n*c, r]
+    AD = problem.X.x_times(Dt)  # [n*c, r]
     GD = Gt.T @ Dt  # [r, r]
     DD = Dt.T @ Dt  # [r, r]
     all_reduce_sum_(AD, GD, DD)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from analysis.devices import resolve_device
+from analysis.npeff.pef_matrix import BlockEntries, example_blocks, local_matrix, parameter_counts
 from kernels import sparse as sp
 from kernels.distributed import Checkpoint, ColumnSlice, broadcast_from_root_, column_slice, rank_and_world
 
@@ -130,13 +131,13 @@ def tensor(array: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch
     return torch.tensor(array, dtype=dtype, device=device)
 
 
-def prune(entries: sp.Entries, min_nnz_per_col: int) -> tuple[sp.Entries, torch.Tensor]:
-    """(entries over the kept columns, kept [m])."""
-    kept = sp.prune_columns(entries, min_nnz_per_col)
+def prune(counts: torch.Tensor, min_nnz_per_col: int) -> torch.Tensor:
+    """kept [m]: the parameters with at least min_nnz_per_col non-zero entries (counts [M])."""
+    kept = sp.kept_columns(counts, min_nnz_per_col)
     if len(kept) == 0:
         raise ValueError(f"no parameter has >= {min_nnz_per_col} non-zero PEF entries; "
                          f"lower min_nnz_per_col (now {min_nnz_per_col})")
-    return sp.restrict_columns(entries, kept), kept
+    return kept
 
 
 def my_columns(m: int) -> tuple[int, ColumnSlice]:
@@ -159,7 +160,7 @@ def initial_factors(init: tuple[np.ndarray, np.ndarray] | None, draw: Callable[[
 
 @dataclass(frozen=True)
 class FitSetup:
-    """What a fit starts from: the pruned PEFs of this rank's columns and the initial factors."""
+    """What a fit starts from: the normalized, pruned PEFs of this rank's columns (no other rank's)."""
 
     device: torch.device
     kept: torch.Tensor  # [m] int64, the kept parameters
@@ -168,27 +169,37 @@ class FitSetup:
     m: int  # kept parameters (all ranks)
     rank: int
     cols: ColumnSlice  # this rank's columns of the kept parameters
-    local: sp.Entries  # normalized entries of this rank's columns
+    X: sp.CscMatrix  # [n*c, m_p] on the CPU, normalized entries of this rank's columns
+    example_stats: torch.Tensor  # [n, ...] the variant's per-example statistic over this rank's columns
 
 
-def fit_setup(pefs, container: type, config: FitConfig, entries: Callable, device: str | torch.device | None,
-              init: tuple[np.ndarray, np.ndarray] | None, factor: str,
-              resume: FitCheckpoint | None = None) -> FitSetup:
-    """Check the inputs, normalize and prune the PEFs (spec §1.5-1.7) and slice this rank's columns."""
+def fit_setup(pefs, container: type, config: FitConfig, entries: BlockEntries, device: str | torch.device | None,
+              init: tuple[np.ndarray, np.ndarray] | None, factor: str, resume: FitCheckpoint | None, *,
+              rows_per_example: Callable[[object], int],
+              example_stat: Callable[[sp.Entries], torch.Tensor]) -> FitSetup:
+    """Check the inputs, then normalize and prune the PEFs (spec §1.5-1.7) into this rank's columns of X.
+
+    The PEFs are read a block of examples at a time, twice (analysis.npeff.pef_matrix); entries(pefs, device,
+    examples) gives a block's normalized entries, example_stat(block entries) its per-example statistic,
+    rows_per_example(pefs) the rows of X per example (LRM: c).
+    """
     check_pefs(pefs, container)
     config.validate()
     if resume is not None:
         check_resume(resume, init, config.total_iters)
     dev = resolve_device(device)
-    pruned, kept = prune(entries(pefs, dev), config.min_nnz_per_col)
+    blocks = example_blocks(pefs.n_examples, int(np.prod(pefs.values.shape[1:])))
+    counts = parameter_counts(pefs, blocks)  # [M]
+    kept = prune(counts, config.min_nnz_per_col)
     n, r, m = pefs.n_examples, config.n_components, len(kept)
     if init is not None:
         check_init(init, n, r, m, factor)
     if resume is not None:
         check_init((resume.W, resume.components), n, r, m, factor, name="resume")
     rank, cols = my_columns(m)
-    return FitSetup(device=dev, kept=kept, n=n, r=r, m=m, rank=rank, cols=cols,
-                    local=sp.slice_columns(pruned, cols.start, cols.stop))
+    X, stats = local_matrix(pefs, entries, blocks, counts, kept[cols.start:cols.stop], rows_per_example(pefs),
+                            example_stat)
+    return FitSetup(device=dev, kept=kept, n=n, r=r, m=m, rank=rank, cols=cols, X=X, example_stats=stats)
 
 
 def start_from(init: tuple[np.ndarray, np.ndarray] | None,

@@ -7,12 +7,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from analysis.npeff.common import (DEFAULT_CHECKPOINT_EVERY, Decomposition, FitCheckpoint, FitConfig,
+from analysis.npeff.common import (DEFAULT_CHECKPOINT_EVERY, Decomposition, FitCheckpoint, FitConfig, FitSetup,
                                    check_checkpointing, checkpoint_callback, fit_setup, initial_factors,
-                                   result_arrays, start_from, tensor)
+                                   result_arrays, start_from)
+from analysis.npeff.pef_matrix import read_rows
 from analysis.pefs import DiagPefs
 from kernels import d_npeff
 from kernels import sparse as sp
+from kernels.sparse_products import sparse_products
 from kernels.distributed import LossMonitor, Progress, all_reduce_sum_, gather_columns
 
 
@@ -23,9 +25,11 @@ class DiagFitConfig(FitConfig):
 
 def diag_entries(pefs: DiagPefs, device: torch.device, examples: slice = slice(None)) -> sp.Entries:
     """Normalized entries of A [n, M] for the given examples (spec §1.6)."""
-    entries = sp.diag_entries(tensor(pefs.values[examples], torch.float32, device),
-                              tensor(pefs.indices[examples], torch.int64, device), pefs.n_parameters)
-    return sp.normalize(entries, sp.diag_scales(tensor(pefs.norms[examples], torch.float32, device)))
+    def rows(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(read_rows(array, examples)).to(device=device, dtype=dtype)
+
+    entries = sp.diag_entries(rows(pefs.values, torch.float32), rows(pefs.indices, torch.int64), pefs.n_parameters)
+    return sp.normalize(entries, sp.diag_scales(rows(pefs.norms, torch.float32)))
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,17 @@ class DiagDecomposition(Decomposition):
         return d_npeff.fit_w(X, Ct, W, n_iters)
 
 
-def _diag_problem(local: sp.Entries) -> d_npeff.DiagProblem:
-    """A, Aᵀ of this rank's columns and ‖A‖²_F over all columns."""
-    sq_norm = local.values.double().square().sum()
+def example_sq_norms(entries: sp.Entries) -> torch.Tensor:
+    """[n] float64: ‖a_i‖² of each example's entries (summed over the column partitions: ‖A‖²_F)."""
+    sq = torch.zeros(entries.n_examples, dtype=torch.float64)
+    return sq.index_add_(0, entries.examples, entries.values.double().square())
+
+
+def _diag_problem(setup: FitSetup) -> d_npeff.DiagProblem:
+    """The products of this rank's columns of A and ‖A‖²_F over all columns."""
+    sq_norm = setup.example_stats.sum().to(setup.device)
     all_reduce_sum_(sq_norm)
-    A, At = sp.csr_pair(local)
-    return d_npeff.DiagProblem(A, At, float(sq_norm))
+    return d_npeff.DiagProblem(sparse_products(setup.X, setup.device), float(sq_norm))
 
 
 def fit_diag(pefs: DiagPefs, config: DiagFitConfig, *, device: str | torch.device | None = None,
@@ -67,8 +76,9 @@ def fit_diag(pefs: DiagPefs, config: DiagFitConfig, *, device: str | torch.devic
     `resume` = such a state ends exactly as the uninterrupted fit.
     """
     check_checkpointing(checkpoint, resume, checkpoint_every)
-    setup = fit_setup(pefs, DiagPefs, config, diag_entries, device, init, "H", resume)
-    problem = _diag_problem(setup.local)
+    setup = fit_setup(pefs, DiagPefs, config, diag_entries, device, init, "H", resume,
+                      rows_per_example=lambda p: 1, example_stat=example_sq_norms)
+    problem = _diag_problem(setup)
     start, done, losses = start_from(init, resume)
     W, Ht = initial_factors(start, lambda: d_npeff.init_factors(setup.n, setup.cols.size, setup.r, config.seed,
                                                                 setup.rank), setup.cols, setup.device)

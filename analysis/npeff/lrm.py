@@ -8,11 +8,13 @@ import numpy as np
 import torch
 
 from analysis.npeff.common import (DEFAULT_CHECKPOINT_EVERY, Decomposition, FieldSpec, FitCheckpoint, FitConfig,
-                                   check_at_least, check_checkpointing, check_finite_positive, checkpoint_callback,
-                                   fit_setup, initial_factors, result_arrays, start_from, tensor)
+                                   FitSetup, check_at_least, check_checkpointing, check_finite_positive,
+                                   checkpoint_callback, fit_setup, initial_factors, result_arrays, start_from)
+from analysis.npeff.pef_matrix import read_rows
 from analysis.pefs import LrmPefs
 from kernels import lrm_npeff
 from kernels import sparse as sp
+from kernels.sparse_products import sparse_products
 from kernels.distributed import LossMonitor, Progress, all_reduce_sum_, gather_columns
 
 DEFAULT_LR = 1.0  # with step="line_search": take the exact minimizer along the gradient
@@ -63,10 +65,12 @@ class LrmFitConfig(FitConfig):
 
 def lrm_entries(pefs: LrmPefs, device: torch.device, examples: slice = slice(None)) -> sp.Entries:
     """Normalized entries of X [n*c, M] for the given examples (spec §1.5-1.6)."""
-    entries = sp.lrm_entries(tensor(pefs.values[examples], torch.float32, device),
-                             tensor(pefs.indices[examples], torch.int64, device),
-                             tensor(pefs.class_offsets[examples], torch.int64, device), pefs.n_parameters)
-    return sp.normalize(entries, sp.lrm_scales(tensor(pefs.norms[examples], torch.float32, device)))
+    def rows(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.from_numpy(read_rows(array, examples)).to(device=device, dtype=dtype)
+
+    entries = sp.lrm_entries(rows(pefs.values, torch.float32), rows(pefs.indices, torch.int64),
+                             rows(pefs.class_offsets, torch.int64), pefs.n_parameters)
+    return sp.normalize(entries, sp.lrm_scales(rows(pefs.norms, torch.float32)))
 
 
 @dataclass(frozen=True)
@@ -87,12 +91,12 @@ class LrmDecomposition(Decomposition):
         return lrm_npeff.fit_w(X, n, Ct, W, n_iters)
 
 
-def _lrm_problem(local: sp.Entries, n: int) -> lrm_npeff.LrmProblem:
-    """X, Xᵀ of this rank's columns and tr_xx = Σ_i ‖A_iᵀA_i‖²_F over all columns (grams summed over ranks)."""
-    grams = sp.example_grams(local)  # [n, c, c]
+def _lrm_problem(setup: FitSetup) -> lrm_npeff.LrmProblem:
+    """The products of this rank's columns of X and tr_xx = Σ_i ‖A_iᵀA_i‖²_F over all columns (grams summed
+    over ranks)."""
+    grams = setup.example_stats.to(setup.device)  # [n, c, c]
     all_reduce_sum_(grams)
-    X, Xt = sp.csr_pair(local)
-    return lrm_npeff.LrmProblem(X, Xt, n, lrm_npeff.tr_xx_from_grams(grams))
+    return lrm_npeff.LrmProblem(sparse_products(setup.X, setup.device), setup.n, lrm_npeff.tr_xx_from_grams(grams))
 
 
 def fit_lrm(pefs: LrmPefs, config: LrmFitConfig, *, device: str | torch.device | None = None,
@@ -107,8 +111,9 @@ def fit_lrm(pefs: LrmPefs, config: LrmFitConfig, *, device: str | torch.device |
     REFRESH_EVERY), and a fit given `resume` = such a state ends exactly as the uninterrupted fit.
     """
     check_checkpointing(checkpoint, resume, checkpoint_every, multiple_of=lrm_npeff.REFRESH_EVERY)
-    setup = fit_setup(pefs, LrmPefs, config, lrm_entries, device, init, "G", resume)
-    problem = _lrm_problem(setup.local, setup.n)
+    setup = fit_setup(pefs, LrmPefs, config, lrm_entries, device, init, "G", resume,
+                      rows_per_example=lambda p: p.n_classes, example_stat=sp.example_grams)
+    problem = _lrm_problem(setup)
     start, done, losses = start_from(init, resume)
     W, Gt = initial_factors(start, lambda: lrm_npeff.init_factors(setup.n, setup.cols.size, setup.m, setup.r,
                                                                   config.seed, setup.rank), setup.cols, setup.device)

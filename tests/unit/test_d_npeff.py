@@ -8,6 +8,7 @@ from analysis.npeff import DiagDecomposition, fit_coefficients, fit_d_npeff
 from analysis.pefs import DiagPefs, LrmPefs
 from kernels import d_npeff as K
 from kernels import sparse as sp
+from kernels.sparse_products import CpuProducts
 
 
 def planted(n=200, r=5, M=300, support=40, seed=0):
@@ -58,8 +59,8 @@ def test_loss_formula_and_monotone_steps_in_float64():
     rng = np.random.default_rng(3)
     A = np.abs(rng.normal(size=(9, 30))) * (rng.random((9, 30)) < 0.4)
     rows, cols = np.nonzero(A)
-    X = sp.to_csr(torch.as_tensor(rows), torch.as_tensor(cols), torch.as_tensor(A[rows, cols]), A.shape)
-    problem = K.DiagProblem(X, X.t().to_sparse_csr(), float(np.square(A).sum()))
+    entries = sp.Entries(torch.as_tensor(rows), torch.as_tensor(cols), torch.as_tensor(A[rows, cols]), 9, 1, 30)
+    problem = K.DiagProblem(CpuProducts.of(sp.csc_matrix(entries)), float(np.square(A).sum()))
     W, Ht = K.init_factors(9, 30, 4, seed=0, rank=0, dtype=torch.float64)
     losses = []
     for _ in range(20):
@@ -68,7 +69,7 @@ def test_loss_formula_and_monotone_steps_in_float64():
         np.testing.assert_allclose(losses[-1], np.square(A - W.numpy() @ Ht.numpy().T).sum(), rtol=1e-10)
         W = K.w_step(W, AHt, HHt)
         losses.append(K.nmf_loss(problem.sq_norm, W, W.T @ W, AHt, HHt))
-        Ht = K.h_step(Ht, problem.At @ W, W.T @ W)
+        Ht = K.h_step(Ht, problem.A.xt_times(W), W.T @ W)
     assert np.all(np.diff(losses) <= 1e-12 * losses[0])
 
 

@@ -10,6 +10,7 @@ from analysis.npeff import LrmDecomposition, fit_coefficients, fit_lrm_npeff
 from analysis.pefs import DiagPefs, LrmPefs
 from kernels import lrm_npeff as K
 from kernels import sparse as sp
+from kernels.sparse_products import CpuProducts
 from kernels.distributed import LossMonitor
 
 
@@ -58,8 +59,7 @@ def problem64(pefs: LrmPefs) -> K.LrmProblem:
     """The unnormalized, unpruned problem in float64 for exact checks."""
     e = sp.lrm_entries(torch.as_tensor(pefs.values, dtype=torch.float64), torch.as_tensor(pefs.indices),
                        torch.as_tensor(pefs.class_offsets), pefs.n_parameters)
-    X, Xt = sp.csr_pair(e)
-    return K.LrmProblem(X, Xt, pefs.n_examples, K.tr_xx_from_grams(sp.example_grams(e)))
+    return K.LrmProblem(CpuProducts.of(sp.csc_matrix(e)), pefs.n_examples, K.tr_xx_from_grams(sp.example_grams(e)))
 
 
 def autograd_loss(A: torch.Tensor, W: torch.Tensor, G: torch.Tensor, ortho_reg: float = 0.0) -> torch.Tensor:
