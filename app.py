@@ -18,6 +18,7 @@ pages = {
               st.Page("pages/components.py", title="Components", icon=":material/extension:"),
               st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
               st.Page("pages/perturb.py", title="Perturb", icon=":material/tune:"),
+              st.Page("pages/merge.py", title="Merge", icon=":material/merge:"),
               st.Page("pages/jobs.py", title="Jobs", icon=":material/timer:")],
     "ReLU training": [st.Page("pages/zonotope.py", title="Zonotope explorer", icon=":material/hexagon:")],
 }

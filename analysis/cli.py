@@ -8,6 +8,9 @@ Heavy runs can go here (also under torchrun on a GPU box) and be browsed later i
   python -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
   torchrun --nproc_per_node 2 -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
   python -m analysis.cli fit-coeffs --decomposition RUN_ID --pefs OTHER_RUN_ID --iters 200
+  python -m analysis.cli merge --demo --out merged/
+  python -m analysis.cli merge --model a/ --fisher-data a_train.npz --eval-data a_val.npz \
+      --model b/ --fisher-data b_train.npz --eval-data b_val.npz --lambdas 51 --out merged/
   python -m analysis.cli runs
   python -m analysis.cli jobs
   python -m analysis.cli job run JOB_ID   (what the dashboard starts in the background)
@@ -41,6 +44,7 @@ from analysis.jobs import JobCancelled, compute_spec, list_jobs, own_job, run_jo
 from analysis.loading import (DatasetSpec, ModelSpec, adapter_settings, check_pair, demo_specs, load_dataset_spec,
                               load_model_spec, pair_dataset, paired_dataset_spec, register_pair)
 from analysis.models import ParamScope
+from analysis.perturb.diag import FISHER_FLOOR
 from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
 from analysis.variants import DEFAULT_VARIANT, VARIANTS
 
@@ -300,6 +304,80 @@ def _fit_coeffs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge_parents(args: argparse.Namespace, root: Path):
+    """The merge-pair demo's parents, or one parent per --model with its --fisher-data and --eval-data."""
+    from analysis.merge.specs import ParentSpec, demo_parents
+
+    if args.demo:
+        if args.model or args.fisher_data or args.eval_data:
+            raise ValueError("--demo merges the merge-pair demo; leave out --model, --fisher-data and --eval-data")
+        return demo_parents(root)
+    counts = {"--model": len(args.model), "--fisher-data": len(args.fisher_data), "--eval-data": len(args.eval_data)}
+    if len(set(counts.values())) != 1 or counts["--model"] < 2:
+        raise ValueError(f"give --model, --fisher-data and --eval-data once per model, for 2 or more models (or "
+                         f"--demo), got {counts}")
+    names = args.name or [chr(ord("A") + i) for i in range(len(args.model))]
+    if len(names) != len(args.model):
+        raise ValueError(f"give one --name per --model, got {len(names)} names for {len(args.model)} models")
+    scope = parse_scope(args.scope)
+    parents = []
+    for name, model, fisher, evaluation in zip(names, args.model, args.fisher_data, args.eval_data):
+        loaded = load_model_spec(ModelSpec(source=model, scope=scope), root)
+        data = [paired_dataset_spec(loaded, DatasetSpec(source=path, text_columns=tuple(args.text_column),
+                                                        label_column=args.label_column))
+                for path in (fisher, evaluation)]
+        parents.append(ParentSpec(name, ModelSpec(source=model, scope=scope), *data))
+    return parents
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """A merge sweep, headless: a table of the best λ per method, the sweep as CSV and the figures."""
+    from analysis.figures.export import figure_bytes
+    from analysis.figures.merge import lambda_accuracy_figure, task_accuracy_figure
+    from analysis.merge import MergeSettings, SweepSettings
+    from analysis.merge.runs import load_merge, merge_run
+    from analysis.merge.specs import MERGE_DEMO, load_parent, merge_spec
+    from analysis.merge.sweep import best_by_method
+
+    ws = _workspace(args)
+    if args.demo:
+        with about(demo_folder(MERGE_DEMO, ws.root)):
+            build_demo(MERGE_DEMO, ws.root)
+    specs = _merge_parents(args, ws.root)
+    settings = SweepSettings(methods=tuple(args.methods), n_lambdas=args.lambdas, empirical=args.empirical,
+                             merge=MergeSettings(fisher_floor=args.floor, normalize=args.normalize),
+                             batch_size=args.batch_size)
+    bar, progress = _bar("merge", "step")
+    with own_job(ws, "merge", merge_spec(specs, settings, demo=MERGE_DEMO if args.demo else None)) as job, bar:
+        parents = [load_parent(ws, spec) for spec in specs]
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.set_description(stage)
+            progress(done, total)
+            job(stage, done, total)
+
+        run = merge_run(ws, parents, settings, device=args.device, progress=report)
+        job.result = run.id
+    sweep = load_merge(ws, run)
+    out = Path(args.out) if args.out else ws.root / "merges" / run.id
+    out.mkdir(parents=True, exist_ok=True)
+    sweep.table.to_csv(out / "merge_sweep.csv", index=False)
+    written = [out / "merge_sweep.csv"]
+    for name, fig in (("merge_tasks", task_accuracy_figure(sweep)), ("merge_lambda", lambda_accuracy_figure(sweep))):
+        (out / f"{name}.html").write_text(fig.to_html(include_plotlyjs="cdn"))
+        written.append(out / f"{name}.html")
+        if args.png:
+            (out / f"{name}.png").write_bytes(figure_bytes(fig, "png"))
+            written.append(out / f"{name}.png")
+    print(f"merge run {run.id} ({len(parents)} models, {args.lambdas} values of λ)")
+    print("parents on each task's validation data:")
+    print(sweep.parents.to_string(index=False, float_format="{:.3f}".format))
+    print("best λ per method (highest mean accuracy):")
+    print(best_by_method(sweep).to_string(index=False, float_format="{:.3f}".format))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def _runs(args: argparse.Namespace) -> int:
     table = _workspace(args).runs()
     print(table[["id", "kind", "status", "created", "summary"]].to_string(index=False) if len(table) else "no runs")
@@ -384,6 +462,27 @@ def parser() -> argparse.ArgumentParser:
     coeffs.add_argument("--seed", type=int, default=0)
     coeffs.add_argument("--device")
     coeffs.set_defaults(func=_fit_coeffs)
+
+    merge = sub.add_parser("merge", help="merge 2+ models by isotropic averaging and Fisher merging over λ")
+    merge.add_argument("--demo", action="store_true", help="the merge-pair demo: CNNs on digits 0-4 and 5-9")
+    merge.add_argument("--model", action="append", default=[], help="a checkpoint to merge (repeat per model)")
+    merge.add_argument("--fisher-data", action="append", default=[], help="its Fisher's dataset (repeat per model)")
+    merge.add_argument("--eval-data", action="append", default=[], help="its validation dataset (repeat per model)")
+    merge.add_argument("--name", action="append", default=[], help="its task's name (default A, B, ...)")
+    merge.add_argument("--text-column", action="append", default=[], help="text column(s) of text datasets")
+    merge.add_argument("--label-column", help="label column of text datasets")
+    merge.add_argument("--scope", default="all", help="all | last:N | re:PATTERN (default: all)")
+    merge.add_argument("--methods", nargs="+", default=["average", "fisher"], help="merge methods to sweep")
+    merge.add_argument("--lambdas", type=int, default=51, help="values of λ in [0, 1] (default: 51, the paper's)")
+    merge.add_argument("--empirical", action="store_true", help="empirical Fisher (gold label) instead of the "
+                                                                "expectation over the model's classes")
+    merge.add_argument("--normalize", action="store_true", help="divide each Fisher by its L2 norm first")
+    merge.add_argument("--floor", type=float, default=FISHER_FLOOR, help="Fisher floor (default: %(default)s)")
+    merge.add_argument("--batch-size", type=int, default=32)
+    merge.add_argument("--device", default=None)
+    merge.add_argument("--out", help="folder for merge_sweep.csv and the figures (default: <workspace>/merges/RUN)")
+    merge.add_argument("--png", action="store_true", help="also export the figures as PNG (needs Chromium)")
+    merge.set_defaults(func=_merge)
 
     runs = sub.add_parser("runs", help="list the runs in the workspace")
     runs.set_defaults(func=_runs)

