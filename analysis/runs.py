@@ -116,11 +116,35 @@ def _chunk_pefs(model: ClassifierModel, dataset: Dataset, start: int, stop: int,
     return pefs.subset(np.argsort(order))
 
 
+@dataclass(frozen=True)
+class _ChunkFile:
+    """One chunk's array, read only while it is written out, so that assembly holds one chunk at a time (memory
+    maps of every chunk would keep each page read so far mapped until the whole array is written)."""
+
+    ws: Workspace
+    run_id: str
+    name: str  # the chunk file's array name
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @classmethod
+    def open(cls, ws: Workspace, run_id: str, name: str) -> "_ChunkFile":
+        header = ws.load_array(run_id, name)  # a memory map: reads the header, touches no rows
+        return cls(ws, run_id, name, header.shape, header.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        rows = self.ws.load_array(self.run_id, self.name, mmap=False)  # freed once this part is written
+        return rows if dtype is None else rows.astype(dtype)
+
+
 def _assemble(ws: Workspace, writer: RunWriter, n_chunks: int, names: list[str]) -> int:
     """Write each full array from the chunk files, one chunk in memory at a time; returns the row count."""
     n_rows = 0
     for name in names:
-        parts = [ws.load_array(writer.run.id, _chunk_name(c, name)) for c in range(n_chunks)]
+        parts = [_ChunkFile.open(ws, writer.run.id, _chunk_name(c, name)) for c in range(n_chunks)]
         writer.save_array_parts(name, parts)
         n_rows = sum(len(p) for p in parts)
     return n_rows

@@ -2,7 +2,8 @@
 stored PEFs, and from the size with the coefficient that calibration measured).
 
 Run from the repo root: `python -m benchmarks.bench_estimates [--text-examples 256] [--iters 200]`. It builds
-the demos under a temporary workspace when --workspace is not given. Goal: every ratio estimate / measured
+the demos under a temporary workspace when --workspace is not given (`--quick`: a slice of the image demo and short
+fits, seconds; the text case runs the same one_case on another model). Goal: every ratio estimate / measured
 within 0.5 .. 2 (the Compute page showed 1,337 s for a run of 305 s, a ratio of 4.4).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from analysis.estimates import (estimate_pefs, fit_seconds_from_size, measure_fi
 from analysis.runs import fit_config, load_pefs, pefs_run
 from analysis.store import Workspace
 from analysis.variants import get_variant
-from benchmarks.results import command_line, write_section
+from benchmarks.results import add_common_args, command_line, write_section
 
 BATCH_SIZE = 16  # the Compute page's default
 VALUES = {"image": 200, "text": 2048}  # values kept per example (the Compute page's defaults for each demo)
@@ -28,7 +29,7 @@ VALUES = {"image": 200, "text": 2048}  # values kept per example (the Compute pa
 def one_case(ws: Workspace, demo: str, n_examples: int | None, iters: int, components: int) -> list[str]:
     """Rows of the results table for one demo: PEFs and the fit, estimate vs measured (a fresh run each)."""
     model, dataset, _ = load_demo(demo, ws.root)
-    if n_examples is not None:
+    if n_examples is not None and n_examples < len(dataset):
         dataset = dataset_slice(dataset, 0, n_examples)
     k = VALUES[demo]
     seconds_each = measure_seconds_per_example(ws.root, model, dataset, kind="lrm", top_k_classes=None,
@@ -59,8 +60,13 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, help="a workspace holding both demos (else built in a temp dir)")
     parser.add_argument("--text-examples", type=int, default=256, help="text demo examples timed (a slice)")
     parser.add_argument("--iters", type=int, default=200, help="joint iterations of each fit")
+    parser.add_argument("--image-examples", type=int, help="image demo examples timed (a slice; default all)")
     parser.add_argument("--components", type=int, default=16)
+    add_common_args(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.image_examples, args.iters, args.components = 64, 5, 4
+    cases = [("image", args.image_examples)] + ([] if args.quick else [("text", args.text_examples)])
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"
@@ -69,8 +75,7 @@ def main() -> None:
                 (root / "demos").mkdir(parents=True, exist_ok=True)
                 (root / "demos" / demo).symlink_to((args.workspace / "demos" / demo).resolve())
         ws = Workspace(root)
-        rows = (one_case(ws, "image", None, args.iters, args.components)
-                + one_case(ws, "text", args.text_examples, args.iters, args.components))
+        rows = [row for demo, n in cases for row in one_case(ws, demo, n, args.iters, args.components)]
         ws.close()
     body = """
 Each estimate is made the way the Compute page makes it, then the same work is run and timed (wall clock,
@@ -82,7 +87,7 @@ seconds per (stored value × component) to the whole fit. Goal: ratios within 0.
 | case | what | estimate | measured | ratio |
 |---|---|---|---|---|
 """ + "\n".join(rows)
-    write_section("Time estimates", command_line(), body)
+    write_section("Time estimates", command_line(), body, path=args.results)
     print(body)
 
 

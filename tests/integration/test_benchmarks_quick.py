@@ -7,15 +7,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = ["bench_npeff", "bench_components"]  # the benchmarks that have a --quick mode
+# benchmark -> the option naming the prebuilt demo workspace it reads (None: synthetic data only)
+QUICK = {"bench_npeff": None, "bench_components": None, "bench_zonotope": None, "bench_perturb": "--image-root",
+         "bench_perturb_all": "--demo-root", "bench_estimates": "--workspace"}
 
 
 @pytest.mark.parametrize("name", QUICK)
-def test_benchmark_runs_quick_into_a_temporary_results_file(name, tmp_path):
+def test_benchmark_runs_quick_into_a_temporary_results_file(name, tmp_path, request):
     results = tmp_path / "RESULTS.md"
     before = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    demos = [QUICK[name], str(request.getfixturevalue("demo_workspace"))] if QUICK[name] else []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick", "--results", str(results)],
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--quick", "--results", str(results), *demos],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     text = results.read_text()
