@@ -29,8 +29,8 @@ def test_app_opens_on_the_text_demo(app_env):
     assert at.subheader[-1].value == "Active model: text-demo"
     assert [m.value for m in at.metric][:2] == ["2", "22,713,986"]
     assert any("rotten" in c.value and "fresh" in c.value for c in at.sidebar.caption)
-    assert [p.proto.page for p in at.sidebar.page_link][:6] == ["", "compute", "components", "perturb", "jobs",
-                                                                "zonotope"]  # url paths; "" is the default page
+    assert [p.proto.page for p in at.sidebar.page_link][:8] == ["", "compute", "components", "compare", "perturb",
+                                                                "merge", "jobs", "zonotope"]  # url paths; "" is the default page
     assert all(p.proto.icon.startswith(":material/") for p in at.sidebar.page_link)
 
 

@@ -13,7 +13,7 @@ from tests.app.conftest import streamlit_app
 from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
 
 RAW_MODULES = {"app", "common", "components", "compute", "jobs", "load", "perturb", "zonotope", "panels"}
-ICONS = ["folder_open", "calculate", "extension", "tune", "timer", "hexagon"]  # app.py's pages, in order
+ICONS = ["folder_open", "calculate", "extension", "compare_arrows", "tune", "merge", "timer", "hexagon"]  # app.py's pages, in order
 LONG = 300_000  # ms: a fresh server loads the text demo on 2 busy cores
 
 

@@ -21,7 +21,7 @@ def _perturb_page(image_run) -> AppTest:
     return at
 
 
-def _until(at: AppTest, done, timeout_s: float = 120) -> None:
+def _until(at: AppTest, done, timeout_s: float = 300) -> None:
     """Rerun the page until done(at): a sweep or perturb-all runs as a background job, shown when complete."""
     deadline = time.monotonic() + timeout_s
     while not done(at):
