@@ -36,6 +36,21 @@ class BatchGradients:
         """A per block: [B, c, n_p] each."""
         return self.blocks if self.scale is None else [self.scale[:, :, None] * block for block in self.blocks]
 
+    def dense_columns(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        """A [B, c, M], every block written once into `out` ([B, c, M] on the blocks' device) or a new tensor."""
+        first = self.blocks[0]
+        c = first.shape[1] if self.scale is None else self.scale.shape[1]
+        A = torch.empty(len(first), c, self.n_parameters, dtype=first.dtype, device=first.device) if out is None else out
+        start = 0
+        for block in self.blocks:
+            out = A[:, :, start:start + block.shape[2]]
+            if self.scale is None:
+                out.copy_(block)
+            else:
+                torch.mul(self.scale[:, :, None], block, out=out)
+            start += block.shape[2]
+        return A
+
     def lrm_grams(self) -> torch.Tensor:
         """A_iᵀ A_i [B, c, c], from DDᵀ summed over blocks (the c×c Gram, never M×M)."""
         DDt = sum(block @ block.mT for block in self.blocks)  # [B, r, r]

@@ -3,8 +3,11 @@
 For example i and kept class y, column y of A_i [M, c] is √p_y ∇_θ log p_y(x_i) over the flat θ of the
 parameters in scope: F_i = A_i A_iᵀ (LRM) and f_i = Σ_y p_y (∇_θ log p_y)⊙² (D). Each example gets one
 forward and one vector-Jacobian product per kept class (one for both classes of a binary classifier),
-vmapped over classes and over examples. Gradients stay in one block per parameter tensor: norms, NaN checks and the
-top-k selection read the blocks in place, so A_i is never concatenated into [c, M].
+vmapped over classes and over examples. When the modules before the parameters in scope hold parameters (a
+last-layers scope), that frozen prefix runs once per batch without grad and only the rest is vmapped
+(analysis.frozen_prefix); the first batch's logits are checked against the full model's. Gradients stay in one block
+per parameter tensor: norms, NaN checks and the top-k selection read the blocks in place, so A_i is never
+concatenated into [c, M].
 
 Contract: a batch is a dict of tensors with leading dim B (model(batch) gets every key but "labels"), a
 tensor x [B, ...] (model(x)) or a pair (x, labels [B]); the model returns logits [B, C], and an example's
@@ -13,7 +16,7 @@ logits must not depend on the other examples of its batch (no dropout or batch n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 
 import numpy as np
@@ -22,6 +25,8 @@ from torch import nn
 from torch.func import functional_call, vjp, vmap
 
 from analysis.devices import resolve_device
+from analysis.frozen_prefix import (CHECK_ATOL, CHECK_RTOL, Outputs, frozen_modules, holds_parameters, map_tensors,
+                                    record_outputs, suffix_tensors, suffix_view, tensor_leaves)
 from analysis.models import ClassifierModel
 from analysis.parameters import private_view
 from analysis.batch_gradients import BatchGradients
@@ -43,6 +48,20 @@ class _Split:
 
     theta: dict[str, torch.Tensor]  # parameters in scope, named_parameters() order, detached float32
     consts: dict[str, torch.Tensor]  # parameters out of scope and buffers, detached
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """The frozen prefix of a model (analysis.frozen_prefix): run once per batch, replayed example by example."""
+
+    frozen: list[str]  # outermost modules whose outputs cannot depend on θ in scope
+    outputs: Outputs  # hands the recorded outputs to the stand-ins
+    view: nn.Module  # the model with stand-ins for the frozen modules
+    consts: dict[str, torch.Tensor]  # the constants the suffix view still reads, under its names
+    # fixed by the first batch, whose replayed logits are checked against the full model's: which recorded
+    # tensors have one row per example (in tensor_leaves order), and how many frozen-module calls a pass makes
+    rows: tuple[bool, ...] | None = None
+    n_calls: int | None = None
 
 
 def _check_args(n_values_per_example: int | None, top_k_classes: int | None) -> None:
@@ -163,22 +182,46 @@ def _labels(batch: Batch, size: int) -> np.ndarray:
     return torch.as_tensor(labels).detach().cpu().numpy().astype(np.int64).reshape(size)
 
 
-def _per_example_fn(model: nn.Module, consts: dict[str, torch.Tensor], top_k_classes: int | None):
-    """(θ, one example without batch dim) -> (D: name -> [r, *shape], scale [c], logits [C], class_ids [c]).
+def _forward_one(view: nn.Module, consts: dict[str, torch.Tensor]):
+    """(θ, one example without batch dim) -> logits [C]: the model on a batch of one."""
+
+    def logits_of(theta: dict[str, torch.Tensor], example: Inputs) -> torch.Tensor:
+        batch = {k: v[None] for k, v in example.items()} if isinstance(example, dict) else example[None]
+        logits = functional_call(view, {**theta, **consts}, (batch,))
+        if logits.ndim != 2 or logits.shape[0] != 1:
+            raise ValueError(f"model(batch) must return logits [B, C], got shape {tuple(logits.shape)} "
+                             "for a batch of one example")
+        return logits[0]  # [C]
+
+    return logits_of
+
+
+def _replayed_one(prefix: _Prefix, recorded: dict[str, list], rows: tuple[bool, ...]):
+    """(θ, (one example, its rows of the recorded outputs)) -> logits [C]: the suffix on a batch of one, the
+    stand-ins handing out the example's rows of the recorded tensors flagged in `rows`, the others whole."""
+    forward = _forward_one(prefix.view, prefix.consts)
+
+    def logits_of(theta: dict[str, torch.Tensor], example_rows: tuple[Inputs, list[torch.Tensor]]) -> torch.Tensor:
+        example, own = example_rows
+        flags, own = iter(rows), iter(own)
+        prefix.outputs.serve(map_tensors(recorded, lambda t: next(own)[None] if next(flags) else t))
+        try:
+            return forward(theta, example)
+        finally:
+            prefix.outputs.serve(None)
+
+    return logits_of
+
+
+def _per_example_fn(logits_of, top_k_classes: int | None):
+    """(θ, one example) -> (D: name -> [r, *shape], scale [c], logits [C], class_ids [c]), logits_of(θ, example)
+    giving the example's logits [C].
 
     Column y of A is √p_y ∇ log p_y = √p_y (∇z_y − Σ_j p_j ∇z_j) with z the logits: row y of D is the VJP
     of the logits with cotangent √p_y (e_y − p), and A = D (r = c; scale is unused). With both classes
     of a binary classifier one VJP does: d = ∇(z_1 − z_0) gives ∇ log p_0 = −p_1 d and ∇ log p_1 = p_0 d,
     so A = scale ⊗ d with scale = (−√p_0 p_1, √p_1 p_0) (r = 1).
     """
-
-    def logits_of(theta: dict[str, torch.Tensor], example: Inputs) -> torch.Tensor:
-        batch = {k: v[None] for k, v in example.items()} if isinstance(example, dict) else example[None]
-        logits = functional_call(model, {**theta, **consts}, (batch,))
-        if logits.ndim != 2 or logits.shape[0] != 1:
-            raise ValueError(f"model(batch) must return logits [B, C], got shape {tuple(logits.shape)} "
-                             "for a batch of one example")
-        return logits[0]  # [C]
 
     def classes(logp: torch.Tensor) -> torch.Tensor:
         """All classes in class order, or the top_k_classes most probable, most probable first."""
@@ -189,7 +232,7 @@ def _per_example_fn(model: nn.Module, consts: dict[str, torch.Tensor], top_k_cla
             raise ValueError(f"top_k_classes must be in [1, C={n_classes}], got {top_k_classes}")
         return logp.topk(top_k_classes, sorted=True).indices
 
-    def one_example(theta: dict[str, torch.Tensor], example: Inputs):
+    def one_example(theta: dict[str, torch.Tensor], example):
         logits, vjp_fn = vjp(lambda th: logits_of(th, example), theta)
         logits = logits.detach()  # [C]
         logp = logits.log_softmax(dim=-1)
@@ -213,9 +256,18 @@ def _is_binary(c: int, n_classes: int) -> bool:
     return c == n_classes == 2
 
 
+def _gradients(grads: dict[str, torch.Tensor], scale: torch.Tensor, logits: torch.Tensor,
+               class_ids: torch.Tensor) -> BatchGradients:
+    """The vmapped per-example function's outputs as one block [B, r, n_p] per parameter tensor."""
+    size = logits.shape[0]
+    blocks = [g.reshape(size, g.shape[1], -1) for g in grads.values()]  # [B, r, n_p], a view when contiguous
+    return BatchGradients(blocks=blocks, scale=scale if _is_binary(class_ids.shape[1], logits.shape[1]) else None,
+                          logits=logits, class_ids=class_ids)
+
+
 def _batch_grads(batched_fn, theta: dict[str, torch.Tensor], inputs: Inputs, index: int) -> BatchGradients:
     try:
-        grads, scale, logits, class_ids = batched_fn(theta, inputs)
+        return _gradients(*batched_fn(theta, inputs))
     except (TypeError, IndexError, KeyError, AttributeError) as error:
         if isinstance(inputs, dict):
             raise
@@ -223,10 +275,56 @@ def _batch_grads(batched_fn, theta: dict[str, torch.Tensor], inputs: Inputs, ind
         raise TypeError(f"batches must yield non-empty dicts of tensors with leading dim B (model(batch) -> logits "
                         f"[B, C]), got Tensor at batch {index}, which model(x) refused "
                         f"({type(error).__name__}: {error})") from error
-    size = logits.shape[0]
-    blocks = [g.reshape(size, g.shape[1], -1) for g in grads.values()]  # [B, r, n_p], a view when contiguous
-    return BatchGradients(blocks=blocks, scale=scale if _is_binary(class_ids.shape[1], logits.shape[1]) else None,
-                          logits=logits, class_ids=class_ids)
+
+
+def _in_batch(t: torch.Tensor, size: int) -> bool:
+    """Whether a recorded tensor has one row per example (first dim the batch size): replayed row by row."""
+    return t.dim() > 0 and t.shape[0] == size
+
+
+def _head(inputs: Inputs, n: int) -> Inputs:
+    """The first n examples of a batch's inputs."""
+    return {k: v[:n] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[:n]
+
+
+def _find_prefix(view: nn.Module, split: _Split, inputs: Inputs) -> _Prefix | None:
+    """The model's frozen prefix when it holds parameters (replaying it skips real work), else None (also when
+    the model fails on the batch: the full path then raises the error it explains)."""
+    if not any(name in split.consts for name, _ in view.named_parameters()):
+        return None  # every parameter in scope: no frozen module can hold one
+    try:
+        frozen = frozen_modules(view, split.theta | split.consts, list(split.theta), _head(inputs, 2))
+    except (RuntimeError, TypeError, ValueError, IndexError, KeyError, AttributeError):
+        return None
+    if not holds_parameters(view, frozen):
+        return None
+    outputs = Outputs()
+    suffix = suffix_view(view, frozen, outputs)
+    return _Prefix(frozen=frozen, outputs=outputs, view=suffix, consts=suffix_tensors(suffix, split.consts, view))
+
+
+def _replayed_grads(prefix: _Prefix, view: nn.Module, split: _Split, inputs: Inputs, size: int,
+                    top_k_classes: int | None) -> tuple[BatchGradients, _Prefix] | None:
+    """Per-example gradients with the prefix run once for the batch, without grad, and only the suffix vmapped,
+    and the prefix with its row flags fixed; None when the replay fails or (first batch) its logits disagree
+    with the full model's: the caller runs in full."""
+    first = prefix.rows is None
+    # the first batch runs in full (its logits check the replay); later ones stop after the prefix
+    full, recorded = record_outputs(view, split.theta | split.consts, prefix.frozen, inputs,
+                                    stop_after=prefix.n_calls)
+    leaves = tensor_leaves(recorded)
+    rows = tuple(_in_batch(t, size) for t in leaves) if first else prefix.rows
+    if len(rows) != len(leaves) or not all(_in_batch(t, size) for t, row in zip(leaves, rows) if row):
+        return None
+    batched_fn = vmap(_per_example_fn(_replayed_one(prefix, recorded, rows), top_k_classes), in_dims=(None, 0))
+    try:
+        grads = _gradients(*batched_fn(split.theta, (inputs, [t for t, row in zip(leaves, rows) if row])))
+    except (RuntimeError, IndexError, KeyError, TypeError, ValueError, AttributeError, StopIteration):
+        return None
+    if first and not (grads.logits.shape == full.shape and torch.allclose(grads.logits, full, rtol=CHECK_RTOL,
+                                                                          atol=CHECK_ATOL, equal_nan=True)):
+        return None
+    return grads, replace(prefix, rows=rows, n_calls=sum(len(v) for v in recorded.values()))
 
 
 def _total_examples(batches: Iterable[Batch]) -> int | None:
@@ -257,19 +355,40 @@ def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: str = DEFA
     device = resolve_device(device)
     split = _split(model, _scope_names(model, params), device)
     # functional_call swaps tensors into the module it runs: a private view keeps the shared model untouched
-    batched_fn = vmap(_per_example_fn(private_view(model), split.consts, top_k_classes), in_dims=(None, 0))
+    view = private_view(model)
+    batched_fn = vmap(_per_example_fn(_forward_one(view, split.consts), top_k_classes), in_dims=(None, 0))
     total = _total_examples(batches)
-    parts, done = [], 0
+    parts, done, prefix, values = [], 0, None, None
     for index, batch in enumerate(batches):
         size = _batch_size(batch, index)
-        grads = _batch_grads(batched_fn, split.theta, _model_inputs(batch, device), index)
-        parts.append(container.from_gradients(grads, _labels(batch, size), n_values_per_example, done))
+        inputs = _model_inputs(batch, device)
+        if index == 0:
+            prefix = _find_prefix(view, split, inputs)
+        replayed = None if prefix is None else _replayed_grads(prefix, view, split, inputs, size, top_k_classes)
+        if replayed is None:  # no prefix, or the replay failed: run in full from here on
+            prefix, grads = None, _batch_grads(batched_fn, split.theta, inputs, index)
+        else:
+            grads, prefix = replayed
+        if index == 0:
+            values = _kept_values(container, grads, n_values_per_example, total, device)
+        out = None if values is None else values[done:done + size]
+        parts.append(container.from_gradients(grads, _labels(batch, size), n_values_per_example, done, out=out))
         done += size
         if progress is not None:
             progress(done, total)
     if not parts:
         raise ValueError("batches is empty; give at least one batch of examples")
-    return concat_pefs(parts)
+    return concat_pefs(parts, values=values)
+
+
+def _kept_values(container, grads: BatchGradients, k: int | None, total: int | None,
+                 device: torch.device) -> np.ndarray | None:
+    """The final values array [n, c·M] when every value is kept, the examples are counted up front and the work
+    is on the CPU: each batch writes its rows in place (no copy of the largest array when stacking)."""
+    width = container.kept_width(grads.class_ids.shape[1], grads.n_parameters, k)
+    if width is None or total is None or device.type != "cpu":
+        return None
+    return np.empty((total, width), np.float32)
 
 
 def dataset_fisher(model: ClassifierModel, examples, *, batch_size: int = 16,

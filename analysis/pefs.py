@@ -5,6 +5,7 @@ k largest-magnitude entries per example plus the dense (pre-sparsification) norm
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Sequence
 
@@ -26,10 +27,13 @@ def lrm_from_top(top: TopK, c: int, M: int) -> tuple[torch.Tensor, torch.Tensor,
 
     Entries are ordered by (class, parameter) like the reference's flat sort (spec §1.2).
     """
-    flat, order = top.flat.sort(dim=1)  # [b, k], ascending flat index = class * M + parameter
+    flat, values = top.flat, top.values
+    if not top.ascending:
+        flat, order = flat.sort(dim=1)  # [b, k], ascending flat index = class * M + parameter
+        values = values.gather(1, order)
     bounds = torch.arange(c + 1, device=flat.device, dtype=torch.int64) * M  # [c+1], class boundaries in flat
     offsets = torch.searchsorted(flat, bounds.expand(flat.shape[0], c + 1).contiguous())  # [b, c+1]
-    return top.values.gather(1, order), flat % M, offsets
+    return values, flat % M, offsets
 
 
 def sparsify_lrm(A: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -40,9 +44,26 @@ def sparsify_lrm(A: torch.Tensor, k: int | None) -> tuple[torch.Tensor, torch.Te
     """
     b, c, M = A.shape
     if k is None or k >= c * M:
-        flat = torch.arange(c * M, device=A.device).expand(b, c * M)
-        return lrm_from_top(TopK(values=A.reshape(b, c * M), flat=flat), c, M)
+        return lrm_all(A)
     return lrm_from_top(top_abs([A], k), c, M)
+
+
+@functools.lru_cache(maxsize=8)
+def _kept_rows(c: int, M: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parameter indices [c·M] and class offsets [c+1] of a PEF that keeps every value (read-only, shared)."""
+    rows = np.tile(np.arange(M, dtype=np.int64), c), np.arange(c + 1, dtype=np.int64) * M
+    for row in rows:
+        row.flags.writeable = False
+    return rows
+
+
+def lrm_all(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stored LRM layout keeping every entry of A [b, c, M]: values [b, c·M] (A itself, already in (class,
+    parameter) order), and indices [b, c·M] and offsets [b, c+1] as one row broadcast over the examples."""
+    b, c, M = A.shape
+    indices = torch.arange(M, device=A.device).repeat(c).expand(b, c * M)  # stride 0 over examples
+    offsets = (torch.arange(c + 1, device=A.device) * M).expand(b, c + 1)
+    return A.reshape(b, c * M), indices, offsets
 
 
 def diag_from_top(top: TopK) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,17 +146,34 @@ class LrmPefs:
         """Columns of A_i per example when n_classes classes are kept: one per class."""
         return n_classes
 
+    @staticmethod
+    def kept_width(n_classes: int, n_parameters: int, k: int | None) -> int | None:
+        """c·M when every value is kept (a caller may then give from_gradients the rows of the final values
+        array to write into, saving a copy), else None."""
+        width = n_classes * n_parameters
+        return width if k is None or k >= width else None
+
     @classmethod
-    def from_gradients(cls, grads: BatchGradients, labels: np.ndarray, k: int | None, start: int) -> "LrmPefs":
-        """LrmPefs of a batch (top k of A jointly over classes); norms ‖A Aᵀ‖_F = ‖Aᵀ A‖_F from the dense A."""
+    def from_gradients(cls, grads: BatchGradients, labels: np.ndarray, k: int | None, start: int,
+                       out: np.ndarray | None = None) -> "LrmPefs":
+        """LrmPefs of a batch (top k of A jointly over classes); norms ‖A Aᵀ‖_F = ‖Aᵀ A‖_F from the dense A.
+
+        out: [B, c·M] float32 rows the values are written into when every value is kept (see kept_width).
+        """
         grams = grads.lrm_grams()  # [B, c, c]
         check_finite(grams, grads.logits, start)
         M, c = grads.n_parameters, grads.class_ids.shape[1]
-        if k is None or k >= c * M:
-            values, indices, offsets = sparsify_lrm(torch.cat(grads.columns(), dim=2), None)
+        keep_all = cls.kept_width(c, M, k) is not None
+        if keep_all:
+            A = grads.dense_columns(None if out is None else torch.from_numpy(out).view(-1, c, M))  # [B, c, M]
+            values, indices, offsets = lrm_all(A)
         else:
             values, indices, offsets = lrm_from_top(_lrm_top(grads, k), c, M)
-        return cls(values=values.cpu().numpy(), indices=indices.cpu().numpy(), class_offsets=offsets.cpu().numpy(),
+        if keep_all:  # one row broadcast over the examples (the same for every batch: concat_pefs keeps it)
+            indices, offsets = (np.broadcast_to(row, a.shape) for row, a in zip(_kept_rows(c, M), (indices, offsets)))
+        else:
+            indices, offsets = indices.cpu().numpy(), offsets.cpu().numpy()
+        return cls(values=values.cpu().numpy(), indices=indices, class_offsets=offsets,
                    class_ids=grads.class_ids.cpu().numpy().astype(np.int64),
                    norms=grams.square().sum(dim=(1, 2)).sqrt().cpu().numpy(),
                    logits=grads.logits.cpu().numpy(), labels=labels, n_parameters=M)
@@ -188,8 +226,14 @@ class DiagPefs:
         """One diagonal per example, whatever the number of classes kept."""
         return 1
 
+    @staticmethod
+    def kept_width(n_classes: int, n_parameters: int, k: int | None) -> None:
+        """None: kept-all values are sorted copies, never written in place (see LrmPefs.kept_width)."""
+        return None
+
     @classmethod
-    def from_gradients(cls, grads: BatchGradients, labels: np.ndarray, k: int | None, start: int) -> "DiagPefs":
+    def from_gradients(cls, grads: BatchGradients, labels: np.ndarray, k: int | None, start: int,
+                       out: None = None) -> "DiagPefs":
         """DiagPefs of a batch (top k of f = Σ_y A_y⊙²); norms ‖f‖₂ from the dense f."""
         f = grads.diagonals()  # [B, 1, n_p] each
         squares = sum(block.square().sum(dim=(1, 2)) for block in f)  # [B]
@@ -203,8 +247,9 @@ class DiagPefs:
                    logits=grads.logits.cpu().numpy(), labels=labels, n_parameters=M)
 
 
-def concat_pefs(parts: Sequence[LrmPefs] | Sequence[DiagPefs]) -> LrmPefs | DiagPefs:
-    """Stack PEFs of consecutive chunks of examples (same kind, k and parameter count) into one."""
+def concat_pefs(parts: Sequence[LrmPefs] | Sequence[DiagPefs], values: np.ndarray | None = None) -> LrmPefs | DiagPefs:
+    """Stack PEFs of consecutive chunks of examples (same kind, k and parameter count) into one; `values`: the
+    stacked values when the chunks wrote theirs into its rows (from_gradients' out), used without a copy."""
     if not parts:
         raise ValueError("concat_pefs needs at least one chunk")
     kinds = {type(p) for p in parts}
@@ -212,16 +257,35 @@ def concat_pefs(parts: Sequence[LrmPefs] | Sequence[DiagPefs]) -> LrmPefs | Diag
     if len(kinds) != 1 or len(sizes) != 1:
         raise ValueError(f"concat_pefs: chunks differ in kind {kinds} or parameter count {sizes}")
     first = parts[0]
-    arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+    arrays = {f.name: values if f.name == "values" and values is not None else _stack([getattr(p, f.name) for p in parts])
               for f in fields(first) if f.name != "n_parameters"}
     return type(first)(**arrays, n_parameters=first.n_parameters)
+
+
+def _is_one_row(array: np.ndarray) -> bool:
+    """Whether every row of `array` is its first row broadcast (stride 0: no memory per example)."""
+    return array.ndim > 1 and len(array) > 0 and array.strides[0] == 0
+
+
+def _take(array: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows idx of `array`; one row broadcast over every example stays a broadcast."""
+    return np.broadcast_to(array[0], (len(idx),) + array.shape[1:]) if _is_one_row(array) else array[idx]
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """The arrays stacked along examples; one row broadcast over every example stays a broadcast (kept-all
+    indices: the same for every example)."""
+    if all(_is_one_row(a) and (np.may_share_memory(a, arrays[0]) or np.array_equal(a[0], arrays[0][0]))
+           for a in arrays):
+        return np.broadcast_to(arrays[0][0], (sum(len(a) for a in arrays),) + arrays[0].shape[1:])
+    return np.concatenate(arrays)
 
 
 def _subset(pefs: LrmPefs | DiagPefs, indices: Sequence[int] | np.ndarray) -> LrmPefs | DiagPefs:
     idx = np.asarray(indices, dtype=np.int64)
     if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= pefs.n_examples)):
         raise ValueError(f"indices must be a 1-D list of example indices in [0, {pefs.n_examples}), got {idx}")
-    arrays = {f.name: getattr(pefs, f.name)[idx] for f in fields(pefs) if f.name != "n_parameters"}
+    arrays = {f.name: _take(getattr(pefs, f.name), idx) for f in fields(pefs) if f.name != "n_parameters"}
     return type(pefs)(**arrays, n_parameters=pefs.n_parameters)
 
 

@@ -1,11 +1,12 @@
 """Exact top-k by magnitude per example over values held in column blocks (spec npeff.md §1.2).
 
 Row b of X [B, R, N] is one example's R·N values, flat index y·N + column; it arrives as blocks
-[B, R, n_p] (one per parameter tensor, Σ n_p = N), so it is never concatenated on the CPU. A random
+[B, R, n_p] (one per parameter tensor, Σ n_p = N), so long rows are never concatenated on the CPU. A random
 sample of the row's values sets a threshold just below its k-th largest |x|; one pass keeps the
 candidates at or above it, and an exact top-k among them is the top-k of the whole row. A row whose
 threshold came out too high (fewer than k candidates) is redone exactly, so the result never depends
-on the sample.
+on the sample. Long rows are selected row by row with numpy (from cache), short ones for the whole batch at
+once with a few vectorized torch passes (per-row calls would cost more than the work).
 """
 from __future__ import annotations
 
@@ -19,17 +20,18 @@ import torch
 
 SAMPLE_HITS = 64  # expected number of a row's top k among the sampled values: sets the sample size
 SAMPLE_MAX_FRACTION = 0.25  # above this share of the values a sample saves nothing: select exactly
-SAMPLED_ROW_VALUES = 1 << 17  # shorter rows are selected exactly: per-block numpy calls would cost more
+SAMPLED_ROW_VALUES = 1 << 17  # shorter rows are selected for the whole batch at once: per-row numpy calls cost more
 THREADED_ROW_VALUES = 1 << 18  # rows at least this long are split over torch's thread count
 EXACT_CHUNK_VALUES = 1 << 20  # values per exact selection call on the CPU (4 MiB of float32)
 
 
 @dataclass(frozen=True)
 class TopK:
-    """The k largest |x| of each row, in no particular order."""
+    """The k largest |x| of each row, in no particular order unless `ascending`."""
 
     values: torch.Tensor  # [B, k] the signed entries
     flat: torch.Tensor  # [B, k] int64, flat index y·N + column
+    ascending: bool = False  # flat increases along each row (no sort needed to order by index)
 
 
 def _largest_abs(x: np.ndarray, k: int) -> np.ndarray:
@@ -59,6 +61,33 @@ def _exact(X: Sequence[torch.Tensor], k: int) -> TopK:
         flat = top_abs_indices(flat_x, k).to(flat_x.device)  # [b, k]
         parts.append(TopK(values=flat_x.gather(1, flat), flat=flat))
     return TopK(values=torch.cat([p.values for p in parts]), flat=torch.cat([p.flat for p in parts]))
+
+
+def _sampled_batch(X: Sequence[torch.Tensor], k: int, n_sampled: int, seed: int) -> TopK:
+    """Exact top-k of short rows, the whole batch at once (a few vectorized passes instead of a selection per
+    row): a threshold per row from sampled values, the candidates at or above it in index order, and among
+    them the k largest (ties at the k-th value: the first ones). Returns them in ascending index order; a row
+    with fewer than k candidates (threshold too high, or fewer non-zeros than k) makes it select exactly."""
+    x = torch.cat(list(X), dim=2).flatten(1)  # [b, n], flat index y·N + column
+    b, n = x.shape
+    a = x.abs()
+    positions = torch.from_numpy(np.random.default_rng(seed).integers(0, n, n_sampled))  # [S]
+    hits = k * n_sampled / n  # expected number of a row's top k among the sampled values
+    rank = min(math.ceil(hits + 4 * math.sqrt(hits) + 4), n_sampled)
+    t = a[:, positions].topk(rank, dim=1, sorted=False).values.amin(1).clamp_min(torch.finfo(a.dtype).tiny)  # [b]
+    rows, cols = (a >= t[:, None]).nonzero(as_tuple=True)  # the candidates, row-major: cols ascending per row
+    counts = torch.bincount(rows, minlength=b)  # [b]
+    if bool((counts < k).any()):
+        return _exact(X, k)
+    width = int(counts.max())
+    at = rows * width + torch.arange(len(rows)) - (counts.cumsum(0) - counts)[rows]  # row·width + rank in row
+    padded = torch.full((b * width,), -1.0, dtype=a.dtype).scatter_(0, at, a[rows, cols]).view(b, width)  # −1: none
+    kth = padded.topk(k, dim=1, sorted=False).values.amin(1, keepdim=True)  # [b, 1], the k-th largest |x|
+    above, tied = padded > kth, padded == kth  # [b, width]
+    keep = above | (tied & (tied.cumsum(1) <= k - above.sum(1, keepdim=True)))  # exactly k per row, in order
+    index = torch.zeros(b * width, dtype=torch.int64).scatter_(0, at, cols).view(b, width)
+    flat = index[keep].view(b, k)  # [b, k] ascending
+    return TopK(values=x.gather(1, flat), flat=flat, ascending=True)
 
 
 def _row_exact(rows: list[np.ndarray], widths: list[int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +156,8 @@ def top_abs(X: Sequence[torch.Tensor], k: int, *, seed: int = 0) -> TopK:
     """
     n_values = X[0].shape[1] * sum(x.shape[2] for x in X)  # R·N per row
     n_sampled = math.ceil(SAMPLE_HITS * n_values / k)
-    if X[0].device.type != "cpu" or n_sampled > SAMPLE_MAX_FRACTION * n_values or n_values < SAMPLED_ROW_VALUES:
+    if X[0].device.type != "cpu" or n_sampled > SAMPLE_MAX_FRACTION * n_values:
         return _exact(X, k)
+    if n_values < SAMPLED_ROW_VALUES:
+        return _sampled_batch(X, k, n_sampled, seed)
     return _sampled_cpu(X, k, n_sampled, seed)

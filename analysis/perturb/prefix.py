@@ -4,10 +4,9 @@ When only some parameters are in scope (the text demo: the last of six layers + 
 them compute the same outputs at θ₀ + Δ as at θ₀. `Replay` records those outputs once per batch in a
 forward pass at θ₀ and returns them in every perturbed forward pass, which then runs only the rest.
 
-Which modules qualify is found by autograd, not by name: with the in-scope parameters requiring grad, a
-module qualifies when it holds no in-scope parameter and neither its tensor inputs nor its outputs require
-grad; the outermost such modules are replayed. Before use, a replayed forward is checked against a full one
-at a random Δ; a model where they disagree (or with nothing to replay) gets `None` and runs in full.
+Which modules qualify is found by autograd (analysis.frozen_prefix). Before use, a replayed forward is checked
+against a full one at a random Δ; a model where they disagree (or with nothing to replay) gets `None` and runs
+in full.
 """
 from __future__ import annotations
 
@@ -15,42 +14,20 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from torch import nn
 from torch.func import functional_call
 
-from analysis.parameters import private_view
+from analysis.frozen_prefix import CHECK_ATOL, CHECK_RTOL, map_tensors, record_outputs, suffix_view, tensor_leaves
+from analysis.frozen_prefix import frozen_modules as frozen_submodules
 from analysis.perturb.weights import FunctionalModel, Tensors
 
 Batch = dict[str, torch.Tensor]
-CHECK_RTOL, CHECK_ATOL = 1e-4, 1e-5  # replayed vs full logits at a random Δ must agree this closely
 CHECK_SCALE = 1e-2  # ‖Δ‖ of that check, relative to ‖θ₀‖ over the in-scope parameters
 MAX_RECORDED_BYTES = 2 << 30  # recorded outputs beyond this: no replay (the forward passes run in full)
 
 
-def _leaves(obj) -> list[torch.Tensor]:
-    """The tensors in a nested output (tensor, tuple, list, dict or transformers ModelOutput)."""
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)):
-        return [t for item in obj for t in _leaves(item)]
-    if isinstance(obj, dict):
-        return [t for item in obj.values() for t in _leaves(item)]
-    return []
-
-
 def _rows(obj, rows: torch.Tensor, n: int):
     """obj with every tensor whose first dimension is the batch (n) cut to `rows`; other values as they are."""
-    if isinstance(obj, torch.Tensor):
-        return obj[rows] if obj.dim() > 0 and obj.shape[0] == n else obj
-    if isinstance(obj, tuple):
-        items = [_rows(item, rows, n) for item in obj]
-        return tuple(items) if type(obj) is tuple else type(obj)(*items)
-    if isinstance(obj, list):
-        return [_rows(item, rows, n) for item in obj]
-    if isinstance(obj, dict):
-        items = {key: _rows(value, rows, n) for key, value in obj.items()}
-        return items if type(obj) is dict else type(obj)(**items)
-    return obj
+    return map_tensors(obj, lambda t: t[rows] if t.dim() > 0 and t.shape[0] == n else t)
 
 
 def _batch_len(batch: Batch) -> int:
@@ -59,40 +36,7 @@ def _batch_len(batch: Batch) -> int:
 
 def frozen_modules(fmodel: FunctionalModel, batch: Batch) -> list[str]:
     """Dotted names of the outermost modules whose outputs cannot depend on the in-scope parameters."""
-    in_scope = set(fmodel.layout.names)
-    theta = {name: fmodel.theta0[name].detach().requires_grad_(True) for name in in_scope}
-    view = private_view(fmodel.view)
-    depends: dict[str, bool] = {}
-
-    def hook(name: str):
-        def record(module, args, kwargs, output) -> None:
-            found = _leaves(output)
-            moved = not found or any(t.requires_grad for t in _leaves((args, kwargs)) + found)
-            depends[name] = depends.get(name, False) or moved
-        return record
-
-    handles = [module.register_forward_hook(hook(name), with_kwargs=True)
-               for name, module in view.named_modules() if name]
-    try:
-        with torch.enable_grad():
-            functional_call(view, fmodel.theta0 | theta, (batch,))
-    finally:
-        for handle in handles:
-            handle.remove()
-    frozen = [name for name, moved in depends.items()
-              if not moved and not any(p.startswith(name + ".") for p in in_scope)]
-    return [name for name in frozen if not any(name.startswith(other + ".") for other in frozen)]
-
-
-class _Replayed(nn.Module):
-    """Stands in for a frozen module: returns its recorded output for the current batch and rows."""
-
-    def __init__(self, name: str, replay: "Replay"):
-        super().__init__()
-        self.name, self.replay = name, replay
-
-    def forward(self, *args, **kwargs):
-        return self.replay.next_output(self.name)
+    return frozen_submodules(fmodel.view, fmodel.theta0, fmodel.layout.names, batch)
 
 
 class Replay:
@@ -101,10 +45,7 @@ class Replay:
     def __init__(self, fmodel: FunctionalModel, frozen: list[str], batches: list[Batch]):
         self.fmodel, self.frozen, self.batches = fmodel, frozen, batches
         self.recorded: list[dict[str, list]] = []  # per batch: module -> its outputs, in call order
-        self._view = private_view(fmodel.view)
-        for name in frozen:
-            parent, _, child = name.rpartition(".")
-            self._view.get_submodule(parent)._modules[child] = _Replayed(name, self)
+        self._view = suffix_view(fmodel.view, frozen, self)
         # the replayed modules' own tensors are not in the view any more: only pass the others
         self._names = [n for n in fmodel.theta0 if not any(n.startswith(f + ".") for f in frozen)]
         self._current: tuple[dict[str, list], torch.Tensor, int] | None = None
@@ -126,18 +67,12 @@ class Replay:
     def record(self) -> list[torch.Tensor]:
         """Run every batch at θ₀, keeping the frozen modules' outputs (dropped when they outgrow
         MAX_RECORDED_BYTES); returns the logits [B_j, C] of each batch."""
-        view, logits, recorded, size = private_view(self.fmodel.view), [], [], 0
+        logits, recorded, size = [], [], 0
         for batch in self.batches:
-            outputs: dict[str, list] = defaultdict(list)
-            handles = [view.get_submodule(name).register_forward_hook(
-                lambda module, args, output, name=name: outputs[name].append(output)) for name in self.frozen]
-            try:
-                logits.append(functional_call(view, self.fmodel.theta0, (batch,)))
-            finally:
-                for handle in handles:
-                    handle.remove()
-            size += sum(t.numel() * t.element_size() for t in _leaves(dict(outputs)))
-            recorded = None if recorded is None or size > MAX_RECORDED_BYTES else recorded + [dict(outputs)]
+            batch_logits, outputs = record_outputs(self.fmodel.view, self.fmodel.theta0, self.frozen, batch)
+            logits.append(batch_logits)
+            size += sum(t.numel() * t.element_size() for t in tensor_leaves(outputs))
+            recorded = None if recorded is None or size > MAX_RECORDED_BYTES else recorded + [outputs]
         self.recorded = recorded or []
         return logits
 

@@ -271,3 +271,29 @@ def test_cuda_gives_the_cpu_result(tiny_mlp, x, kind):
     on_cpu = compute_pefs(tiny_mlp, batches(x, 4), kind=kind, top_k_classes=2, device="cpu")
     assert isinstance(on_gpu.values, np.ndarray)
     assert_close(on_gpu.dense(), on_cpu.dense())
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_keeping_every_value_is_the_top_k_layout_with_k_all(x, n_classes, tmp_path):
+    """k = None skips the selection: the same arrays as selecting all c·M entries and ordering them by (class,
+    parameter), with the indices and offsets one row broadcast over the examples (also after concat, subset
+    and a save)."""
+    from analysis.pefs import lrm_from_top
+
+    torch.manual_seed(4)
+    model = TinyMLP(n_classes=n_classes).eval()
+    A, _ = loop_pefs(model, x, ALL)  # [n, c, M]
+    n, c, M = A.shape
+    shuffled = torch.randperm(c * M, generator=torch.Generator().manual_seed(0)).expand(n, c * M)  # any order
+    every = topk.TopK(values=torch.as_tensor(A.reshape(n, c * M)).gather(1, shuffled), flat=shuffled)
+    values, indices, offsets = lrm_from_top(every, c, M)
+    pefs = compute_pefs(model, batches(x, 3), kind="lrm")
+    assert_close(pefs.values, values.numpy())
+    np.testing.assert_array_equal(pefs.indices, indices.numpy())
+    np.testing.assert_array_equal(pefs.class_offsets, offsets.numpy())
+    assert pefs.indices.strides[0] == pefs.class_offsets.strides[0] == 0  # no memory per example
+    part = pefs.subset([5, 0])
+    assert part.indices.strides[0] == 0 and part.indices.shape == (2, c * M)
+    assert_close(part.dense(), A[[5, 0]])
+    np.save(tmp_path / "indices.npy", pefs.indices)
+    np.testing.assert_array_equal(np.load(tmp_path / "indices.npy"), indices.numpy())

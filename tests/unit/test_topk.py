@@ -87,3 +87,29 @@ def test_a_block_broadcast_over_the_batch_is_read_in_place(sampled):
 def test_short_rows_and_large_k_select_exactly(widths, k):
     """Exact selection, a few rows at a time: short rows (any k), or k close to the row length."""
     assert_top_k(blocks_of(widths, rows=3, batch=40), k)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_short_rows_are_selected_for_the_whole_batch_in_index_order(sampled, seed):
+    """Rows under SAMPLED_ROW_VALUES (here the digits CNN's 10 classes × 3,818 parameters) are thresholded
+    for the whole batch at once; the k kept come in ascending index order."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = [torch.randn(6, 10, w, generator=g) * s for w, s in ((72, 1.0), (2560, 0.1), (1152, 3.0), (34, 30.0))]
+    top = top_abs(blocks, 1024, seed=seed)
+    assert top.ascending and bool((top.flat.diff(dim=1) > 0).all())
+    assert_top_k(blocks, 1024, seed=seed)
+
+
+def test_short_rows_keep_the_first_of_tied_values_and_fall_back_for_few_non_zeros(monkeypatch):
+    tied = torch.zeros(2, 1, 20_000)
+    tied[0, 0, ::10] = 1.0  # 2,000 tied non-zeros > k: the first k in index order are kept
+    tied[1] = torch.randn(1, 20_000, generator=torch.Generator().manual_seed(4))
+    top = top_abs([tied], 500)
+    assert top.ascending
+    np.testing.assert_array_equal(top.flat[0].numpy(), np.arange(0, 5000, 10))
+    assert_top_k([tied], 500)
+    few = tied.clone()
+    few[0] = 0.0
+    few[0, 0, :100] = torch.arange(1.0, 101.0)  # 100 non-zeros < k: the batch is selected exactly
+    assert not top_abs([few], 500).ascending
+    assert_top_k([few], 500)
