@@ -384,7 +384,9 @@ def case_report(case: Case, rounds: int, loop_batches: int, dense: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, one round, nothing written (seconds)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes, one round (seconds); written only to --results when given")
+    parser.add_argument("--results", type=Path, default=None, help="the results file to write (default RESULTS.md)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timed rounds after a warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for every method")
     args = parser.parse_args()
@@ -403,8 +405,8 @@ def main() -> None:
             f"of {BATCH_SIZE} (the Compute page's default; texts ordered by token count). Seconds: median and best of "
             f"{rounds} interleaved rounds after a warm-up; ratios compare best times. Peak memory: rise of the "
             "peak RSS (/proc VmHWM) above the level before the call.\n\n" + "\n".join(parts))
-    if not args.quick:
-        write_section("Per-example Fishers", command_line(), body)
+    if args.results is not None or not args.quick:
+        write_section("Per-example Fishers", command_line(), body, **({"path": args.results} if args.results else {}))
     print(body)
 
 

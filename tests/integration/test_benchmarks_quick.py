@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # benchmark -> the option naming the prebuilt demo workspace it reads (None: synthetic data only)
-QUICK = {"bench_npeff": None, "bench_components": None, "bench_zonotope": None, "bench_perturb": "--image-root",
+QUICK = {"bench_fisher": None, "bench_npeff": None, "bench_components": None, "bench_zonotope": None, "bench_perturb": "--image-root",
          "bench_perturb_all": "--demo-root", "bench_estimates": "--workspace"}
 
 
