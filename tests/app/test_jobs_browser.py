@@ -25,9 +25,9 @@ def start_image_demo_job(page, url: str, settings: dict[str, str]) -> None:
     press Compute."""
     page.goto(url)
     page.get_by_text("Active model: text-demo").wait_for(timeout=120_000)
-    # the first visit then scores the pair's accuracy: a click before the run ends can be lost
+    # let the first visit finish scoring the pair's accuracy before switching demos
     page.get_by_text("scored once per pair").first.wait_for(timeout=120_000)
-    page.get_by_text("Image demo").first.click()
+    page.get_by_text("Image demo", exact=True).first.click()  # the model radio (descriptions mention it too)
     page.get_by_role("button", name="Load", exact=True).click()
     page.get_by_text("Active model: image-demo").wait_for(timeout=60_000)
     page.get_by_role("link", name="Compute").click()
