@@ -56,3 +56,13 @@ def streamlit_app(env: dict[str, str]) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def rerun_until(at, done, timeout_s: float = 300) -> None:
+    """Rerun an AppTest page until done(at): work that runs as a background job is shown once it completes."""
+    deadline = time.monotonic() + timeout_s
+    while not done(at):
+        assert not at.exception and not at.error, [e.value for e in at.error] or at.exception
+        assert time.monotonic() < deadline, [m.value for m in at.main.markdown]
+        time.sleep(1)
+        at.run()

@@ -1,6 +1,5 @@
 """AppTest of the Merge page: the merge-pair demo's sweep as a background job, then its figures and tables."""
 import random
-import time
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -8,18 +7,9 @@ from streamlit.testing.v1 import AppTest
 from analysis.merge.specs import demo_parents, load_parent
 from analysis.runs import fit_run, pefs_run
 from analysis.store import Workspace
+from tests.app.conftest import rerun_until
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
-
-
-def _until(at: AppTest, done, timeout_s: float = 300) -> None:
-    """Rerun the page until done(at): the sweep runs as a background job, shown when complete."""
-    deadline = time.monotonic() + timeout_s
-    while not done(at):
-        assert not at.exception and not at.error, [e.value for e in at.error] or at.exception
-        assert time.monotonic() < deadline, [m.value for m in at.main.markdown]
-        time.sleep(1)
-        at.run()
 
 
 def _merge_page() -> AppTest:
@@ -36,7 +26,7 @@ def test_merge_demo_sweep_runs_as_a_job_and_shows_both_methods(app_env):
     at.number_input(key="mg_lambdas").set_value(random.randrange(3, 12)).run()  # settings not stored yet
     at.button(key="mg_run").click().run()
     assert any("Model merging sweep" in m.value for m in at.main.markdown)  # the job's live card
-    _until(at, lambda at: len(at.dataframe) >= 1)
+    rerun_until(at, lambda at: len(at.dataframe) >= 1)
     best = at.dataframe[0].value
     assert list(best["method"]) == ["average", "fisher"]
     assert len(at.get("plotly_chart")) == 2

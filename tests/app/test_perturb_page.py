@@ -2,10 +2,11 @@
 import json
 import math
 import random
-import time
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+
+from tests.app.conftest import rerun_until
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -19,16 +20,6 @@ def _perturb_page(image_run) -> AppTest:
     at.switch_page("pages/perturb.py").run()
     assert not at.exception, at.exception
     return at
-
-
-def _until(at: AppTest, done, timeout_s: float = 300) -> None:
-    """Rerun the page until done(at): a sweep or perturb-all runs as a background job, shown when complete."""
-    deadline = time.monotonic() + timeout_s
-    while not done(at):
-        assert not at.exception and not at.error, [e.value for e in at.error] or at.exception
-        assert time.monotonic() < deadline, [m.value for m in at.main.markdown]
-        time.sleep(1)
-        at.run()
 
 
 def _table(at: AppTest, column: str):
@@ -53,7 +44,7 @@ def test_one_perturbation_sweep_and_perturb_all(app_env, image_run):
     at.number_input(key="pt_seed").set_value(random.randrange(1, 10_000)).run()  # settings not stored yet
     at.button(key="pt_sweep").click().run()
     assert any("Perturbation sweep" in m.value for m in at.main.markdown)  # the job's live card
-    _until(at, lambda at: _table(at, "KL ratio (top / baseline)") is not None)
+    rerun_until(at, lambda at: _table(at, "KL ratio (top / baseline)") is not None)
     sweep = _table(at, "KL ratio (top / baseline)")
     assert "kl_ratio" not in sweep.value.columns and "Magnitude" in sweep.value.columns  # human column names
     assert json.loads(sweep.proto.columns)["KL, top examples"]["type_config"]["format"] == "%.3g"
@@ -62,7 +53,7 @@ def test_one_perturbation_sweep_and_perturb_all(app_env, image_run):
     assert flips_at.value == ratios.index(max(ratios))  # the most selective magnitude, not the last one
     assert "(most selective)" in flips_at.format_func(flips_at.value)
     at.button(key="pt_all").click().run()
-    _until(at, lambda at: any("median KL ratio" in c.value for c in at.main.caption))
+    rerun_until(at, lambda at: any("median KL ratio" in c.value for c in at.main.caption))
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(_table(at, "KL ratio, sign +").value) == 6  # one row per component, readable columns
 
