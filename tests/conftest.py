@@ -3,8 +3,14 @@ import fcntl
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# One compute thread per process (servers and CLIs started by tests inherit it): two xdist workers, their app
+# servers and browsers share 2 cores, and oversubscribed OpenMP threads spin. A 50x80 D-NPEFF fit of 484
+# iterations took 6.3 s on two threads beside a busy worker and 0.18 s on one.
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import pytest  # noqa: E402  (after the thread settings, which torch reads on import)
+import torch  # noqa: E402
 
 from analysis.demos import build_demo, load_demo
 from analysis.runs import fit_run, pefs_run
@@ -41,17 +47,34 @@ def shared_temp(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-@pytest.fixture(scope="session")
-def demo_workspace(tmp_path_factory) -> Path:
-    """Both demos built once per test run (text ~2 min), under a file lock so that xdist workers share one build.
-    NPEFF_TEST_WORKSPACE reuses one across local runs."""
+def build_shared_demos(tmp_path_factory, kinds: tuple[str, ...]) -> Path:
+    """The test run's demo workspace with these demos built, under a file lock so that xdist workers share one
+    build of each. NPEFF_TEST_WORKSPACE reuses one across local runs."""
     root = Path(os.environ.get("NPEFF_TEST_WORKSPACE") or shared_temp(tmp_path_factory) / "workspace")
     root.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f"{root.name}.build-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        for kind in ("image", "text"):
+        for kind in kinds:
             build_demo(kind, root)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(tmp_path_factory) -> Path:
+    """The image and text demos (text ~2 min), built once per test run."""
+    return build_shared_demos(tmp_path_factory, ("image", "text"))
+
+
+@pytest.fixture(scope="session")
+def planted_workspace(demo_workspace, tmp_path_factory) -> Path:
+    """The demo workspace with the planted demo built too (about a minute), once per test run."""
+    return build_shared_demos(tmp_path_factory, ("planted",))
+
+
+@pytest.fixture(scope="session")
+def merge_pair_workspace(demo_workspace, tmp_path_factory) -> Path:
+    """The demo workspace with the merge-pair demo built too (seconds), once per test run."""
+    return build_shared_demos(tmp_path_factory, ("merge-pair",))
 
 
 @pytest.fixture

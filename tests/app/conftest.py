@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -34,12 +35,14 @@ def free_port() -> int:
 @contextmanager
 def streamlit_app(env: dict[str, str]) -> Iterator[str]:
     """`streamlit run app.py` on a free localhost port with these extra environment variables; yields its URL
-    once /_stcore/health answers, and stops it afterwards."""
+    once /_stcore/health answers, and stops it afterwards. Its log is kept in a temporary file."""
     port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="streamlit-", suffix=".log", delete=False)
+    print(f"streamlit log: {log.name}")  # pytest shows it with a failure's captured setup output
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                              "--server.address", "127.0.0.1", "--server.headless", "true",
                              "--browser.gatherUsageStats", "false"], env={**os.environ, **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -56,6 +59,7 @@ def streamlit_app(env: dict[str, str]) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        log.close()
 
 
 def rerun_until(at, done, timeout_s: float = 300) -> None:

@@ -28,6 +28,9 @@ def start_image_demo_job(page, url: str, settings: dict[str, str]) -> None:
     # let the first visit finish scoring the pair's accuracy before switching demos
     page.get_by_text("scored once per pair").first.wait_for(timeout=120_000)
     page.get_by_text("Image demo", exact=True).first.click()  # the model radio (descriptions mention it too)
+    # the click's rerun moves the dataset radio to the image demo; a Load pressed before that rerun reaches the
+    # browser sends the old dataset choice back (the text demo's data, refused for the image model)
+    page.get_by_text("500 held-out 8×8 digits").wait_for(timeout=60_000)
     page.get_by_role("button", name="Load", exact=True).click()
     page.get_by_text("Active model: image-demo").wait_for(timeout=60_000)
     page.get_by_role("link", name="Compute").click()

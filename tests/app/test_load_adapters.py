@@ -159,7 +159,9 @@ def _synthetic_next_token_run(root: Path, model_spec: ModelSpec, dataset_spec: D
 
 
 @pytest.mark.slow
-def test_planted_demo_builds_and_loads_from_the_load_page(app_env):
+def test_planted_demo_loads_from_the_load_page(planted_workspace, monkeypatch):
+    """The test run's planted build (building a demo from the page is tested on the image demo, test_demo_job)."""
+    monkeypatch.setenv("NPEFF_WORKSPACE", str(planted_workspace))
     at = _app().run()
     at.radio(key="model_source").set_value("Planted demo").run()
     assert any("Planted strategies" in m.value for m in at.markdown)
@@ -168,4 +170,3 @@ def test_planted_demo_builds_and_loads_from_the_load_page(app_env):
     assert at.subheader[-1].value == "Active model: planted-demo"
     preview = at.dataframe[-1].value
     assert len(preview) > 0 and preview["text"].str.endswith("=").all()
-    assert (Path(app_env) / "demos" / "planted-demo" / "demo_metrics.json").exists()

@@ -20,7 +20,7 @@ def _merge_page() -> AppTest:
     return at
 
 
-def test_merge_demo_sweep_runs_as_a_job_and_shows_both_methods(app_env):
+def test_merge_demo_sweep_runs_as_a_job_and_shows_both_methods(merge_pair_workspace, app_env):
     at = _merge_page()
     assert at.title[0].value == "Merge models"
     at.number_input(key="mg_lambdas").set_value(random.randrange(3, 12)).run()  # settings not stored yet

@@ -8,8 +8,9 @@ from analysis.demos import build_demo, merge_pair_tasks
 from analysis.merge.specs import MERGE_DEMO
 
 
-def test_merge_demo_headless(demo_workspace, tmp_path, capsys):
-    folder, metrics = build_demo(MERGE_DEMO, demo_workspace)
+def test_merge_demo_headless(merge_pair_workspace, tmp_path, capsys):
+    demo_workspace = merge_pair_workspace
+    folder, metrics = build_demo(MERGE_DEMO, demo_workspace)  # built already: its folder and metrics
     assert [t.model.exists() for t in merge_pair_tasks(folder)] == [True, True]
     assert metrics.accuracy_by_group["A on task A"] > 0.95 and metrics.accuracy_by_group["B on task B"] > 0.95
 

@@ -135,13 +135,12 @@ def test_per_example_gradients_vmap_match_autograd_loop(quick_build):
 
 
 @pytest.fixture(scope="module")
-def planted_demo(tmp_path_factory):
-    """The default planted build, as the CLI's `demo planted` makes it (about a minute): one build shared by the
-    accuracy and the recovery test."""
+def planted_demo(planted_workspace):
+    """The default planted build, as the CLI's `demo planted` makes it: the test run's one build, shared by the
+    accuracy and the recovery test and the Load page's."""
     from analysis.demos import load_demo
 
-    root = tmp_path_factory.mktemp("planted_demo")
-    return (root, *load_demo("planted", root))
+    return (planted_workspace, *load_demo("planted", planted_workspace))
 
 
 @pytest.mark.slow
