@@ -5,6 +5,7 @@ Heavy runs can go here (also under torchrun on a GPU box) and be browsed later i
   python -m analysis.cli pefs --demo text --kind lrm --values-per-example 2000
   python -m analysis.cli pefs --model gpt2/ --data sst2.csv --label-column label --adapter causal-lm-classifier \
       --option "template=Review: {text} Sentiment:" --option "verbalizer=negative,positive"
+  torchrun --nproc_per_node 2 -m analysis.cli pefs --demo text
   python -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
   torchrun --nproc_per_node 2 -m analysis.cli fit --pefs RUN_ID --components 16 --iters 300
   python -m analysis.cli fit-coeffs --decomposition RUN_ID --pefs OTHER_RUN_ID --iters 200
@@ -15,8 +16,10 @@ Heavy runs can go here (also under torchrun on a GPU box) and be browsed later i
   python -m analysis.cli jobs
   python -m analysis.cli job run JOB_ID   (what the dashboard starts in the background)
 
-`pefs` and `fit` add themselves to the workspace's jobs (seen on the dashboard's Jobs page, which can cancel
-them); `job run` runs a job the dashboard queued (analysis/jobs.py).
+Under torchrun `pefs` shares the chunks out over the ranks (rank 0 leases the run and assembles it) and `fit`
+splits the parameters; each rank takes its own GPU when there are GPUs. `pefs` and `fit` add themselves to the
+workspace's jobs (seen on the dashboard's Jobs page, which can cancel them); `job run` runs a job the dashboard
+queued (analysis/jobs.py).
 
 Before computing PEFs the command prints its disk, memory and time estimates, and refuses (unless --yes)
 when they exceed the workspace's free disk or the available memory. An error prints one line,
@@ -29,14 +32,15 @@ import argparse
 import os
 import sys
 import traceback
+from contextlib import suppress
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from tqdm import tqdm
 
 from analysis.adapters import ADAPTERS
-from analysis.demos import DEMOS, build_demo, demo_folder
+from analysis.demos import DEMOS, METRICS, build_demo, demo_folder
 from analysis.errors import about, describe_error
 from analysis.estimates import (Resources, default_values_per_example, describe_estimate, estimate_pefs,
                                 machine_resources, measure_seconds_per_example, resource_problems)
@@ -45,7 +49,7 @@ from analysis.loading import (DatasetSpec, ModelSpec, adapter_settings, check_pa
                               load_model_spec, pair_dataset, paired_dataset_spec, register_pair)
 from analysis.models import ParamScope
 from analysis.perturb.diag import FISHER_FLOOR
-from analysis.store import DEFAULT_WORKSPACE, Run, Workspace
+from analysis.store import DEFAULT_WORKSPACE, Workspace
 from analysis.variants import DEFAULT_VARIANT, VARIANTS
 
 if TYPE_CHECKING:
@@ -121,10 +125,8 @@ def _specs(args: argparse.Namespace, root: Path) -> tuple[ModelSpec, DatasetSpec
     return replace(model_spec, **adapter), dataset_spec
 
 
-def _model_and_data(args: argparse.Namespace, ws: Workspace):
-    """Load, check and register (like the dashboard does) the model and dataset the arguments name."""
-    if args.demo:
-        build_demo(args.demo, ws.root)
+def _load_pair(args: argparse.Namespace, ws: Workspace):
+    """Load and check the model and dataset the arguments name (a demo must be built already)."""
     with about(_model_source(args, ws)):
         model_spec, dataset_spec = _specs(args, ws.root)
         model = load_model_spec(model_spec, ws.root)
@@ -133,6 +135,14 @@ def _model_and_data(args: argparse.Namespace, ws: Workspace):
     with about(args.data or dataset_spec.source):
         dataset = pair_dataset(model, load_dataset_spec(dataset_spec))
         check_pair(model, dataset)
+    return model_spec, dataset_spec, model, dataset
+
+
+def _model_and_data(args: argparse.Namespace, ws: Workspace):
+    """Load, check and register (like the dashboard does) the model and dataset the arguments name."""
+    if args.demo:
+        build_demo(args.demo, ws.root)
+    model_spec, dataset_spec, model, dataset = _load_pair(args, ws)
     register_pair(ws, model, dataset, model_spec.source)
     return model_spec, dataset_spec, model, dataset
 
@@ -169,28 +179,92 @@ def _check_estimate(args: argparse.Namespace, ws: Workspace, model, dataset, k: 
 
 
 def _pefs(args: argparse.Namespace) -> int:
-    from analysis.runs import pefs_run, pefs_settings
+    """Under torchrun rank 0 leases the run and every rank computes its share of the chunks."""
+    return _on_ranks(args, _pefs_on_rank)
 
-    ws = _workspace(args)
-    model_spec, dataset_spec, model, dataset = _model_and_data(args, ws)
-    k, top_k = _values_per_example(args, model), _top_k_classes(args, model)
-    stored = ws.find_run("pefs", pefs_settings(model, dataset, kind=args.kind, n_values_per_example=k,
-                                               top_k_classes=top_k))
-    if stored is None or stored.status != "complete":
-        _check_estimate(args, ws, model, dataset, k, top_k)
-    bar, progress = _bar("per-example Fishers", "ex")
-    # the command as a job spec (the dashboard's Jobs page lists it and can start it again)
-    spec = compute_spec(model_spec, dataset_spec, fit=None,
-                        pefs={"kind": args.kind, "n_values_per_example": k, "top_k_classes": top_k,
-                              "chunk_size": args.chunk_size, "batch_size": args.batch_size, "device": args.device})
-    with own_job(ws, "pefs", spec) as job, bar, about(_model_source(args, ws)):
-        run = pefs_run(ws, model, dataset, kind=args.kind, n_values_per_example=k, top_k_classes=top_k,
-                       chunk_size=args.chunk_size, batch_size=args.batch_size, device=args.device,
-                       progress=lambda done, total: (progress(done, total), job("Per-example Fishers", done, total)))
-        job.result = run.id
+
+def _pefs_on_rank(args: argparse.Namespace, rank: int, world: int) -> int:
+    """Rank 0 runs pefs_run; when it has chunks to compute it hands the run, its recorded chunks and the settings
+    to the other ranks, which have loaded the same model and dataset meanwhile and compute their share alongside
+    (pefs_share), then wait for rank 0 to complete or fail the run. They also hear when there is nothing to do or
+    the setup failed, so none hangs. Rank 0 alone prints and reports progress."""
+    from analysis.runs import every_rank, pefs_run, pefs_settings, pefs_share
+
+    if rank != 0:
+        inputs = _rank_inputs(args)
+        # ("compute", (run, recorded chunks, settings)) | ("done", None) | ("failed", rank 0's error)
+        state, handed = _broadcast([None], world)[0]
+        if state == "compute":
+            run, done, options = handed
+
+            def share() -> None:
+                ws, model, dataset = inputs()
+                with about(_model_source(args, ws)):
+                    pefs_share(ws, run, done, model, dataset, **options, device=_rank_device(args, world))
+
+            try:
+                every_rank(share)
+            finally:
+                state, handed = _broadcast([None], world)[0]  # ("done" | "failed", ...) once rank 0 ended the run
+        if state == "failed":  # said here too: torchrun may stop rank 0 before it prints, once this rank exits
+            raise RuntimeError(f"rank 0 of {world} failed: {handed}")
+        return 0
+    tell = _Teller(world)
+    try:
+        ws = _workspace(args)
+        model_spec, dataset_spec, model, dataset = _model_and_data(args, ws)
+        options = _pefs_options(args, model)
+        stored = ws.find_run("pefs", pefs_settings(model, dataset, kind=args.kind,
+                                                   n_values_per_example=options["n_values_per_example"],
+                                                   top_k_classes=options["top_k_classes"]))
+        if stored is None or stored.status != "complete":
+            _check_estimate(args, ws, model, dataset, options["n_values_per_example"], options["top_k_classes"])
+        bar, progress = _bar("per-example Fishers", "ex")
+        # the command as a job spec (the dashboard's Jobs page lists it and can start it again)
+        spec = compute_spec(model_spec, dataset_spec, fit=None, pefs={**options, "device": args.device})
+        with own_job(ws, "pefs", spec) as job, bar, about(_model_source(args, ws)):
+            run = pefs_run(ws, model, dataset, **options, device=_rank_device(args, world),
+                           progress=lambda done, total: (progress(done, total),
+                                                         job("Per-example Fishers", done, total)),
+                           on_compute=lambda leased, done: tell("compute", (leased, done, options)))
+            job.result = run.id
+    except BaseException as e:
+        # an interrupt while computing skips the ranks' meeting point (every_rank): torchrun interrupts them too
+        if isinstance(e, Exception) or tell.first is None:
+            with suppress(Exception):  # the other ranks may be gone (one was killed): keep this error
+                tell.end("failed", describe_error(e))
+        raise
+    tell.end("done")
     print(f"PEF run {run.id}: {run.summary['n_examples']} examples × {run.summary['n_parameters']:,} parameters "
           f"({run.params['kind']}) in {ws.root}")
     return 0
+
+
+def _rank_inputs(args: argparse.Namespace) -> Callable[[], tuple]:
+    """A torchrun rank's (workspace, model, dataset): loaded now, while rank 0 sets the run up, unless rank 0 has the
+    demo to build first (then when called); a loading error is raised when called, inside every_rank."""
+    def load() -> tuple:
+        ws = _workspace(args)
+        return ws, *_load_pair(args, ws)[2:]
+
+    if args.demo and not (demo_folder(args.demo, Path(args.workspace)) / METRICS).exists():
+        return load
+    try:
+        inputs = load()
+    except Exception as e:
+        error = e
+
+        def fail() -> tuple:
+            raise error
+
+        return fail
+    return lambda: inputs
+
+
+def _pefs_options(args: argparse.Namespace, model) -> dict:
+    """pefs_run's settings from the arguments and the model's defaults."""
+    return {"kind": args.kind, "n_values_per_example": _values_per_example(args, model),
+            "top_k_classes": _top_k_classes(args, model), "chunk_size": args.chunk_size, "batch_size": args.batch_size}
 
 
 def _distributed() -> tuple[int, int]:
@@ -204,6 +278,18 @@ def _distributed() -> tuple[int, int]:
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return dist.get_rank(), dist.get_world_size()
+
+
+def _on_ranks(args: argparse.Namespace, body) -> int:
+    """body(args, rank, world) on this process, inside the torchrun process group when launched by torchrun."""
+    rank, world = _distributed()
+    try:
+        return body(args, rank, world)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 def _fit_settings(args: argparse.Namespace, variant: Variant) -> dict:
@@ -223,16 +309,29 @@ def _broadcast(decision: list, world: int) -> list:
     return decision
 
 
+class _Teller:
+    """Rank 0's word to the other ranks, (state, payload): the first call broadcasts it and later ones do nothing;
+    `end` tells the outcome, as a second word after a "compute" (for ranks that compute and then wait for it)."""
+
+    def __init__(self, world: int):
+        self.world = world
+        self.first: str | None = None  # the state told first
+
+    def __call__(self, state: str, payload=None) -> None:
+        if self.first is None:
+            self.first = state
+            _broadcast([(state, payload)], self.world)
+
+    def end(self, state: str, payload=None) -> None:
+        if self.first == "compute":
+            _broadcast([(state, payload)], self.world)
+        else:
+            self(state, payload)
+
+
 def _fit(args: argparse.Namespace) -> int:
     """Rank 0 looks up the stored run and tells every rank whether there is anything to compute."""
-    rank, world = _distributed()
-    try:
-        return _fit_on_rank(args, rank, world)
-    finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+    return _on_ranks(args, _fit_on_rank)
 
 
 def _fit_on_rank(args: argparse.Namespace, rank: int, world: int) -> int:
@@ -247,15 +346,9 @@ def _fit_on_rank(args: argparse.Namespace, rank: int, world: int) -> int:
             variant = get_variant(PefsSummary.of(pefs).kind)
             with about(f"PEF run {pefs.id}"):
                 variant.fit(load_pefs(_workspace(args), pefs), fit_config(variant, _fit_settings(args, variant)),
-                            device=_fit_device(args, world))
+                            device=_rank_device(args, world))
         return EXIT_ERROR if state == "failed" else 0
-    told = []
-
-    def tell(state: str, pefs: Run | None = None) -> None:
-        if not told:
-            told.append(state)
-            _broadcast([(state, pefs)], world)
-
+    tell = _Teller(world)
     try:
         ws = _workspace(args)
         pefs = ws.get_run(args.pefs)
@@ -269,7 +362,7 @@ def _fit_on_rank(args: argparse.Namespace, rank: int, world: int) -> int:
 
         with own_job(ws, "fit", {"pefs_run": pefs.id, "fit": settings, "device": args.device}) as job, bar, \
                 about(f"PEF run {pefs.id}"):
-            run = fit_run(ws, pefs, device=_fit_device(args, world), progress=report,
+            run = fit_run(ws, pefs, device=_rank_device(args, world), progress=report,
                           on_compute=lambda: tell("compute", pefs), **settings)
             job.result = run.id
     except BaseException:
@@ -281,8 +374,8 @@ def _fit_on_rank(args: argparse.Namespace, rank: int, world: int) -> int:
     return 0
 
 
-def _fit_device(args: argparse.Namespace, world: int) -> str | None:
-    """The --device, else each torchrun rank's own GPU when there are GPUs, else the default."""
+def _rank_device(args: argparse.Namespace, world: int) -> str | None:
+    """The --device, else each torchrun rank's own GPU (cuda:LOCAL_RANK) when there are GPUs, else the default."""
     return args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world > 1 and _cuda() else None)
 
 

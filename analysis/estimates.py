@@ -1,8 +1,10 @@
 """Disk, memory and time estimates shown before a computation starts, and the check against free resources.
 
-The estimates are pure arithmetic on shapes. The measured numbers they need live at the end of the file:
-the time per example (timed once per model, dataset, scope, kind, classes and values kept, then kept in the
-workspace's `timings.json`) and the free disk and memory of this machine.
+The estimates are arithmetic on shapes and on measured numbers, which live at the end of the file: the time
+per example and peak memory of PEFs (calibrated on a few real batches once per model, dataset, scope, kind,
+classes, values kept and batch size), and a fit's time and memory per stored value, kept in the workspace's
+`timings.json`. Each complete run records what it really took next to its estimate (`measured.json` in its
+folder), and its numbers replace the calibration's for the next estimate. Also: the free disk and memory.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -22,12 +24,19 @@ from analysis.datasets import Dataset, dataset_slice, dataset_subset, length_ord
 from analysis.fisher import compute_pefs
 from analysis.models import ClassifierModel
 from analysis.npeff import FitConfig
+from analysis.npeff.pef_matrix import BLOCK_VALUES
+from analysis.peak_memory import measured
+from analysis.store import RunWriter, Workspace
 from analysis.variants import get_variant, variant_of
+from kernels.distributed import rank_and_world
 
 FLOAT, INDEX = 4, 8  # bytes per stored value (float32) and index (int64)
 MAX_DEFAULT_VALUES = 2048  # default values kept per example
-TIMINGS = "timings.json"  # seconds per example, by timing_key, under the workspace root
+TIMINGS = "timings.json"  # PefMeasure by timing_key and FitMeasure by fit_key, under the workspace root
 MEMINFO = Path("/proc/meminfo")
+T = TypeVar("T")
+FIT_BYTES_PER_VALUE = 24  # a fit's X by columns (float32 value, int32 row) and the arrays that place it (pef_matrix)
+BLOCK_TEMPORARY_BYTES = 100  # per stored value of the block of examples being placed into X (pef_matrix)
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class PefEstimate:
     pef_bytes: int  # sparse PEFs on disk once complete
     disk_bytes: int  # disk used while computing: the chunk files and the assembled arrays, until the chunks go
     pef_memory_bytes: int  # largest of: one dense batch of gradients, or the chunks assembled into one array
-    fit_memory_bytes: int  # NPEFF factors + sparse matrix (0 when no fit is planned)
+    fit_memory_bytes: int  # NPEFF fit: its sparse matrix, block and factors (0 when no fit is planned)
     pef_seconds: float | None  # whole dataset from a measured time per example; None when not measured
     values_per_example: int = 0  # values a sparse PEF keeps (k, at most its dense size): the fit's size is n × this
 
@@ -61,19 +70,37 @@ def default_values_per_example(model: ClassifierModel) -> int:
 
 def estimate_pefs(model: ClassifierModel, dataset: Dataset, *, kind: str,
                   n_values_per_example: int | None, top_k_classes: int | None, n_components: int | None,
-                  batch_size: int, seconds_each: float | None) -> PefEstimate:
-    """Sizes from the shapes; time = seconds_each × examples. n_components=None estimates the PEFs alone."""
+                  batch_size: int, seconds_each: float | None, pef_memory_bytes: int | None = None,
+                  fit_bytes_per_value: float | None = None) -> PefEstimate:
+    """Sizes from the shapes; time = seconds_each × examples. Memory: pef_memory_bytes (measured at this batch
+    size) and fit_bytes_per_value × stored values (measured by a fit) where given, else from the shapes.
+    n_components=None estimates the PEFs alone."""
     n, M = len(dataset), model.summary().n_parameters_in_scope
     c = top_k_classes or len(model.label_names)
     dense_per_example = get_variant(kind).pefs.n_columns(c) * M
     k = min(n_values_per_example or dense_per_example, dense_per_example)
     pef_bytes = n * k * (FLOAT + INDEX) + n * (c + 1) * INDEX
     batch_bytes = 3 * batch_size * c * M * FLOAT  # per-class gradients, A, and top-k work space
-    m = min(M, n * k)  # kept parameters after pruning
-    fit_bytes = 2 * n * k * (FLOAT + INDEX) + 4 * n_components * m * FLOAT if n_components else 0
-    return PefEstimate(pef_bytes=pef_bytes, disk_bytes=2 * pef_bytes,
-                       pef_memory_bytes=max(batch_bytes, 2 * pef_bytes), fit_memory_bytes=fit_bytes,
-                       pef_seconds=None if seconds_each is None else seconds_each * n, values_per_example=k)
+    if pef_memory_bytes is None:
+        pef_memory_bytes = max(batch_bytes, 2 * pef_bytes)
+    if not n_components:
+        fit_bytes = 0
+    elif fit_bytes_per_value is not None:
+        fit_bytes = round(fit_bytes_per_value * n * k)
+    else:
+        fit_bytes = fit_memory_from_shapes(n * k, n * c, M, n_components)
+    return PefEstimate(pef_bytes=pef_bytes, disk_bytes=2 * pef_bytes, pef_memory_bytes=pef_memory_bytes,
+                       fit_memory_bytes=fit_bytes, pef_seconds=None if seconds_each is None else seconds_each * n,
+                       values_per_example=k)
+
+
+def fit_memory_from_shapes(n_values: int, n_rows: int, n_parameters: int, n_components: int) -> int:
+    """An upper bound of a fit's peak memory (bytes): X once by columns (FIT_BYTES_PER_VALUE per stored value), one
+    block's temporaries, two arrays over all parameters (counts, column map), and four factor-sized arrays over
+    the rows of X [n_rows, r] and the kept parameters [m, r], with every parameter kept (m = min(M, values))."""
+    m = min(n_parameters, n_values)
+    return (FIT_BYTES_PER_VALUE * n_values + BLOCK_TEMPORARY_BYTES * BLOCK_VALUES + 2 * INDEX * n_parameters
+            + 4 * n_components * (m + n_rows) * FLOAT)
 
 
 def gib(n_bytes: float) -> str:
@@ -117,6 +144,39 @@ def describe_estimate(estimate: PefEstimate, resources: Resources) -> str:
 CALIBRATION = "median of batches after a warm-up"  # in the timing key: numbers timed another way are not reused
 CALIBRATION_CHUNK = 128  # examples the calibration batches are drawn from: the first chunk, as pefs_run makes it
 TIMED_BATCHES = 3  # batches timed after the warm-up batch
+CALIBRATED = f"calibrated on {TIMED_BATCHES + 1} batches"  # where a stored measure comes from, as the page says it
+LAST_RUN = "measured on the last run"
+RECORD = "measured.json"  # in a run's folder: what its computation took, next to what was estimated before it
+
+
+@dataclass(frozen=True)
+class PefMeasure:
+    """The measured cost of PEFs for one timing_key in batches of batch_size, kept in timings.json."""
+
+    seconds_per_example: float
+    memory_bytes: int | None  # peak memory above the start (a calibration's batches, or a whole run); None: unknown
+    batch_size: int
+    source: str  # CALIBRATED or LAST_RUN
+
+
+@dataclass(frozen=True)
+class FitMeasure:
+    """The measured cost of an NPEFF fit per stored PEF value, for one variant and device, kept in timings.json."""
+
+    seconds_per_value: float  # per (stored value × component × iteration)
+    bytes_per_value: float | None  # peak memory above the start per stored value; None: unknown
+    source: str  # FIT_CALIBRATED or LAST_RUN
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a PEF run or a fit took (wall seconds, peak memory above its start) and what was estimated before it."""
+
+    seconds: float
+    peak_memory_bytes: int | None
+    estimated_seconds: float | None  # None: nothing was measured before the run
+    estimated_memory_bytes: int | None
+    estimate_source: str  # how the estimate was made (a measure's source, or "from the shapes")
 
 
 def calibrated_seconds_per_example(batch_seconds: Sequence[float], batch_sizes: Sequence[int]) -> float:
@@ -139,21 +199,29 @@ def calibration_batches(n_examples: int, batch_size: int, n_timed: int = TIMED_B
     return [batches[i] for i in chosen]
 
 
-def seconds_per_example(model: ClassifierModel, dataset: Dataset, *, kind: str,
-                        top_k_classes: int | None, n_values_per_example: int | None = None, batch_size: int = 16,
-                        device: str | None = None) -> float:
-    """Time compute_pefs batch by batch on the first chunk, batched by length as pefs_run does: a warm-up batch,
-    then TIMED_BATCHES more; their median seconds per example (calibrated_seconds_per_example)."""
+def calibrate_pefs(model: ClassifierModel, dataset: Dataset, *, kind: str, top_k_classes: int | None,
+                   n_values_per_example: int | None = None, batch_size: int = 16,
+                   device: str | None = None) -> PefMeasure:
+    """Run compute_pefs batch by batch on the first chunk, batched by length as pefs_run does: a warm-up batch,
+    then TIMED_BATCHES more; their median seconds per example (calibrated_seconds_per_example) and the peak
+    memory they grew the process by, warm-up included: much of what it allocates stays resident for the later
+    batches, as in a run (120-190 MiB of the text demo's), and the longest texts of the chunk are timed."""
     part = dataset_slice(dataset, 0, CALIBRATION_CHUNK)
     order = length_order(model, part)
     batches = calibration_batches(len(part), batch_size)
     # one batch per chosen position, made lazily so that each batch's time ends at its progress report
     made = (batch for b in batches for batch in make_batches(model, dataset_subset(part, order[b]),
                                                              batch_size=batch_size))
-    stamps = [time.perf_counter()]
-    compute_pefs(model, made, kind=kind, top_k_classes=top_k_classes, n_values_per_example=n_values_per_example,
-                 device=device, progress=lambda _done, _total: stamps.append(time.perf_counter()))
-    return calibrated_seconds_per_example(np.diff(stamps), [len(b) for b in batches])
+    stamps: list[float] = []
+
+    def timed() -> None:
+        stamps.append(time.perf_counter())
+        compute_pefs(model, made, kind=kind, top_k_classes=top_k_classes, n_values_per_example=n_values_per_example,
+                     device=device, progress=lambda _done, _total: stamps.append(time.perf_counter()))
+
+    memory = measured(timed).peak_growth_bytes
+    return PefMeasure(seconds_per_example=calibrated_seconds_per_example(np.diff(stamps), [len(b) for b in batches]),
+                      memory_bytes=memory, batch_size=batch_size, source=CALIBRATED)
 
 
 def timing_key(model: ClassifierModel, dataset: Dataset, *, kind: str,
@@ -165,48 +233,70 @@ def timing_key(model: ClassifierModel, dataset: Dataset, *, kind: str,
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _timings(root: Path) -> dict[str, float]:
+def _timings(root: Path) -> dict[str, dict]:
+    """timings.json's measures; an entry of another form (a bare number, from before memory was measured) is
+    left out, so that it is measured again."""
     try:
-        return json.loads((Path(root) / TIMINGS).read_text())
+        stored = json.loads((Path(root) / TIMINGS).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+    return {key: value for key, value in stored.items() if isinstance(value, dict)} if isinstance(stored, dict) else {}
 
 
-def stored_seconds_per_example(root: Path, key: str) -> float | None:
-    """The time per example measured before for `key` in this workspace, or None."""
-    return _timings(root).get(key)
+def stored_pef_measure(root: Path, key: str, batch_size: int) -> PefMeasure | None:
+    """The PEF measure kept in this workspace for `key` in batches of batch_size, or None."""
+    entry = _timings(root).get(key)
+    if entry is None or entry.get("batch_size") != batch_size:
+        return None
+    return PefMeasure(**entry)
+
+
+def measure_pefs(root: Path, model: ClassifierModel, dataset: Dataset, *, kind: str, top_k_classes: int | None,
+                 n_values_per_example: int | None = None, batch_size: int = 16,
+                 device: str | None = None) -> PefMeasure:
+    """The PEF measure stored in the workspace for this timing_key and batch size, else calibrated now (real
+    PEFs of a few batches) and stored: measured once, then replaced by each complete run's own numbers."""
+    key = timing_key(model, dataset, kind=kind, top_k_classes=top_k_classes,
+                     n_values_per_example=n_values_per_example, device=device)
+    stored = stored_pef_measure(root, key, batch_size)
+    if stored is not None:
+        return stored
+    measure = calibrate_pefs(model, dataset, kind=kind, top_k_classes=top_k_classes,
+                             n_values_per_example=n_values_per_example, batch_size=batch_size, device=device)
+    _store_timing(root, key, asdict(measure))
+    return measure
 
 
 def measure_seconds_per_example(root: Path, model: ClassifierModel, dataset: Dataset, *,
                                 kind: str, top_k_classes: int | None, n_values_per_example: int | None = None,
                                 batch_size: int = 16, device: str | None = None) -> float:
-    """The time per example stored in the workspace for this timing_key, else timed now (real PEFs, one batch of
-    this size) and stored: a rough number, measured once."""
-    key = timing_key(model, dataset, kind=kind, top_k_classes=top_k_classes,
-                     n_values_per_example=n_values_per_example, device=device)
-    stored = stored_seconds_per_example(root, key)
-    if stored is not None:
-        return stored
-    seconds = seconds_per_example(model, dataset, kind=kind, top_k_classes=top_k_classes,
-                                  n_values_per_example=n_values_per_example, batch_size=batch_size, device=device)
-    _store_timing(root, key, seconds)
-    return seconds
+    """The seconds per example of measure_pefs (the command line's estimate)."""
+    return measure_pefs(root, model, dataset, kind=kind, top_k_classes=top_k_classes,
+                        n_values_per_example=n_values_per_example, batch_size=batch_size,
+                        device=device).seconds_per_example
 
 
-def _store_timing(root: Path, key: str, seconds: float) -> None:
-    """Keep a measured number in the workspace's timings.json (written atomically)."""
+def _store_timing(root: Path, key: str, entry: dict) -> None:
+    """Keep a measure in the workspace's timings.json (written atomically)."""
     path = Path(root) / TIMINGS
     tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex[:6]}")
-    tmp.write_text(json.dumps({**_timings(root), key: seconds}, indent=1))
+    tmp.write_text(json.dumps({**_timings(root), key: entry}, indent=1))
     os.replace(tmp, path)
 
 
 FIT_CALIBRATION_ITERS = 5  # joint updates the fit calibration runs (after LRM's G-only warm-up, which it also times)
+FIT_CALIBRATED = "calibrated on the stored PEFs"
 
 
 def fit_key(kind: str, device: str | None = None) -> str:
-    """Where timings.json keeps the fit's seconds per (stored value × component) for a variant and device."""
+    """Where timings.json keeps the fit's FitMeasure for a variant and device."""
     return f"fit:{get_variant(kind).name}:{device or 'default'}"
+
+
+def stored_fit_measure(root: Path, kind: str, device: str | None = None) -> FitMeasure | None:
+    """The fit measure kept in this workspace for the variant and device (the last calibration or fit), or None."""
+    entry = _timings(root).get(fit_key(kind, device))
+    return None if entry is None else FitMeasure(**entry)
 
 
 def iteration_seconds(stamps: Sequence[tuple[int, float]], phase: Callable[[int], str]) -> dict[str, float]:
@@ -227,32 +317,145 @@ def fit_seconds(config: FitConfig, per_iteration: dict[str, float]) -> float:
     return sum(per_iteration.get(config.phase(i), fallback) for i in range(config.total_iters))
 
 
-def calibrate_fit(pefs, config: FitConfig, *, device: str | None = None) -> tuple[float, dict[str, float]]:
-    """(setup seconds: before the first update and after the last, seconds per iteration by phase), from the real
-    fit on the stored PEFs: the settings' warm-up, then FIT_CALIBRATION_ITERS joint updates (no early stop)."""
+def calibrate_fit(pefs, config: FitConfig, *, device: str | None = None
+                  ) -> tuple[float, dict[str, float], int | None]:
+    """(setup seconds: before the first update and after the last, seconds per iteration by phase, peak memory
+    growth in bytes or None), from the real fit on the stored PEFs: the settings' warm-up, then
+    FIT_CALIBRATION_ITERS joint updates (no early stop); building X, the memory's bulk, is all done."""
     stamps: list[tuple[int, float]] = []
-    start = time.perf_counter()
-    variant_of(config).fit(pefs, replace(config, n_iters=FIT_CALIBRATION_ITERS, tol=None), device=device,
-                           progress=lambda done, _total, _loss: stamps.append((done, time.perf_counter())))
-    setup = (stamps[0][1] - start) + (time.perf_counter() - stamps[-1][1])
-    return setup, iteration_seconds(stamps, config.phase)
+    run = measured(lambda: variant_of(config).fit(
+        pefs, replace(config, n_iters=FIT_CALIBRATION_ITERS, tol=None), device=device,
+        progress=lambda done, _total, _loss: stamps.append((done, time.perf_counter()))))
+    setup = run.seconds - (stamps[-1][1] - stamps[0][1])
+    return setup, iteration_seconds(stamps, config.phase), run.peak_growth_bytes
 
 
-def measure_fit_seconds(root: Path, pefs, config: FitConfig, *, device: str | None = None) -> float:
-    """The whole fit's seconds from calibrate_fit (setup + each iteration); the joint seconds per (stored value ×
-    component) are kept in the workspace, for fit_seconds_from_size before the PEFs of other settings exist."""
-    setup, per_iteration = calibrate_fit(pefs, config, device=device)
+def measure_fit(root: Path, pefs, config: FitConfig, *, device: str | None = None) -> tuple[float, int | None]:
+    """(the whole fit's seconds, its peak memory in bytes or None) from calibrate_fit; the joint seconds per
+    (stored value × component) and the bytes per stored value are kept in the workspace, for fit_from_size
+    before the PEFs of other settings exist."""
+    setup, per_iteration, memory = calibrate_fit(pefs, config, device=device)
     joint = per_iteration.get("joint", max(per_iteration.values()))
-    _store_timing(root, fit_key(variant_of(config).name, device), joint / (pefs.values.size * config.n_components))
-    return setup + fit_seconds(config, per_iteration)
+    _store_timing(root, fit_key(variant_of(config).name, device), asdict(FitMeasure(
+        seconds_per_value=joint / (pefs.values.size * config.n_components),
+        bytes_per_value=None if memory is None else memory / pefs.values.size, source=FIT_CALIBRATED)))
+    return setup + fit_seconds(config, per_iteration), memory
 
 
 def fit_seconds_from_size(root: Path, config: FitConfig, n_values: int, *, device: str | None = None) -> float | None:
-    """The whole fit's iterations in seconds from its size: stored values × components × the coefficient measured
-    by the last fit calibration in this workspace (every iteration at the joint cost, no setup); None when none
-    was measured."""
-    coefficient = _timings(root).get(fit_key(variant_of(config).name, device))
-    return None if coefficient is None else coefficient * n_values * config.n_components * config.total_iters
+    """The whole fit's iterations in seconds from its size: stored values × components × iterations × the
+    seconds per value of the last fit calibration or fit in this workspace; None when none was measured."""
+    measure = stored_fit_measure(root, variant_of(config).name, device)
+    return None if measure is None else measure.seconds_per_value * n_values * config.n_components * config.total_iters
+
+
+# -- what runs really took ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Expected:
+    """What is known before a run: its estimate, and the timings.json entry its own numbers replace."""
+
+    seconds: float | None
+    memory_bytes: int | None
+    source: str  # how the estimate was made: a measure's source, or SHAPES
+    key: str
+    measure: Callable[[float, int | None], dict]  # (wall seconds, peak bytes) of the whole run -> the entry
+
+
+SHAPES = "from the shapes"
+
+
+@dataclass(frozen=True)
+class SourcedEstimate:
+    """An estimate made with this workspace's measures, and where its PEF and fit numbers come from."""
+
+    estimate: PefEstimate
+    pef_source: str  # a PefMeasure's source, or SHAPES (then the time is unknown)
+    fit_source: str  # a FitMeasure's source, or SHAPES (then the fit's time is unknown)
+
+
+def workspace_estimate(root: Path, model: ClassifierModel, dataset: Dataset, *, kind: str,
+                       n_values_per_example: int | None, top_k_classes: int | None, n_components: int | None,
+                       batch_size: int, device: str | None = None) -> SourcedEstimate:
+    """estimate_pefs with the PEF measure of this timing_key and batch size and the variant's fit measure."""
+    pefs = stored_pef_measure(root, timing_key(model, dataset, kind=kind, top_k_classes=top_k_classes,
+                                               n_values_per_example=n_values_per_example, device=device), batch_size)
+    fit = stored_fit_measure(root, kind, device)
+    estimate = estimate_pefs(model, dataset, kind=kind, n_values_per_example=n_values_per_example,
+                             top_k_classes=top_k_classes, n_components=n_components, batch_size=batch_size,
+                             seconds_each=None if pefs is None else pefs.seconds_per_example,
+                             pef_memory_bytes=None if pefs is None else pefs.memory_bytes,
+                             fit_bytes_per_value=None if fit is None else fit.bytes_per_value)
+    return SourcedEstimate(estimate, pef_source=SHAPES if pefs is None else pefs.source,
+                           fit_source=SHAPES if fit is None else fit.source)
+
+
+def pefs_expected(root: Path, model: ClassifierModel, dataset: Dataset, *, kind: str, top_k_classes: int | None,
+                  n_values_per_example: int | None, batch_size: int, device: str | None = None) -> Expected:
+    """The estimate of a PEF run from this workspace's measure (as the Compute page shows it), and how the run's
+    own numbers become the measure: its seconds per example and peak memory at this batch size."""
+    sourced = workspace_estimate(root, model, dataset, kind=kind, n_values_per_example=n_values_per_example,
+                                 top_k_classes=top_k_classes, n_components=None, batch_size=batch_size, device=device)
+    return Expected(seconds=sourced.estimate.pef_seconds, memory_bytes=sourced.estimate.pef_memory_bytes,
+                    source=sourced.pef_source, key=timing_key(model, dataset, kind=kind, top_k_classes=top_k_classes,
+                                                              n_values_per_example=n_values_per_example, device=device),
+                    measure=lambda seconds, memory: asdict(PefMeasure(seconds / len(dataset), memory, batch_size,
+                                                                      LAST_RUN)))
+
+
+def fit_expected(root: Path, config: FitConfig, n_values: int, *, n_rows: int, n_parameters: int,
+                 device: str | None = None) -> Expected:
+    """The estimate of a fit of n_values stored values from this workspace's fit measure (from the size), and how
+    the fit's own numbers become the measure: seconds and bytes per stored value."""
+    kind = variant_of(config).name
+    before = stored_fit_measure(root, kind, device)
+    per_value = None if before is None else before.bytes_per_value
+    memory = (fit_memory_from_shapes(n_values, n_rows, n_parameters, config.n_components) if per_value is None
+              else round(per_value * n_values))
+    work = n_values * config.n_components * config.total_iters  # stored value × component × iteration
+    return Expected(seconds=fit_seconds_from_size(root, config, n_values, device=device), memory_bytes=memory,
+                    source=SHAPES if before is None else before.source, key=fit_key(kind, device),
+                    measure=lambda seconds, peak: asdict(FitMeasure(
+                        seconds / work, None if peak is None else peak / n_values, LAST_RUN)))
+
+
+def recorded(ws: Workspace, compute: Callable[[RunWriter], T], expect: Callable[[], Expected],
+             resumed: Callable[[str], bool]) -> Callable[[RunWriter], T]:
+    """compute(writer) of a run, measured: its RunRecord goes next to the run (RECORD); a run computed whole in
+    one process (resumed(run id) false) also replaces the expected's timings.json entry with its own numbers."""
+    def run(writer: RunWriter) -> T:
+        expected, partial = expect(), resumed(writer.run.id)
+        done = measured(lambda: compute(writer))
+        rank, world = rank_and_world()
+        if rank == 0:
+            (ws.run_dir(writer.run.id) / RECORD).write_text(json.dumps(asdict(RunRecord(
+                seconds=done.seconds, peak_memory_bytes=done.peak_growth_bytes, estimated_seconds=expected.seconds,
+                estimated_memory_bytes=expected.memory_bytes, estimate_source=expected.source)), indent=1))
+        if not partial and world == 1:
+            _store_timing(ws.root, expected.key, expected.measure(done.seconds, done.peak_growth_bytes))
+        return done.result
+    return run
+
+
+def run_record(ws: Workspace, run_id: str) -> RunRecord | None:
+    """What a run took and what was estimated before it (recorded), or None for a run computed before records."""
+    try:
+        return RunRecord(**json.loads((ws.run_dir(run_id) / RECORD).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def describe_record(what: str, record: RunRecord) -> str:
+    """One line comparing what a run took with its estimate: time and peak memory, each with estimate / measured."""
+    def versus(measured: float | None, estimated: float | None, show: Callable[[float], str]) -> str:
+        if measured is None:
+            return "not measured here"
+        if estimated is None:
+            return f"{show(measured)} (no estimate)"
+        return f"{show(measured)} (estimated {show(estimated)}, ratio {estimated / max(measured, 1e-9):.2f})"
+
+    return (f"{what}: took {versus(record.seconds, record.estimated_seconds, duration)}, peak memory "
+            f"{versus(record.peak_memory_bytes, record.estimated_memory_bytes, gib)}; estimate "
+            f"{record.estimate_source}")
 
 
 def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:

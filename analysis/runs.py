@@ -3,16 +3,19 @@
 Each goes through `Workspace.compute_once` (computed once per settings, leased, failures recorded, files
 checked on reuse). A PEF run is streamed in chunks: each chunk's arrays are written (fsynced) before the
 chunk and its example range are recorded, so a killed run resumes after the last recorded chunk; chunks
-of another chunk size are discarded. The full arrays are assembled from the chunk files one chunk at a
-time, and the run is complete only when they hold exactly one row per dataset example. A single-process
-NPEFF fit checkpoints its factors every `checkpoint_every` updates; a failed or killed fit resumes from
-its last checkpoint and ends with the factors and losses of an uninterrupted fit.
+of another chunk size are discarded. Under torchrun the ranks share the chunks out (rank 0 leases the run).
+The full arrays are assembled from the chunk files one chunk at a time, and the run is complete only when
+they hold exactly one row per dataset example. A single-process NPEFF fit checkpoints its factors every
+`checkpoint_every` updates; a failed or killed fit resumes from its last checkpoint and ends with the
+factors and losses of an uninterrupted fit. Both record what they took next to their estimate, and feed it
+to the next estimate (analysis.estimates.recorded).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -20,17 +23,20 @@ import pandas as pd
 
 from analysis.batch_gradients import NonFiniteFisherError
 from analysis.datasets import Dataset, dataset_slice, dataset_subset, length_order, make_batches
+from analysis.errors import describe_error
+from analysis.estimates import Expected, fit_expected, pefs_expected, recorded
 from analysis.fisher import compute_pefs
 from analysis.models import ClassifierModel
 from analysis.npeff import Decomposition, FitConfig, fit_coefficients
 from analysis.npeff.common import DEFAULT_CHECKPOINT_EVERY, FitCheckpoint
-from analysis.store import ArraysSummary, Run, RunWriter, Summary, Workspace
+from analysis.store import ArraysSummary, Run, RunWriter, Summary, Workspace, run_key
 from analysis.variants import DEFAULT_VARIANT, Variant, get_variant, variant_of_run_kind
-from kernels.distributed import rank_and_world
+from kernels.distributed import gather_errors, rank_and_world
 
 Progress = Callable[[int, int], None]
 FitProgress = Callable[[int, int, float | None], None]
 OnWait = Callable[[Run], None]
+OnCompute = Callable[[Run, set[int]], None]  # (the leased run, its chunks already recorded)
 
 
 @dataclass(frozen=True)
@@ -100,20 +106,84 @@ def _delete_chunk_files(ws: Workspace, run: Run, chunks: list[int], names: list[
 
 def _chunk_pefs(model: ClassifierModel, dataset: Dataset, start: int, stop: int, *, kind: str,
                 n_values_per_example: int | None, top_k_classes: int | None, batch_size: int, device,
-                progress: Progress | None):
-    """PEFs of examples [start, stop), texts batched by length; a NaN/Inf names its dataset row."""
+                progress: Callable[[int], None] | None):
+    """PEFs of examples [start, stop), texts batched by length; progress(examples done in the chunk); a NaN/Inf
+    names its dataset row."""
     part = dataset_slice(dataset, start, stop)
     order = length_order(model, part)  # short texts batched together: less padding, same PEFs
     try:
         pefs = compute_pefs(model, make_batches(model, dataset_subset(part, order), batch_size=batch_size),
                             kind=kind, n_values_per_example=n_values_per_example, top_k_classes=top_k_classes,
-                            device=device,
-                            progress=(lambda d, _t: progress(start + d, len(dataset))) if progress else None)
+                            device=device, progress=(lambda d, _t: progress(d)) if progress else None)
     except NonFiniteFisherError as e:
         row = start + int(order[e.example])
         raise FloatingPointError(f"{dataset.source}: the per-example Fisher of row {row} has non-finite values "
                                  "(logits or gradients); check that example's input and the model weights") from e
     return pefs.subset(np.argsort(order))
+
+
+def pef_plan(n_examples: int, chunk_size: int) -> list[tuple[int, int]]:
+    """The example ranges [start, stop) of a PEF run's chunks."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return [(start, min(start + chunk_size, n_examples)) for start in range(0, n_examples, chunk_size)]
+
+
+ChunkPefs = Callable[..., object]  # (start, stop, progress=...) -> the PEFs of examples [start, stop)
+
+
+def _compute_share(ws: Workspace, run: Run, plan: list[tuple[int, int]], done: set[int], names: list[str],
+                   chunk_pefs: ChunkPefs, progress: Progress | None) -> None:
+    """This rank's share of the chunks not yet recorded (all of them in a single process; under torchrun rank r
+    takes the r-th, (r+W)-th, ... of them), each saved (fsynced) and then recorded.
+
+    progress(examples, n) counts the recorded chunks' examples plus this rank's share of the rest at this rank's
+    pace: exact in a single process, an estimate under torchrun."""
+    rank, world = rank_and_world()
+    pending = [c for c in range(len(plan)) if c not in done]
+    mine = pending[rank::world]
+    n = plan[-1][1] if plan else 0
+    recorded = sum(plan[c][1] - plan[c][0] for c in done)
+    share = sum(plan[c][1] - plan[c][0] for c in mine)
+    computed = 0  # examples of this rank's chunks done before the current one
+
+    def report(in_chunk: int) -> None:
+        progress(recorded + (n - recorded) * (computed + in_chunk) // share, n)
+
+    for chunk in mine:
+        start, stop = plan[chunk]
+        pefs = chunk_pefs(start, stop, progress=report if progress else None)
+        try:
+            ws.save_arrays(run.id, {_chunk_name(chunk, f): getattr(pefs, f) for f in names})
+        except BaseException:  # e.g. a full disk: no partial chunk stays behind
+            _delete_chunk_files(ws, run, [chunk], names)
+            raise
+        ws.record_chunk(run.id, chunk, stop - start, start=start)
+        if world > 1:
+            ws.close()  # the other ranks record theirs meanwhile
+        computed += stop - start
+
+
+def every_rank(work: Callable[[], None]) -> None:
+    """work() on this rank, then a wait for every rank that also tells each rank whether another failed: this
+    rank's error is re-raised, another's raised naming its rank, so that no rank goes on alone or waits for one
+    that gave up. Just work() in a single process."""
+    rank, world = rank_and_world()
+    if world == 1:
+        work()
+        return
+    error = None
+    try:
+        work()
+    except Exception as e:
+        error = e
+    failures = gather_errors(None if error is None else describe_error(error))
+    if error is not None:
+        raise error
+    if failures:
+        failed, message = failures[0]
+        raise RuntimeError(f"rank {failed} of {world} failed: {message}; the chunks recorded so far are kept: run the "
+                           "command again to resume")
 
 
 @dataclass(frozen=True)
@@ -153,40 +223,57 @@ def _assemble(ws: Workspace, writer: RunWriter, n_chunks: int, names: list[str])
 def pefs_run(ws: Workspace, model: ClassifierModel, dataset: Dataset, *,
              kind: str = DEFAULT_VARIANT, n_values_per_example: int | None = None,
              top_k_classes: int | None = None, chunk_size: int = 128, batch_size: int = 16,
-             device: str | None = None, progress: Progress | None = None, on_wait: OnWait | None = None) -> Run:
-    """PEFs of every example, from the workspace when already computed, else streamed chunk by chunk."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+             device: str | None = None, progress: Progress | None = None, on_wait: OnWait | None = None,
+             on_compute: OnCompute | None = None) -> Run:
+    """PEFs of every example, from the workspace when already computed, else streamed chunk by chunk.
+
+    Under torchrun this runs on rank 0, which holds the run's lease: on_compute(run, done) is called when it is
+    about to compute (not reuse a stored run) with the chunks already recorded, for the CLI to hand to the other
+    ranks, which compute their share in `pefs_share`; rank 0 assembles the run once every rank has recorded its
+    chunks, and a rank that fails leaves the run failed."""
     variant = get_variant(kind)
     settings = pefs_settings(model, dataset, kind=kind, n_values_per_example=n_values_per_example,
                              top_k_classes=top_k_classes)
     n = len(dataset)
-    plan = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
+    plan = pef_plan(n, chunk_size)
     names = array_fields(variant.pefs)
+    chunk_pefs = partial(_chunk_pefs, model, dataset, kind=kind, n_values_per_example=n_values_per_example,
+                         top_k_classes=top_k_classes, batch_size=batch_size, device=device)
 
     def compute(writer: RunWriter) -> PefsSummary:
         done = _reusable_chunks(ws, writer.run, plan, names)
-        for chunk, (start, stop) in enumerate(plan):
-            if chunk in done:
-                continue
-            pefs = _chunk_pefs(model, dataset, start, stop, kind=kind, n_values_per_example=n_values_per_example,
-                               top_k_classes=top_k_classes, batch_size=batch_size, device=device, progress=progress)
-            try:
-                ws.save_arrays(writer.run.id, {_chunk_name(chunk, f): getattr(pefs, f) for f in names})
-            except BaseException:  # e.g. a full disk: no partial chunk stays behind
-                _delete_chunk_files(ws, writer.run, [chunk], names)
-                raise
-            ws.record_chunk(writer.run.id, chunk, stop - start, start=start)
+        if on_compute is not None:
+            on_compute(writer.run, done)
+        every_rank(lambda: _compute_share(ws, writer.run, plan, done, names, chunk_pefs, progress))
         n_rows = _assemble(ws, writer, len(plan), names)
         if n_rows != n:
             raise RuntimeError(f"run {writer.run.id}: assembled {n_rows} rows for {n} examples of {dataset.source}; "
                                "the run stays incomplete (recompute it)")
         return PefsSummary(n_examples=n, n_parameters=model.summary().n_parameters_in_scope, kind=variant.name)
 
-    run = ws.compute_once("pefs", settings, compute, model_id=model.content_hash, dataset_id=dataset.content_hash,
-                          on_wait=on_wait)
+    expect = partial(pefs_expected, ws.root, model, dataset, kind=kind, top_k_classes=top_k_classes,
+                     n_values_per_example=n_values_per_example, batch_size=batch_size, device=device)
+    run = ws.compute_once("pefs", settings, recorded(ws, compute, expect, resumed=lambda i: bool(ws.chunk_ranges(i))),
+                          model_id=model.content_hash, dataset_id=dataset.content_hash, on_wait=on_wait)
     _delete_chunk_files(ws, run, list(range(len(plan))), names)
     return run
+
+
+def pefs_share(ws: Workspace, run: Run, done: set[int], model: ClassifierModel, dataset: Dataset, *,
+               kind: str = DEFAULT_VARIANT, n_values_per_example: int | None = None, top_k_classes: int | None = None,
+               chunk_size: int = 128, batch_size: int = 16, device: str | None = None) -> None:
+    """A torchrun rank's share of the PEF run that rank 0's pefs_run leased and handed over (run, done): its chunks
+    computed and recorded. Call it inside `every_rank` (with the loading before it), as rank 0 computes its share,
+    so that a failure here reaches rank 0, which fails the run."""
+    settings = pefs_settings(model, dataset, kind=kind, n_values_per_example=n_values_per_example,
+                             top_k_classes=top_k_classes)
+    if run_key("pefs", settings) != run.key:
+        raise ValueError(f"run {run.id}: rank {rank_and_world()[0]} loaded another model, dataset or setting than "
+                         "rank 0; give every rank the same files and arguments")
+    chunk_pefs = partial(_chunk_pefs, model, dataset, kind=kind, n_values_per_example=n_values_per_example,
+                         top_k_classes=top_k_classes, batch_size=batch_size, device=device)
+    _compute_share(ws, run, pef_plan(len(dataset), chunk_size), done, array_fields(get_variant(kind).pefs),
+                   chunk_pefs, None)
 
 
 def load_pefs(ws: Workspace, run: Run):
@@ -290,8 +377,17 @@ def fit_run(ws: Workspace, pefs: Run, *, device: str | None = None, progress: Fi
                                     n_parameters=dec.n_parameters, relative_error=dec.relative_error,
                                     final_loss=float(dec.losses[-1]))
 
-    run = ws.compute_once(variant.run_kind, {"pefs": pefs.key, **config.params()}, compute,
-                          model_id=pefs.model_id, dataset_id=pefs.dataset_id, on_wait=on_wait)
+    def expect() -> Expected:
+        stored = load_pefs(ws, pefs)
+        return fit_expected(ws.root, config, stored.values.size, n_rows=stored.logits.size,  # <= n·C
+                            n_parameters=stored.n_parameters, device=device)
+
+    def resumed(run_id: str) -> bool:
+        return _checkpoint_state(ws, ws.get_run(run_id)) is not None
+
+    run = ws.compute_once(variant.run_kind, {"pefs": pefs.key, **config.params()},
+                          recorded(ws, compute, expect, resumed), model_id=pefs.model_id,
+                          dataset_id=pefs.dataset_id, on_wait=on_wait)
     _delete_checkpoint(ws, run)
     return run
 

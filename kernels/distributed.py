@@ -3,7 +3,8 @@
 Each rank owns a contiguous slice of the columns of X (and of G or H); only the small products
 AG [n*c, r], GG [r, r] (D: AHᵀ, HHᵀ) and scalars are summed across ranks, W is replicated
 (spec §3.2, §3.3). When torch.distributed is not initialized every helper is a no-op, so one
-driver serves a single process and `torchrun` under gloo (CPU) or nccl (CUDA).
+driver serves a single process and `torchrun` under gloo (CPU) or nccl (CUDA). `gather_errors` is the
+barrier where ranks that share out work (PEF chunks) learn whether any of them failed.
 """
 from __future__ import annotations
 
@@ -75,6 +76,17 @@ def gather_columns(local: torch.Tensor, n_total: int) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world_size)]
     dist.all_gather(parts, padded)
     return torch.cat([part[: s.size] for part, s in zip(parts, slices)])
+
+
+def gather_errors(error: str | None) -> list[tuple[int, str]]:
+    """(rank, message) of every rank that reports an error, once all ranks got here (a barrier that carries
+    each rank's outcome); [] when none failed."""
+    rank, world_size = rank_and_world()
+    if world_size == 1:
+        return [] if error is None else [(rank, error)]
+    errors: list[str | None] = [None] * world_size
+    dist.all_gather_object(errors, error)
+    return [(r, e) for r, e in enumerate(errors) if e is not None]
 
 
 def rank_generator(seed: int, rank: int) -> torch.Generator:

@@ -5,20 +5,21 @@ job id and the page's settings live in the URL, so a reload shows the same job a
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pandas as pd
 import streamlit as st
 
 from analysis.components import NOTABLE_FRACTION, notable_threshold
 from analysis.errors import describe_error
-from analysis.estimates import (class_options, duration, estimate_pefs, fit_seconds_from_size, gib,
-                                machine_resources, measure_fit_seconds, measure_seconds_per_example,
-                                resource_problems, stored_seconds_per_example, timing_key)
+from analysis.estimates import (class_options, describe_record, duration, fit_seconds_from_size, gib,
+                                machine_resources, measure_fit, measure_pefs, resource_problems, run_record,
+                                workspace_estimate)
 from analysis.figures.npeff import loss_curve
 from analysis.job_points import live_fit
 from analysis.jobs import compute_spec, dataset_spec_from, get_job, model_spec_from, start_job
-from analysis.runs import decomposition_table, fit_config, load_decomposition, load_pefs, pefs_settings
+from analysis.runs import (DecompositionSummary, decomposition_table, fit_config, load_decomposition, load_pefs,
+                           pefs_settings)
 from analysis.variants import VARIANTS
 from pages.common import activate, active, escape_markdown, in_app_shell, workspace
 from pages.panels.job import job_card
@@ -116,30 +117,32 @@ top_k = None if top_k_label == "all" else int(top_k_label)
 settings = pefs_settings(model, dataset, kind=kind, n_values_per_example=k, top_k_classes=top_k)
 cached = ws.find_run("pefs", settings)
 pefs_stored = cached is not None and cached.status == "complete"
-# the time per example is measured once (Estimate time, or the command line) and kept in the workspace
-estimate = estimate_pefs(model, dataset, kind=kind, n_values_per_example=k, top_k_classes=top_k,
-                         n_components=n_components, batch_size=batch_size,
-                         seconds_each=stored_seconds_per_example(ws.root, timing_key(
-                             model, dataset, kind=kind, top_k_classes=top_k, n_values_per_example=k)))
-e1, e2, e3 = st.columns(3)
-e1.metric("PEFs on disk", gib(estimate.pef_bytes))
-e2.metric("Peak memory (estimate)", gib(estimate.peak_bytes))
-e3.metric("PEF time (estimate)", "cached" if pefs_stored
-          else "not measured" if estimate.pef_seconds is None else duration(estimate.pef_seconds))
+# the PEF and fit measures (calibrations, then each run's own numbers) are kept in the workspace
+sourced = workspace_estimate(ws.root, model, dataset, kind=kind, n_values_per_example=k, top_k_classes=top_k,
+                             n_components=n_components, batch_size=batch_size)
+estimate = sourced.estimate
 fit_settings = {"n_components": n_components, "n_iters": n_iters, "seed": seed, **own}
 config = fit_config(variant, fit_settings)
-fit_time = st.session_state.get(f"cp_fit_time_{cached.id}_{fit_settings}") if pefs_stored else None
-if fit_time is not None:
+fit_calibrated = st.session_state.get(f"cp_fit_time_{cached.id}_{fit_settings}") if pefs_stored else None
+if fit_calibrated is not None:
+    fit_time, fit_memory = fit_calibrated
+    estimate = replace(estimate, fit_memory_bytes=fit_memory or estimate.fit_memory_bytes)
     fit_how = "calibrated on the stored PEFs (the real fit, a few iterations)"
 else:
     fit_time = fit_seconds_from_size(ws.root, config, len(dataset) * estimate.values_per_example)
-    fit_how = "from its size (stored values × components), with a coefficient measured on this machine"
-pef_how = ("stored" if pefs_stored else "not measured (press Estimate time)" if estimate.pef_seconds is None
-           else f"{duration(estimate.pef_seconds)}, calibrated on batches of real examples (median per example after "
-                "a warm-up batch)")
-st.caption(f"PEF time: {pef_how} · NPEFF fit time: "
-           + ("not measured (press Estimate time)" if fit_time is None
-              else f"{duration(fit_time)} for {config.total_iters:,} iterations, {fit_how}"))
+    fit_how = f"{sourced.fit_source}, scaled to this size (stored values × components × iterations)"
+e1, e2, e3 = st.columns(3)
+e1.metric("PEFs on disk", gib(estimate.pef_bytes))
+e2.metric("Peak memory (estimate)", gib(estimate.fit_memory_bytes if pefs_stored else estimate.peak_bytes))
+e3.metric("PEF time (estimate)", "cached" if pefs_stored
+          else "not measured" if estimate.pef_seconds is None else duration(estimate.pef_seconds))
+pef_how = ("stored" if pefs_stored else f"not measured (press Estimate time); memory {gib(estimate.pef_memory_bytes)} "
+           "from the shapes" if estimate.pef_seconds is None
+           else f"{duration(estimate.pef_seconds)}, memory {gib(estimate.pef_memory_bytes)}, {sourced.pef_source}")
+st.caption(f"PEFs: {pef_how} · NPEFF fit: "
+           + (f"not measured (press Estimate time); memory {gib(estimate.fit_memory_bytes)} from the shapes"
+              if fit_time is None else f"{duration(fit_time)} for {config.total_iters:,} iterations, memory "
+                                       f"{gib(estimate.fit_memory_bytes)}, {fit_how}"))
 problems = resource_problems(estimate, machine_resources(ws.root), pefs_stored=pefs_stored)
 if problems:
     st.warning(f"This computation may not fit in workspace {escape_markdown(ws.root)}: {'; '.join(problems)}. "
@@ -150,15 +153,16 @@ confirmed = not problems or st.checkbox("Start anyway, although the estimate exc
 b1, b2 = st.columns([1, 5])
 compute = b1.button("Compute", type="primary", disabled=not confirmed, key="cp_compute")
 if b2.button("Estimate time", key="cp_estimate",
-             help="PEFs: times a warm-up batch, then 3 batches of this size (median per example); the fit: a few "
-                  "iterations of the real fit on the stored PEFs. The numbers are kept in the workspace"):
+             help="PEFs: times a warm-up batch, then 3 batches of this size (median per example) and measures "
+                  "their peak memory; the fit: a few iterations of the real fit on the stored PEFs. The numbers "
+                  "are kept in the workspace, and each complete run replaces them with its own"):
     try:
         with st.spinner("Timing batches of examples and iterations of the fit…"):
             if not pefs_stored:
-                measure_seconds_per_example(ws.root, model, dataset, kind=kind, top_k_classes=top_k,
-                                            n_values_per_example=k, batch_size=batch_size)
+                measure_pefs(ws.root, model, dataset, kind=kind, top_k_classes=top_k, n_values_per_example=k,
+                             batch_size=batch_size)
             else:
-                st.session_state[f"cp_fit_time_{cached.id}_{fit_settings}"] = measure_fit_seconds(
+                st.session_state[f"cp_fit_time_{cached.id}_{fit_settings}"] = measure_fit(
                     ws.root, load_pefs(ws, cached), config)
     except Exception as e:  # shown as a message
         st.error(f"Timing stopped: {escape_markdown(describe_error(e, source=model.name))}")
@@ -200,6 +204,8 @@ def job_panel(job_id: str) -> None:
     if current.status == "complete" and current.kind == "compute":
         fit = ws.get_run(current.result)
         st.session_state["decomposition_run"] = fit.id
+        if st.session_state.get("cp_activated_job") != current.id:  # once: the user may pick another run after
+            st.session_state["cp_activated_job"], st.session_state["cp_active"] = current.id, fit.id
         st.success(f"Decomposition {fit.id}: {current.spec['fit']['n_components']} components, relative error "
                    f"{fit.summary['relative_error']:.3f} ({current.elapsed:.1f} s; "
                    "identical settings are reused from the workspace)")
@@ -226,6 +232,10 @@ else:
         st.session_state["decomposition_run"] = chosen
         run = ws.get_run(chosen)
         dec = load_decomposition(ws, run)
+        for what, run_id in (("PEFs", DecompositionSummary.of(run).pefs_run), ("NPEFF fit", run.id)):
+            record = run_record(ws, run_id)
+            if record is not None:
+                st.caption(describe_record(what, record))
         st.plotly_chart(loss_curve(dec.losses, n_iters_g_only=run.params.get("n_iters_g_only", 0)),
                         key="stored_loss")
         threshold = notable_threshold(dec.W)

@@ -1,5 +1,6 @@
 """AppTest of the Compute and Zonotope pages (the Load page has its own file)."""
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -7,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from streamlit.testing.v1 import AppTest
+
+from analysis.estimates import LAST_RUN
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -27,9 +30,14 @@ def test_compute_page_fits_and_then_reuses_the_result(app_env):
     at.number_input(key="cp_components_lrm").set_value(4)
     at.number_input(key="cp_values").set_value(200)
     at.number_input(key="cp_iters").set_value(20).run()
+    at.expander[0].number_input(key="cp_seed").set_value(17).run()  # a fit no other test makes: computed here once
     at.button(key="cp_compute").click().run()
     first = _until_done(at).success[0].value  # the job runs in its own process; the page shows its outcome
     assert "4 components" in first
+    # the fit recorded what it took next to its estimate, and its numbers are the next estimate's
+    assert re.fullmatch(r"NPEFF fit: took .+, peak memory .+; estimate .+", _caption(at, "NPEFF fit: took"))
+    assert _caption(at, "· NPEFF fit:").endswith(f"{LAST_RUN}, scaled to this size (stored values × components × "
+                                                 "iterations)")
     at.button(key="cp_compute").click().run()
     assert _until_done(at).success[0].value.split(":")[0] == first.split(":")[0]  # same decomposition: reused
     assert at.metric[2].value == "cached"

@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240  # a hang fails the test instead of blocking the suite
 
 
-def torchrun_fit(workspace: Path, pefs_id: str) -> subprocess.CompletedProcess:
-    """Two gloo ranks on CPU; the whole process group is killed after TIMEOUT_S."""
+def torchrun_cli(workspace: Path, *argv: str) -> subprocess.CompletedProcess:
+    """`analysis.cli --workspace WORKSPACE ARGV` on two gloo ranks on CPU (one thread each); the whole process
+    group is killed after TIMEOUT_S."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "analysis.cli", "--workspace", str(workspace), "fit", "--pefs", pefs_id,
-               "--components", "3", "--iters", "10"]
+               "-m", "analysis.cli", "--workspace", str(workspace), *argv]
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
@@ -27,7 +27,7 @@ def torchrun_fit(workspace: Path, pefs_id: str) -> subprocess.CompletedProcess:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         out, err = process.communicate()
-        raise AssertionError(f"torchrun fit hung for {TIMEOUT_S} s:\n{err[-4000:]}")
+        raise AssertionError(f"torchrun {' '.join(argv)} hung for {TIMEOUT_S} s:\n{err[-4000:]}")
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
@@ -39,7 +39,7 @@ def test_a_second_torchrun_fit_reuses_the_stored_run(demo_workspace, tmp_path, c
 
     ids = []
     for attempt in ("computes", "reuses"):
-        done = torchrun_fit(workspace, pefs_id)
+        done = torchrun_cli(workspace, "fit", "--pefs", pefs_id, "--components", "3", "--iters", "10")
         assert done.returncode == 0, f"the fit that {attempt}: {done.stderr[-4000:]}"
         printed = re.findall(r"^NPEFF run (\w+): 3 components", done.stdout, re.M)
         assert len(printed) == 1, done.stdout  # rank 0 reports, once

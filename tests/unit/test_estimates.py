@@ -1,14 +1,16 @@
 """Estimates from shapes, the refusal check against free disk and memory, and the stored time per example."""
 import json
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
 
-from analysis.estimates import (MAX_CLASS_CHOICES, TIMINGS, PefEstimate, Resources, available_memory_bytes,
-                                calibrated_seconds_per_example, calibration_batches, class_options,
-                                default_values_per_example, duration, estimate_pefs, fit_key, fit_seconds,
-                                fit_seconds_from_size, gib, iteration_seconds, measure_seconds_per_example,
-                                resource_problems, stored_seconds_per_example, timing_key)
+from analysis.estimates import (CALIBRATED, LAST_RUN, MAX_CLASS_CHOICES, TIMINGS, FitMeasure, PefEstimate,
+                                PefMeasure, Resources, available_memory_bytes, calibrated_seconds_per_example,
+                                calibration_batches, class_options, default_values_per_example, duration,
+                                estimate_pefs, fit_key, fit_seconds, fit_seconds_from_size, gib, iteration_seconds,
+                                measure_pefs, measure_seconds_per_example, resource_problems, stored_pef_measure,
+                                timing_key)
 from analysis.npeff import DiagFitConfig, LrmFitConfig
 
 MiB, GiB = 2**20, 2**30
@@ -43,7 +45,14 @@ def test_sizes_follow_the_shapes():
     assert e.pef_seconds == pytest.approx(1.0)
     with_fit = estimate_pefs(fake_model(3818, 10), Examples(range(500)), kind="lrm", n_values_per_example=200,
                              top_k_classes=None, n_components=4, batch_size=16, seconds_each=None)
-    assert with_fit.fit_memory_bytes == 2 * 500 * 200 * 12 + 4 * 4 * 3818 * 4 and with_fit.pef_seconds is None
+    # X by columns at 24 B per stored value, one block of 2**17 values at 100 B, counts and column map over the
+    # 3,818 parameters, four [m, r] and [n*c, r] float32 arrays with every parameter kept
+    assert with_fit.fit_memory_bytes == (24 * 500 * 200 + 100 * 2**17 + 2 * 8 * 3818 + 4 * 4 * (3818 + 5000) * 4)
+    assert with_fit.pef_seconds is None
+    measured = estimate_pefs(fake_model(3818, 10), Examples(range(500)), kind="lrm", n_values_per_example=200,
+                             top_k_classes=None, n_components=4, batch_size=16, seconds_each=None,
+                             pef_memory_bytes=123 * MiB, fit_bytes_per_value=50.0)
+    assert measured.pef_memory_bytes == 123 * MiB and measured.fit_memory_bytes == 50 * 500 * 200
 
 
 def test_keeping_all_values_of_a_large_model_is_refused():
@@ -102,18 +111,24 @@ def test_formats():
                                                                                    "380.0 h"]
 
 
-def test_the_stored_time_per_example_is_used_without_computing(tmp_path):
+def test_the_stored_measure_is_used_without_computing(tmp_path):
     model, data = fake_model(3818, 10), Examples(range(500))  # a fake model: computing would raise
     key = timing_key(model, data, kind="lrm", top_k_classes=None, n_values_per_example=200)
-    assert stored_seconds_per_example(tmp_path, key) is None
-    (tmp_path / TIMINGS).write_text(json.dumps({key: 0.25}))
+    assert stored_pef_measure(tmp_path, key, 16) is None
+    measure = PefMeasure(seconds_per_example=0.25, memory_bytes=7 * MiB, batch_size=16, source=CALIBRATED)
+    (tmp_path / TIMINGS).write_text(json.dumps({key: asdict(measure)}))
+    assert measure_pefs(tmp_path, model, data, kind="lrm", top_k_classes=None, n_values_per_example=200,
+                        batch_size=16) == measure
     assert measure_seconds_per_example(tmp_path, model, data, kind="lrm", top_k_classes=None,
-                                       n_values_per_example=200) == 0.25
+                                       n_values_per_example=200, batch_size=16) == 0.25
+    assert stored_pef_measure(tmp_path, key, 32) is None  # memory depends on the batch size: measured again
     assert timing_key(model, data, kind="lrm", top_k_classes=2, n_values_per_example=200) != key
     assert timing_key(model, data, kind="diag", top_k_classes=None, n_values_per_example=200) != key
     assert timing_key(model, data, kind="lrm", top_k_classes=None, n_values_per_example=None) != key
+    (tmp_path / TIMINGS).write_text(json.dumps({key: 0.25}))  # a bare time from before memory was measured
+    assert stored_pef_measure(tmp_path, key, 16) is None
     (tmp_path / TIMINGS).write_text("{broken")
-    assert stored_seconds_per_example(tmp_path, key) is None
+    assert stored_pef_measure(tmp_path, key, 16) is None
 
 
 def test_class_choices_drop_all_for_a_vocabulary():
@@ -154,6 +169,6 @@ def test_fit_iterations_are_timed_by_phase_after_the_first():
 def test_the_fit_time_from_its_size_uses_the_measured_coefficient(tmp_path):
     config = LrmFitConfig(n_components=4, n_iters=100, n_iters_g_only=50)
     assert fit_seconds_from_size(tmp_path, config, 10_000) is None
-    (tmp_path / TIMINGS).write_text(json.dumps({fit_key("lrm"): 1e-8}))
+    (tmp_path / TIMINGS).write_text(json.dumps({fit_key("lrm"): asdict(FitMeasure(1e-8, 60.0, LAST_RUN))}))
     assert fit_seconds_from_size(tmp_path, config, 10_000) == pytest.approx(1e-8 * 10_000 * 4 * 150)
     assert fit_seconds_from_size(tmp_path, DiagFitConfig(n_components=4, n_iters=100), 10_000) is None
