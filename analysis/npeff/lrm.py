@@ -123,8 +123,10 @@ def fit_lrm(pefs: LrmPefs, config: LrmFitConfig, *, device: str | torch.device |
     W, Gt = lrm_npeff.run_lrm_npeff(problem, W, Gt, schedule, monitor, start=done,
                                     checkpoint=checkpoint_callback(checkpoint, config, monitor),
                                     checkpoint_every=checkpoint_every)
-    W, G = lrm_npeff.normalize_components(W, gather_columns(Gt, setup.m).T)
-    return LrmDecomposition(G=G.contiguous().cpu().numpy(), n_parameters=pefs.n_parameters,
+    G = gather_columns(Gt, setup.m).T.contiguous()  # [r, m]
+    del Gt  # the fit's largest array: normalizing its transposed view, then copying, held three of them at once
+    W, G = lrm_npeff.normalize_components(W, G)
+    return LrmDecomposition(G=G.cpu().numpy(), n_parameters=pefs.n_parameters,
                             **result_arrays(W, setup, monitor, problem.tr_xx))
 
 

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # benchmark -> the option naming the prebuilt demo workspace it reads (None: synthetic data only)
 QUICK = {"bench_fisher": None, "bench_npeff": None, "bench_components": None, "bench_zonotope": None,
          "bench_perturb": "--image-root", "bench_perturb_all": "--demo-root", "bench_estimates": "--workspace",
-         "bench_pefs_torchrun": "--workspace"}
+         "bench_pefs_torchrun": "--workspace", "bench_corpus": "--demo-root"}
 # benchmarks that set their own torch thread count: one here, like the rest of the test run (tests/conftest.py)
 THREADED = {"bench_fisher", "bench_npeff", "bench_perturb", "bench_perturb_all", "bench_zonotope"}
 
