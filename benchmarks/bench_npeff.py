@@ -4,8 +4,9 @@ against their two sparse products.
 Run from the repo root: `python -m benchmarks.bench_npeff` (`--quick`: tiny sizes, seconds). Goals: D-NPEFF
 reaches scikit-learn's loss >= 3x faster on CPU; on the text demo's PEFs (16.4M values, r = 128) an LRM-NPEFF
 joint iteration is >= 3x faster than the pre-#16 one (benchmarks/baseline_lrm.py) and costs <= 1.3x its two
-sparse products X Dᵀ and Xᵀ Wag done the fastest way measured. Both sides run with the same thread count
-(torch and the BLAS behind scikit-learn), in interleaved rounds.
+sparse products X Dᵀ and Xᵀ Wag done the fastest way measured; a fit's peak memory is <= 24 bytes per stored
+value (measured now and pre-#16, at r = 32 and 128). Both sides run with the same thread count (torch and the
+BLAS behind scikit-learn), in interleaved rounds.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from sklearn.decomposition import NMF
 from sklearn.decomposition._nmf import _initialize_nmf  # the exact init of NMF(init='random')
 from threadpoolctl import threadpool_limits
 
-from analysis.npeff import fit_d_npeff
+from analysis.npeff import fit_d_npeff, fit_lrm_npeff
 from analysis.npeff.common import fit_setup
 from analysis.npeff.lrm import LrmFitConfig, _lrm_problem, lrm_entries
+from analysis.peak_memory import measured
 from analysis.pefs import DiagPefs, LrmPefs
 from benchmarks import baseline_lrm
 from benchmarks.results import Timings, add_common_args, command_line, interleaved, write_section
@@ -264,6 +266,43 @@ def bench_lrm_text(pefs: LrmPefs, r: int, rounds: int, n_iters: int, title: str)
             f"{new_t.median / floor:.2f}x** (goal ≤ 1.3x).\n")
 
 
+def baseline_fit(pefs: LrmPefs, kept: torch.Tensor, tr_xx: float, r: int, n_iters: int) -> None:
+    """The pre-#16 fit's memory, a lower bound: every normalized entry at once (int64), restricted to the kept
+    columns (found beforehand, not counted), X and Xᵀ as torch CSR int64, then n_iters joint iterations
+    (baseline_lrm.py)."""
+    X, Xt = baseline_lrm.csr_pair(sp.restrict_columns(lrm_entries(pefs, torch.device("cpu")), kept))
+    problem = baseline_lrm.LrmProblem(X, Xt, pefs.n_examples, tr_xx)
+    iteration_seconds(baseline_lrm.run_lrm_npeff, problem, pefs.n_examples, len(kept), r, n_iters)
+
+
+def bench_memory(pefs: LrmPefs, ranks: tuple[int, ...], n_iters: int = 2, title: str = "text demo PEFs") -> str:
+    """Peak resident memory of a fit (setup and n_iters joint iterations) per stored PEF value, now and pre-#16,
+    at each number of components."""
+    stored = int(pefs.values.size)
+    config = LrmFitConfig(n_components=1, n_iters=n_iters)
+    setup = fit_setup(pefs, LrmPefs, config, lrm_entries, "cpu", None, "G", None,
+                      rows_per_example=lambda p: p.n_classes, example_stat=sp.example_grams)
+    kept, tr_xx = setup.kept, _lrm_problem(setup).tr_xx
+    del setup
+    lines = [f"### Fit memory per stored value ({title})", "",
+             f"{stored:,} stored values, m = {len(kept):,} kept parameters; peak resident memory above the level "
+             f"before the fit (VmHWM after a reset, analysis/peak_memory.py) over the setup and {n_iters} joint "
+             "iterations, the PEFs read from their memory-mapped files. One [m, r] float32 array of the factors "
+             "(G and the arrays of its update) is shown in the same unit: those grow with m·r, not with the stored "
+             "values. Goal: <= 24 bytes per stored value.", "",
+             "| r | fit | peak MiB | bytes / stored value | one [m, r] array, bytes / stored value |",
+             "|---|---|---|---|---|"]
+    for r in ranks:
+        factor = len(kept) * r * 4 / stored
+        now = measured(lambda: fit_lrm_npeff(pefs, r, n_iters=n_iters, n_iters_g_only=0)).peak_growth_bytes
+        before = measured(lambda: baseline_fit(pefs, kept, tr_xx, r, n_iters)).peak_growth_bytes
+        lines += [f"| {r} | now: fit_lrm_npeff (X built block by block, once by columns, int32) | "
+                  f"{now / 2**20:,.0f} | **{now / stored:.1f}** | {factor:.1f} |",
+                  f"| {r} | pre-#16, lower bound: all entries at once, X and Xᵀ torch CSR int64 (baseline_lrm.py) | "
+                  f"{before / 2**20:,.0f} | {before / stored:.1f} | {factor:.1f} |"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser)
@@ -277,11 +316,14 @@ def main() -> None:
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     with threadpool_limits(args.threads):
         if args.quick:
-            body = bench_d(n=100, M=2000, k=20, r=4, sklearn_iters=10) + "\n" + bench_lrm_text(
-                lrm_pefs(50, 2, 5000, 100), r=8, rounds=2, n_iters=4, title="Synthetic LRM-PEFs (quick)")
+            quick = lrm_pefs(50, 2, 5000, 100)
+            body = (bench_d(n=100, M=2000, k=20, r=4, sklearn_iters=10) + "\n"
+                    + bench_lrm_text(quick, r=8, rounds=2, n_iters=4, title="Synthetic LRM-PEFs (quick)") + "\n"
+                    + bench_memory(quick, (4,), title="synthetic LRM-PEFs (quick)"))
         else:
-            body = bench_d() + "\n" + bench_lrm_text(text_demo_pefs(args.demo_root, args.workspace), r=args.r,
-                                                     rounds=args.rounds, n_iters=6, title="Text demo PEFs")
+            text = text_demo_pefs(args.demo_root, args.workspace)
+            body = (bench_d() + "\n" + bench_lrm_text(text, r=args.r, rounds=args.rounds, n_iters=6,
+                                                       title="Text demo PEFs") + "\n" + bench_memory(text, (32, args.r)))
     body += (f"\nTotal benchmark time: {time.perf_counter() - start:.0f} s, {args.threads} threads on every side. "
              f"1-minute load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end.\n")
     write_section("NPEFF", command_line(), body, path=args.results)

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny checkpoints and a demo workspace built in the test session (no downloads)."""
 import fcntl
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # One compute thread per process (servers and CLIs started by tests inherit it): two xdist workers, their app
@@ -16,6 +18,7 @@ from analysis.demos import build_demo, load_demo
 from analysis.runs import fit_run, pefs_run
 from analysis.store import Workspace
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_LABELS = ["neg", "neu", "pos"]
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "plot", "very", "not", "fine",
               "the", "a", "is", "was", "boring", "great", "acting", "story"]
@@ -47,16 +50,60 @@ def shared_temp(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def build_shared_demos(tmp_path_factory, kinds: tuple[str, ...]) -> Path:
-    """The test run's demo workspace with these demos built, under a file lock so that xdist workers share one
-    build of each. NPEFF_TEST_WORKSPACE reuses one across local runs."""
-    root = Path(os.environ.get("NPEFF_TEST_WORKSPACE") or shared_temp(tmp_path_factory) / "workspace")
+DEMO_GROUPS = (("image", "text"), ("merge-pair",), ("planted",))  # built together, in this order, by the fixtures
+
+
+def build_demos_locked(root: Path, kinds: tuple[str, ...]) -> Path:
+    """These demos built in `root`, under a file lock so that xdist workers (and the early build) share one build."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f"{root.name}.build-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         for kind in kinds:
             build_demo(kind, root)
     return root
+
+
+def demo_root(base: Path) -> Path:
+    """The test run's demo workspace under the run's shared base temp; NPEFF_TEST_WORKSPACE reuses one across runs."""
+    return Path(os.environ.get("NPEFF_TEST_WORKSPACE") or base / "workspace")
+
+
+def build_shared_demos(tmp_path_factory, kinds: tuple[str, ...]) -> Path:
+    """The test run's demo workspace with these demos built."""
+    return build_demos_locked(demo_root(shared_temp(tmp_path_factory)), kinds)
+
+
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin has set up the run's base temp
+def pytest_configure(config) -> None:
+    """With xdist, the controller starts building the demos at once in a process of its own, while the workers run
+    the tests that need none (ordered first below), instead of a worker building them while the other waits."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None):
+        return
+    root = demo_root(config._tmp_path_factory.getbasetemp())
+    code = ("import sys; from pathlib import Path; from tests.conftest import DEMO_GROUPS, build_demos_locked\n"
+            "for group in DEMO_GROUPS: build_demos_locked(Path(sys.argv[1]), group)")
+    config._early_demo_build = subprocess.Popen([sys.executable, "-c", code, str(root)], cwd=ROOT,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pytest_unconfigure(config) -> None:
+    """A build still running when the run ends (e.g. a run cut short) is stopped."""
+    if (build := getattr(config, "_early_demo_build", None)) is not None and build.poll() is None:
+        build.kill()
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Files whose tests need no demo first, then the browser tests (the longest files), then the rest: the workers
+    have work while the demos build, and the run does not end on one long file (xdist hands out whole files)."""
+    demos = {"demo_workspace", "planted_workspace", "merge_pair_workspace"}
+    needs_demo = {}
+    for item in items:
+        uses = bool(demos & set(item.fixturenames)) or item.get_closest_marker("demos") is not None
+        needs_demo[item.path] = needs_demo.get(item.path, False) or uses
+
+    def rank(item) -> int:
+        return 0 if not needs_demo[item.path] else 1 if item.path.name.endswith("browser.py") else 2
+    items.sort(key=rank)  # stable: the order within each group is kept
 
 
 @pytest.fixture(scope="session")

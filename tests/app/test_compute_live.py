@@ -9,6 +9,8 @@ import numpy as np
 import plotly.io
 from streamlit.testing.v1 import AppTest
 
+from analysis.estimates import CALIBRATED
+
 from analysis.job_points import LOSS
 from analysis.jobs import compute_spec
 from analysis.loading import demo_specs
@@ -65,8 +67,10 @@ def test_estimate_time_calibrates_on_batches_and_says_so(demo_workspace, tmp_pat
     at.button(key="load_pair").click().run()
     at.switch_page("pages/compute.py").run()
     at.number_input(key="cp_values").set_value(200).run()
-    assert "PEF time: not measured (press Estimate time) · NPEFF fit time: not measured" in at.caption[1].value
+    assert at.caption[1].value.startswith("PEFs: not measured (press Estimate time); memory ")
+    assert "· NPEFF fit: not measured (press Estimate time); memory " in at.caption[1].value
     at.button(key="cp_estimate").click().run()
     assert not at.exception and not at.error, at.exception or at.error
     assert at.metric[2].value != "not measured"
-    assert ", calibrated on batches of real examples (median per example after a warm-up batch)" in at.caption[1].value
+    assert at.caption[1].value.startswith(f"PEFs: {at.metric[2].value}, memory ")
+    assert f", {CALIBRATED} · NPEFF fit" in at.caption[1].value

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.demos
 ROOT = Path(__file__).resolve().parents[2]
 # benchmark -> the option naming the prebuilt demo workspace it reads (None: synthetic data only)
 QUICK = {"bench_fisher": None, "bench_npeff": None, "bench_components": None, "bench_zonotope": None,
