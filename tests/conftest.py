@@ -14,7 +14,7 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import pytest  # noqa: E402  (after the thread settings, which torch reads on import)
 import torch  # noqa: E402
 
-from analysis.demos import build_demo, load_demo
+from analysis.demos import METRICS, build_demo, demo_folder, load_demo
 from analysis.runs import fit_run, pefs_run
 from analysis.store import Workspace
 
@@ -55,6 +55,8 @@ DEMO_GROUPS = (("image", "text"), ("merge-pair",), ("planted",))  # built togeth
 
 def build_demos_locked(root: Path, kinds: tuple[str, ...]) -> Path:
     """These demos built in `root`, under a file lock so that xdist workers (and the early build) share one build."""
+    if all((demo_folder(kind, root) / METRICS).exists() for kind in kinds):
+        return root  # built (a build is renamed into place when done): no wait on another group's build
     root.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f"{root.name}.build-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
