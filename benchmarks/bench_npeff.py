@@ -188,12 +188,16 @@ def text_demo_pefs(demo_root: Path, workspace: Path) -> LrmPefs:
                                   device="cpu"))
 
 
+def fit_now(pefs: LrmPefs):
+    """The fit's setup as fit_lrm builds it on the CPU: this pruning's kept columns and X (its FitSetup)."""
+    return fit_setup(pefs, LrmPefs, LrmFitConfig(n_components=1, n_iters=1), lrm_entries, "cpu", None, "G", None,
+                     rows_per_example=lambda p: p.n_classes, example_stat=sp.example_grams)
+
+
 def problems(pefs: LrmPefs) -> tuple[baseline_lrm.LrmProblem, lrm_npeff.LrmProblem]:
     """The same normalized, pruned X as the pre-#16 fit held it (X and Xᵀ, torch CSR int64) and as the fit now
     holds it (once, by columns, built block by block; CpuProducts)."""
-    config = LrmFitConfig(n_components=1, n_iters=1)
-    setup = fit_setup(pefs, LrmPefs, config, lrm_entries, "cpu", None, "G", None,
-                      rows_per_example=lambda p: p.n_classes, example_stat=sp.example_grams)
+    setup = fit_now(pefs)
     new = _lrm_problem(setup)
     e = sp.restrict_columns(lrm_entries(pefs, torch.device("cpu")), setup.kept)
     X, Xt = baseline_lrm.csr_pair(e)
@@ -279,9 +283,7 @@ def bench_memory(pefs: LrmPefs, ranks: tuple[int, ...], n_iters: int = 2, title:
     """Peak resident memory of a fit (setup and n_iters joint iterations) per stored PEF value, now and pre-#16,
     at each number of components."""
     stored = int(pefs.values.size)
-    config = LrmFitConfig(n_components=1, n_iters=n_iters)
-    setup = fit_setup(pefs, LrmPefs, config, lrm_entries, "cpu", None, "G", None,
-                      rows_per_example=lambda p: p.n_classes, example_stat=sp.example_grams)
+    setup = fit_now(pefs)
     kept, tr_xx = setup.kept, _lrm_problem(setup).tr_xx
     del setup
     lines = [f"### Fit memory per stored value ({title})", "",
