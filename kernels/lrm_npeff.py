@@ -89,21 +89,25 @@ def g_gradient(problem: LrmProblem, Gt: torch.Tensor, W: torch.Tensor, AG: torch
                ortho_reg: float) -> torch.Tensor:
     """∇_G L (+ λ ∇‖GGᵀ − (2/r)I‖²_F) for this rank's columns, transposed: [m_p, r].
 
-    ∇_G L = 4[((WᵀW)∘GG) G − Wagᵀ X] with Wag[(i,j), k] = W_ik AG[(i,j), k] (spec §3.2, pitfall §7.2).
+    ∇_G L = 4[((WᵀW)∘GG) G − Wagᵀ X] with Wag[(i,j), k] = W_ik AG[(i,j), k] (spec §3.2, pitfall §7.2);
+    the regularizer folds into the same [r, r] factor, so the [m_p, r] result takes one pass after Xᵀ Wag.
     """
     n, r = W.shape
     Wag = (W.unsqueeze(1) * AG.view(n, -1, r)).reshape(-1, r)  # [n*c, r]
-    # Ĝᵀ = Gᵀ((WᵀW)∘GG) − Xᵀ Wag, accumulated in place
-    grad = problem.X.xt_times(Wag).neg_().addmm_(Gt, (W.T @ W) * GG)  # [m_p, r]
+    M = (W.T @ W) * GG  # [r, r]
     if ortho_reg > 0:
         # ∇‖GGᵀ − sI‖²_F = 4(GGᵀ − sI)G with s = 2/r; it enters Ĝ (¼ of the gradient) as λ(GG − sI)G
-        grad.addmm_(Gt, GG, alpha=ortho_reg).add_(Gt, alpha=-ortho_reg * 2 / r)
-    return grad.mul_(4)
+        M = M + ortho_reg * (GG - (2 / r) * torch.eye(r, dtype=GG.dtype, device=GG.device))
+    return problem.X.xt_times(Wag).addmm_(Gt, M, beta=-4, alpha=4)  # 4(Gᵀ M − Xᵀ Wag)
 
 
 def direction_products(problem: LrmProblem, Gt: torch.Tensor, Dt: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For a step direction D (Dt [m_p, r]): AD = X Dᵀ [n*c, r], GD = G Dᵀ [r, r], DD = D Dᵀ [r, r], summed."""
+    """For a step direction D (Dt [m_p, r]): AD = X Dᵀ [n*c, r], GD = G Dᵀ [r, r], DD = D Dᵀ [r, r], summed.
+
+    GD is not taken from AGᵀ Wag (which skips an [r, m] × [m, r] product): AG is only updated between
+    refreshes, and feeding its drift back through GD into GG left a planted fit's loss 30x higher.
+    """
     AD = problem.X.x_times(Dt)  # [n*c, r]
     GD = Gt.T @ Dt  # [r, r]
     DD = Dt.T @ Dt  # [r, r]
@@ -179,7 +183,7 @@ def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedu
         if schedule.step == "line_search":
             eta *= line_search(step_polynomial(W, AG, AD, GG, GD, DD, schedule.ortho_reg))
         # G <- G − η D, and the products that follow it: AG <- AG − η AD, GG <- GG − η(GD + GDᵀ) + η² DD
-        Gt = Dt.mul_(-eta).add_(Gt)
+        Gt = torch.add(Gt, Dt, alpha=-eta, out=Dt)  # into D's memory: the caller's Gt is left as it was
         done = t + 1
         if done % REFRESH_EVERY == 0:
             AG, GG = shared_products(problem, Gt)

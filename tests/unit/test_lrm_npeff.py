@@ -324,9 +324,10 @@ def test_coefficient_fitting_arguments(planted_fit):
 @pytest.mark.parametrize("tol", [None, 1e-6])
 def test_resume_from_a_checkpoint_is_bit_identical_in_both_phases(tol):
     pefs, _, _ = planted(n=60, r=4, M=120, support=30, seed=11)
-    settings = dict(n_iters=140, n_iters_g_only=60, seed=3, tol=tol)
+    settings = dict(n_iters=140, n_iters_g_only=60, seed=6, tol=tol)
     reference = fit_lrm_npeff(pefs, 4, **settings)
-    assert len(reference.losses) == (107 if tol else 201)  # with tol: stopped 6 iterations after a checkpoint
+    stop = len(reference.losses) - 1
+    assert 100 < stop < 200 if tol else stop == 200  # with tol: stopped early, after the checkpoint at 100
     states = []
     checkpointed = fit_lrm_npeff(pefs, 4, checkpoint=states.append, **settings)
     np.testing.assert_array_equal(checkpointed.G, reference.G)
