@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from analysis.figures.style import paper_layout
+from analysis.figures.style import house_layout, paper_layout
 
 BLUE, GREY, RED = "#4C72B0", "#B0B0B0", "#C44E52"
 PALETTE = qualitative.D3 + qualitative.Pastel
@@ -24,31 +24,36 @@ def coefficient_histogram(column: np.ndarray, *, k: int, threshold: float | None
                           n_bins: int = 50) -> go.Figure:
     """Histogram of component k's coefficients over all examples (log counts), notable threshold marked."""
     column = np.asarray(column, dtype=float)
-    fig = go.Figure(go.Histogram(x=column, nbinsx=n_bins, marker_color=BLUE, name="examples"))
+    marks = {}
     if threshold is not None and threshold > 0:
-        fig.add_vline(x=threshold, line_dash="dot", line_color="#666", annotation_text="notable",
-                      annotation_position="top right")
-    fig.update_yaxes(type="log", dtick=1)
-    return paper_layout(fig, title=f"Coefficients of component {k}", xaxis_title="coefficient W[:, k]",
-                        yaxis_title="examples", height=300)
+        marks = dict(shapes=[dict(type="line", x0=threshold, x1=threshold, xref="x", y0=0, y1=1, yref="y domain",
+                                  line=dict(dash="dot", color="#222", width=2))],
+                     annotations=[dict(text="notable", x=threshold, xref="x", y=1, yref="y domain",
+                                       xanchor="left", yanchor="top", showarrow=False)])
+    return go.Figure(go.Histogram(x=column, nbinsx=n_bins, marker_color=BLUE, name="examples"), house_layout(
+        title=f"Coefficients of component {k}", height=300, xaxis=dict(title=dict(text="coefficient W[:, k]")),
+        yaxis=dict(type="log", dtick=1, title=dict(text="examples")), **marks))
 
 
 def label_breakdown_figure(frame: pd.DataFrame, *, k: int, n_top: int) -> go.Figure:
-    """Gold-label and prediction fractions of the top examples vs all examples (components.breakdown)."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("gold label", "prediction"), shared_yaxes=True)
-    for col, what in enumerate(("gold label", "prediction"), start=1):
+    """Gold-label and prediction fractions of the top examples vs all examples (components.breakdown), side by
+    side on a shared y axis."""
+    traces, panels = [], (("gold label", "x", "y", (0, 0.45)), ("prediction", "x2", "y2", (0.55, 1)))
+    for what, x, y, _ in panels:
         for group, color in (("top examples", BLUE), ("all examples", GREY)):
             part = frame[(frame["what"] == what) & (frame["group"] == group)]
-            fig.add_trace(go.Bar(x=part["label"], y=part["fraction"], marker_color=color,
+            traces.append(go.Bar(x=part["label"], y=part["fraction"], marker_color=color, xaxis=x, yaxis=y,
                                  name=f"top {n_top}" if group == "top examples" else "all examples",
-                                 showlegend=col == 1, legendgroup=group), row=1, col=col)
-    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.25))
-    fig.update_yaxes(title_text="fraction", row=1, col=1, range=[0, 1])
-    fig.update_xaxes(type="category")
-    paper_layout(fig, title=f"Labels of component {k}'s top examples", height=340)
-    return fig.update_layout(margin_t=75)
-
-
+                                 showlegend=x == "x", legendgroup=group))
+    return go.Figure(traces, house_layout(
+        title=f"Labels of component {k}'s top examples", height=340, top=75, barmode="group",
+        legend=dict(orientation="h", y=-0.25),
+        xaxis=dict(domain=panels[0][3], anchor="y", type="category"),
+        xaxis2=dict(domain=panels[1][3], anchor="y2", type="category"),
+        yaxis=dict(anchor="x", range=[0, 1], title=dict(text="fraction")),
+        yaxis2=dict(anchor="x2", matches="y", showticklabels=False),
+        annotations=[dict(text=what, x=sum(domain) / 2, xref="paper", y=1, yref="paper", xanchor="center",
+                          yanchor="bottom", showarrow=False, font=dict(size=16)) for what, _, _, domain in panels]))
 def annotation_breakdown_figure(frame: pd.DataFrame, *, name: str, k: int, n_top: int) -> go.Figure:
     """Fractions of an annotation's values (a ground-truth column) among the top examples vs all examples
     (components.annotation_breakdown)."""
@@ -65,22 +70,22 @@ def annotation_breakdown_figure(frame: pd.DataFrame, *, name: str, k: int, n_top
 
 def similar_components_figure(frame: pd.DataFrame, *, k: int) -> go.Figure:
     """|cos| of component k's direction with its most similar components (components.most_similar)."""
-    fig = go.Figure(go.Bar(x=[f"{c}" for c in frame["component"]], y=frame["abs_cos"], marker_color=BLUE,
-                           text=[f"{v:.2f}" for v in frame["abs_cos"]], textposition="outside"))
-    fig.update_xaxes(type="category")
-    fig.update_yaxes(range=[0, 1.1])
-    return paper_layout(fig, title=f"Components most similar to {k}", xaxis_title="component",
-                        yaxis_title="|cos|", height=300)
+    bars = go.Bar(x=[f"{c}" for c in frame["component"]], y=frame["abs_cos"], marker_color=BLUE,
+                  text=[f"{v:.2f}" for v in frame["abs_cos"]], textposition="outside")
+    return go.Figure(bars, house_layout(title=f"Components most similar to {k}", height=300,
+                                        xaxis=dict(type="category", title=dict(text="component")),
+                                        yaxis=dict(range=[0, 1.1], title=dict(text="|cos|"))))
 
 
 def module_profile_figure(shares: pd.Series, *, k: int, by: str = "module") -> go.Figure:
     """Share of ‖g_k‖² per module or layer (in parameter order, top to bottom)."""
-    fig = go.Figure(go.Bar(x=shares.to_numpy(), y=list(shares.index), orientation="h", marker_color=BLUE,
-                           text=[f"{v:.0%}" for v in shares], textposition="outside"))
-    fig.update_yaxes(autorange="reversed", automargin=True)
-    fig.update_xaxes(range=[0, min(1.0, float(shares.max()) * 1.2 + 0.05)], tickformat=".0%")
-    return paper_layout(fig, title=f"Where component {k}'s direction lives ({by})", xaxis_title="share of ‖g‖²",
-                        height=max(220, 60 + 22 * len(shares)))
+    bars = go.Bar(x=shares.to_numpy(), y=list(shares.index), orientation="h", marker_color=BLUE,
+                  text=[f"{v:.0%}" for v in shares], textposition="outside")
+    return go.Figure(bars, house_layout(
+        title=f"Where component {k}'s direction lives ({by})", height=max(220, 60 + 22 * len(shares)),
+        xaxis=dict(range=[0, min(1.0, float(shares.max()) * 1.2 + 0.05)], tickformat=".0%",
+                   title=dict(text="share of ‖g‖²")),
+        yaxis=dict(autorange="reversed", automargin=True)))
 
 
 def module_shares_figure(shares: pd.DataFrame) -> go.Figure:

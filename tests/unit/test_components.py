@@ -300,8 +300,12 @@ def test_figure_builders_return_figures_with_the_data():
     data, dec = _planted()
     hist = figs.coefficient_histogram(data.W[:, 0], k=0, threshold=0.02)
     assert isinstance(hist, go.Figure) and len(hist.data[0].x) == 60
+    assert hist.layout.shapes[0].x0 == hist.layout.annotations[0].x == 0.02 and hist.layout.yaxis.type == "log"
     labels = figs.label_breakdown_figure(cs.breakdown(data, np.arange(20)), k=0, n_top=20)
     assert len(labels.data) == 4 and list(labels.data[0].y) == [1.0, 0.0, 0.0]
+    assert [(t.xaxis, t.yaxis) for t in labels.data] == [("x", "y")] * 2 + [("x2", "y2")] * 2  # gold | prediction
+    assert labels.layout.yaxis2.matches == "y" and [a.text for a in labels.layout.annotations] == ["gold label",
+                                                                                                  "prediction"]
     similar = figs.similar_components_figure(cs.most_similar(cs.similarity(dec.G), 0, n=2), k=0)
     assert list(similar.data[0].x) == ["1", "2"]
     shares = pd.Series([0.7, 0.3], index=["encoder", "classifier"])

@@ -38,3 +38,12 @@ def test_no_warm_up_no_marks():
 def test_iterations_must_match_the_losses():
     with pytest.raises(ValueError, match=r"iterations must hold one iteration per loss \(3\), got 2"):
         loss_curve([3.0, 2.0, 1.0], iterations=[0, 1])
+
+
+def test_figures_carry_the_house_template_in_their_exported_json():
+    """The template is the default a figure is built with; a figure must still export it (white background)."""
+    import json
+    import plotly.io as pio
+    layout = json.loads(loss_curve(np.linspace(3, 1, 5)).to_json())["layout"]
+    assert layout["template"]["layout"]["plot_bgcolor"] == pio.templates["simple_white"].layout.plot_bgcolor == "white"
+    assert layout["font"]["family"].startswith("Helvetica")
