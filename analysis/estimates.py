@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 import uuid
+import weakref
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
@@ -141,7 +142,8 @@ def describe_estimate(estimate: PefEstimate, resources: Resources) -> str:
 
 
 # -- measured numbers -------------------------------------------------------------------------------
-CALIBRATION = "median of batches after a warm-up"  # in the timing key: numbers timed another way are not reused
+# in the timing key: numbers timed another way are not reused
+CALIBRATION = "per example + per padded token, medians after a warm-up"
 CALIBRATION_CHUNK = 128  # examples the calibration batches are drawn from: the first chunk, as pefs_run makes it
 TIMED_BATCHES = 3  # batches timed after the warm-up batch
 CALIBRATED = f"calibrated on {TIMED_BATCHES + 1} batches"  # where a stored measure comes from, as the page says it
@@ -153,10 +155,22 @@ RECORD = "measured.json"  # in a run's folder: what its computation took, next t
 class PefMeasure:
     """The measured cost of PEFs for one timing_key in batches of batch_size, kept in timings.json."""
 
-    seconds_per_example: float
+    seconds_per_example: float  # the part of an example's time that does not grow with its batch's padded length
     memory_bytes: int | None  # peak memory above the start (a calibration's batches, or a whole run); None: unknown
     batch_size: int
     source: str  # CALIBRATED or LAST_RUN
+    seconds_per_token: float = 0.0  # per example and token of its batch's padded length (0 where inputs are one size)
+
+    def seconds_each(self, tokens_per_example: float) -> float:
+        """Mean seconds per example of a dataset whose batches pad to tokens_per_example on average."""
+        return self.seconds_per_example + self.seconds_per_token * tokens_per_example
+
+    def scaled_to(self, seconds: float, n_examples: int, tokens_per_example: float, memory_bytes: int | None
+                  ) -> "PefMeasure":
+        """This measure's two rates scaled so that a run of n_examples takes `seconds` (a whole run's numbers)."""
+        factor = seconds / max(self.seconds_each(tokens_per_example) * n_examples, 1e-12)
+        return PefMeasure(self.seconds_per_example * factor, memory_bytes, self.batch_size, LAST_RUN,
+                          self.seconds_per_token * factor)
 
 
 @dataclass(frozen=True)
@@ -179,13 +193,52 @@ class RunRecord:
     estimate_source: str  # how the estimate was made (a measure's source, or "from the shapes")
 
 
-def calibrated_seconds_per_example(batch_seconds: Sequence[float], batch_sizes: Sequence[int]) -> float:
-    """Median seconds per example of the batches after the first: the first pays for allocation and the first
-    call (timed alone it overestimated a run ~4×), and the median ignores a batch slowed by another process."""
-    if len(batch_seconds) != len(batch_sizes) or len(batch_seconds) < 2:
-        raise ValueError(f"calibration needs a warm-up batch and at least one timed batch with their sizes, got "
-                         f"{len(batch_seconds)} times and {len(batch_sizes)} sizes")
-    return float(np.median([t / b for t, b in zip(batch_seconds[1:], batch_sizes[1:])]))
+def calibrated_costs(batch_seconds: Sequence[float], batch_sizes: Sequence[int], batch_lengths: Sequence[int]
+                     ) -> tuple[float, float]:
+    """(seconds per example, seconds per example and padded token) of the batches after the first, a robust line
+    through their seconds per example against their padded length: the slope is the median of the pairwise
+    slopes (0 when the lengths are one, or where it comes out negative), the intercept the median of what is left.
+
+    The first batch pays for allocation and the first call (timed alone it overestimated a run ~4x); medians
+    ignore a batch slowed by another process. The padded length matters: per example alone, a recorded text run
+    was overestimated 1.5x, its first chunk's texts being longer than most chunks'.
+    """
+    if not len(batch_seconds) == len(batch_sizes) == len(batch_lengths) or len(batch_seconds) < 2:
+        raise ValueError(f"calibration needs a warm-up batch and at least one timed batch with their sizes and "
+                         f"lengths, got {len(batch_seconds)} times, {len(batch_sizes)} sizes and "
+                         f"{len(batch_lengths)} lengths")
+    y = np.asarray(batch_seconds[1:], dtype=float) / np.asarray(batch_sizes[1:])  # [timed] seconds per example
+    x = np.asarray(batch_lengths[1:], dtype=float)  # [timed] padded length
+    slopes = [(y[j] - y[i]) / (x[j] - x[i]) for i in range(len(x)) for j in range(i + 1, len(x)) if x[j] != x[i]]
+    per_token = max(float(np.median(slopes)), 0.0) if slopes else 0.0
+    return max(float(np.median(y - per_token * x)), 0.0), per_token
+
+
+def padded_batches(sizes: np.ndarray, batch_size: int, chunk_size: int = CALIBRATION_CHUNK
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(examples [batches], padded length [batches]) of the batches a PEF run makes of inputs of these sizes [n]:
+    chunks of chunk_size in dataset order, each ordered by size (length_order) and cut into batch_size."""
+    examples, lengths = [], []
+    for start in range(0, len(sizes), chunk_size):
+        chunk = np.sort(sizes[start:start + chunk_size], kind="stable")
+        for b in range(0, len(chunk), batch_size):
+            examples.append(len(chunk[b:b + batch_size]))
+            lengths.append(int(chunk[b:b + batch_size].max()))
+    return np.array(examples, dtype=np.int64), np.array(lengths, dtype=np.int64)
+
+
+# tokens_per_example by adapter (its tokenizer, length limit and prompt template), then (dataset, batch size):
+# a dataset is tokenized once per process, not on every estimate the Compute page shows
+_TOKENS: "weakref.WeakKeyDictionary[object, dict[tuple[str, int], float]]" = weakref.WeakKeyDictionary()
+
+
+def tokens_per_example(model: ClassifierModel, dataset: Dataset, batch_size: int) -> float:
+    """The mean padded length of the examples of a PEF run over the whole dataset (padded_batches)."""
+    known, key = _TOKENS.setdefault(model.adapter, {}), (dataset.content_hash, batch_size)
+    if key not in known:
+        examples, lengths = padded_batches(model.adapter.input_sizes(dataset), batch_size)
+        known[key] = float((examples * lengths).sum() / max(examples.sum(), 1))
+    return known[key]
 
 
 def calibration_batches(n_examples: int, batch_size: int, n_timed: int = TIMED_BATCHES) -> list[np.ndarray]:
@@ -203,11 +256,11 @@ def calibrate_pefs(model: ClassifierModel, dataset: Dataset, *, kind: str, top_k
                    n_values_per_example: int | None = None, batch_size: int = 16,
                    device: str | None = None) -> PefMeasure:
     """Run compute_pefs batch by batch on the first chunk, batched by length as pefs_run does: a warm-up batch,
-    then TIMED_BATCHES more; their median seconds per example (calibrated_seconds_per_example) and the peak
+    then TIMED_BATCHES more; their costs per example and per padded token (calibrated_costs) and the peak
     memory they grew the process by, warm-up included: much of what it allocates stays resident for the later
     batches, as in a run (120-190 MiB of the text demo's), and the longest texts of the chunk are timed."""
     part = dataset_slice(dataset, 0, CALIBRATION_CHUNK)
-    order = length_order(model, part)
+    order, sizes = length_order(model, part), model.adapter.input_sizes(part)
     batches = calibration_batches(len(part), batch_size)
     # one batch per chosen position, made lazily so that each batch's time ends at its progress report
     made = (batch for b in batches for batch in make_batches(model, dataset_subset(part, order[b]),
@@ -220,8 +273,10 @@ def calibrate_pefs(model: ClassifierModel, dataset: Dataset, *, kind: str, top_k
                      device=device, progress=lambda _done, _total: stamps.append(time.perf_counter()))
 
     memory = measured(timed).peak_growth_bytes
-    return PefMeasure(seconds_per_example=calibrated_seconds_per_example(np.diff(stamps), [len(b) for b in batches]),
-                      memory_bytes=memory, batch_size=batch_size, source=CALIBRATED)
+    per_example, per_token = calibrated_costs(np.diff(stamps), [len(b) for b in batches],
+                                              [int(sizes[order[b]].max()) for b in batches])
+    return PefMeasure(seconds_per_example=per_example, memory_bytes=memory, batch_size=batch_size,
+                      source=CALIBRATED, seconds_per_token=per_token)
 
 
 def timing_key(model: ClassifierModel, dataset: Dataset, *, kind: str,
@@ -270,10 +325,10 @@ def measure_pefs(root: Path, model: ClassifierModel, dataset: Dataset, *, kind: 
 def measure_seconds_per_example(root: Path, model: ClassifierModel, dataset: Dataset, *,
                                 kind: str, top_k_classes: int | None, n_values_per_example: int | None = None,
                                 batch_size: int = 16, device: str | None = None) -> float:
-    """The seconds per example of measure_pefs (the command line's estimate)."""
+    """The mean seconds per example of measure_pefs over this dataset's lengths (the command line's estimate)."""
     return measure_pefs(root, model, dataset, kind=kind, top_k_classes=top_k_classes,
                         n_values_per_example=n_values_per_example, batch_size=batch_size,
-                        device=device).seconds_per_example
+                        device=device).seconds_each(tokens_per_example(model, dataset, batch_size))
 
 
 def _store_timing(root: Path, key: str, entry: dict) -> None:
@@ -382,7 +437,8 @@ def workspace_estimate(root: Path, model: ClassifierModel, dataset: Dataset, *, 
     fit = stored_fit_measure(root, kind, device)
     estimate = estimate_pefs(model, dataset, kind=kind, n_values_per_example=n_values_per_example,
                              top_k_classes=top_k_classes, n_components=n_components, batch_size=batch_size,
-                             seconds_each=None if pefs is None else pefs.seconds_per_example,
+                             seconds_each=None if pefs is None else pefs.seconds_each(
+                                 tokens_per_example(model, dataset, batch_size)),
                              pef_memory_bytes=None if pefs is None else pefs.memory_bytes,
                              fit_bytes_per_value=None if fit is None else fit.bytes_per_value)
     return SourcedEstimate(estimate, pef_source=SHAPES if pefs is None else pefs.source,
@@ -392,14 +448,17 @@ def workspace_estimate(root: Path, model: ClassifierModel, dataset: Dataset, *, 
 def pefs_expected(root: Path, model: ClassifierModel, dataset: Dataset, *, kind: str, top_k_classes: int | None,
                   n_values_per_example: int | None, batch_size: int, device: str | None = None) -> Expected:
     """The estimate of a PEF run from this workspace's measure (as the Compute page shows it), and how the run's
-    own numbers become the measure: its seconds per example and peak memory at this batch size."""
+    own numbers become the measure: the measure's rates scaled to the run's time (per example where there was
+    none), and its peak memory, at this batch size."""
+    key = timing_key(model, dataset, kind=kind, top_k_classes=top_k_classes,
+                     n_values_per_example=n_values_per_example, device=device)
+    before = stored_pef_measure(root, key, batch_size) or PefMeasure(1.0, None, batch_size, LAST_RUN)
     sourced = workspace_estimate(root, model, dataset, kind=kind, n_values_per_example=n_values_per_example,
                                  top_k_classes=top_k_classes, n_components=None, batch_size=batch_size, device=device)
     return Expected(seconds=sourced.estimate.pef_seconds, memory_bytes=sourced.estimate.pef_memory_bytes,
-                    source=sourced.pef_source, key=timing_key(model, dataset, kind=kind, top_k_classes=top_k_classes,
-                                                              n_values_per_example=n_values_per_example, device=device),
-                    measure=lambda seconds, memory: asdict(PefMeasure(seconds / len(dataset), memory, batch_size,
-                                                                      LAST_RUN)))
+                    source=sourced.pef_source, key=key,
+                    measure=lambda seconds, memory: asdict(before.scaled_to(
+                        seconds, len(dataset), tokens_per_example(model, dataset, batch_size), memory)))
 
 
 def fit_expected(root: Path, config: FitConfig, n_values: int, *, n_rows: int, n_parameters: int,

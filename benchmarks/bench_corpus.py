@@ -247,7 +247,8 @@ def report(results: list[Measurement], loads: list[tuple[str, str]], args: argpa
     budget_iters = int((GOAL_S - pef_s - setup_s) / per_iter) if per_iter > 0 else 0
     met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     views = [ms for r in results for ms in r.view_cpu_ms]
-    how = ("a line through the sizes measured" if len(set(sizes)) > 1
+    how = ("measured whole: nothing extrapolated" if set(sizes) == {total}
+           else "a line through the sizes measured" if len(set(sizes)) > 1
            else "proportional to the size (one size measured)")
     return f"""
 The first N fresh/rotten snippets of the corpus (file order) as a CSV; `analysis.cli pefs --model <text demo>

@@ -21,7 +21,7 @@ import numpy as np
 from analysis.datasets import dataset_slice
 from analysis.demos import load_demo
 from analysis.estimates import (CALIBRATION_CHUNK, calibrate_pefs, estimate_pefs, fit_seconds_from_size, gib,
-                                measure_fit, measure_pefs, run_record)
+                                measure_fit, measure_pefs, padded_batches, run_record, tokens_per_example)
 from analysis.runs import fit_config, fit_run, load_pefs, pefs_run
 from analysis.store import Workspace
 from analysis.variants import get_variant
@@ -52,7 +52,8 @@ def one_case(ws: Workspace, demo: str, n_examples: int | None, iters: int, compo
                                batch_size=BATCH_SIZE)
     estimate = estimate_pefs(model, dataset, kind="lrm", n_values_per_example=k, top_k_classes=None,
                              n_components=components, batch_size=BATCH_SIZE,
-                             seconds_each=calibration.seconds_per_example, pef_memory_bytes=calibration.memory_bytes)
+                             seconds_each=calibration.seconds_each(tokens_per_example(model, dataset, BATCH_SIZE)),
+                             pef_memory_bytes=calibration.memory_bytes)
     shapes = estimate_pefs(model, dataset, kind="lrm", n_values_per_example=k, top_k_classes=None,
                            n_components=components, batch_size=BATCH_SIZE, seconds_each=None)
     batches = [(0, time.perf_counter(), time.process_time())]
@@ -86,12 +87,16 @@ def one_case(ws: Workspace, demo: str, n_examples: int | None, iters: int, compo
             ratio_row(name, "fit peak memory, from the shapes (upper bound: every parameter kept)",
                       shapes.fit_memory_bytes, fit_record.peak_memory_bytes, "B")]
     done, clock, cpu = np.array(batches).T
+    examples, lengths = padded_batches(model.adapter.input_sizes(dataset), BATCH_SIZE)  # as the run batched them
+    if examples.tolist() != np.diff(done).astype(int).tolist():
+        raise RuntimeError("the run's batches are not the ones padded_batches describes: the record would be wrong")
     fit_done, fit_clock, fit_cpu_clock = np.array(iterations).T
     record = {"demo": demo, "n_examples": len(dataset), "batch_size": BATCH_SIZE, "chunk_size": CALIBRATION_CHUNK,
               "values_per_example": k,
               "pefs": {"batch_seconds": np.diff(clock).round(4).tolist(),
                        "batch_cpu_seconds": np.diff(cpu).round(4).tolist(),
                        "batch_sizes": np.diff(done).astype(int).tolist(),
+                       "batch_padded_lengths": lengths.tolist(),
                        "total_seconds": round(pef_record.seconds, 3), "total_cpu_seconds": round(pef_cpu, 3),
                        "calibration_memory_bytes": calibration.memory_bytes,
                        "peak_memory_bytes": pef_record.peak_memory_bytes},

@@ -157,7 +157,8 @@ def line_search(coefficients: np.ndarray) -> float:
 def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedule: LrmSchedule,
                   monitor: LossMonitor, *, start: int = 0, checkpoint: Checkpoint | None = None,
                   checkpoint_every: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fit W [n, r] and this rank's Gt [m_p, r] from the given initial values; returns the final pair.
+    """Fit W [n, r] and this rank's Gt [m_p, r] from the given initial values; returns the final pair, Gt updated
+    in place (the caller's tensor: pass a copy to keep the initial values).
 
     Each iteration: [joint phase: W MU step] → G step D = ∇L with the same AG, GG and the new W
     (spec §3.3). step="plain": G <- G − lr D exactly as in the reference. step="line_search": η = lr·η*,
@@ -183,7 +184,8 @@ def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedu
         if schedule.step == "line_search":
             eta *= line_search(step_polynomial(W, AG, AD, GG, GD, DD, schedule.ortho_reg))
         # G <- G − η D, and the products that follow it: AG <- AG − η AD, GG <- GG − η(GD + GDᵀ) + η² DD
-        Gt = torch.add(Gt, Dt, alpha=-eta, out=Dt)  # into D's memory: the caller's Gt is left as it was
+        Gt.add_(Dt, alpha=-eta)  # in place: a copy would keep the caller's Gt alive beside it, 3 [m_p, r] arrays
+        del Dt  # before the next gradient is made: 2 [m_p, r] arrays at the peak
         done = t + 1
         if done % REFRESH_EVERY == 0:
             AG, GG = shared_products(problem, Gt)

@@ -84,7 +84,9 @@ def pytest_configure(config) -> None:
     root = demo_root(config._tmp_path_factory.getbasetemp())
     code = ("import sys; from pathlib import Path; from tests.conftest import DEMO_GROUPS, build_demos_locked\n"
             "for group in DEMO_GROUPS: build_demos_locked(Path(sys.argv[1]), group)")
-    config._early_demo_build = subprocess.Popen([sys.executable, "-c", code, str(root)], cwd=ROOT,
+    # two threads that sleep when idle (not spin): the build gets both cores while the workers wait for it
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    config._early_demo_build = subprocess.Popen([sys.executable, "-c", code, str(root)], cwd=ROOT, env=env,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

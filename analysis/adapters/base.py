@@ -187,9 +187,13 @@ class ModelAdapter(ABC):
         """The dataset with labels over this adapter's classes (unchanged unless the adapter names them itself)."""
         return dataset
 
+    def input_sizes(self, dataset: Dataset) -> np.ndarray:
+        """Each example's input size [n] as a batch pads it (token count for texts; 1 where inputs are one size)."""
+        return np.ones(len(dataset), dtype=np.int64)
+
     def length_order(self, dataset: Dataset) -> np.ndarray:
-        """A permutation [n] that batches similar examples together (identity unless inputs vary in size)."""
-        return np.arange(len(dataset))
+        """A permutation [n] that batches similar examples together: by input size (identity when all are one)."""
+        return np.argsort(self.input_sizes(dataset), kind="stable")
 
     def layer_of(self, name: str) -> str:
         """The layer a parameter belongs to, for the "last N layers" scope."""

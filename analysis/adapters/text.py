@@ -105,10 +105,10 @@ class TextAdapter(ModelAdapter):
             batch["labels"] = torch.as_tensor(np.asarray(dataset.labels[start:start + batch_size]))
             yield batch
 
-    def length_order(self, dataset: TextDataset) -> np.ndarray:
+    def input_sizes(self, dataset: TextDataset) -> np.ndarray:
         columns = [list(c) for c in zip(*self.texts(dataset))]
         ids = self.tokenizer(*columns, truncation=True, max_length=self.max_length)["input_ids"]
-        return np.argsort([len(i) for i in ids], kind="stable")
+        return np.array([len(i) for i in ids], dtype=np.int64)
 
     def _baseline(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Same shape [B, L], sequence markers ([CLS], [SEP], <s>, </s>) kept, every other token replaced by padding."""

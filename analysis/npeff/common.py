@@ -155,7 +155,7 @@ def initial_factors(init: tuple[np.ndarray, np.ndarray] | None, draw: Callable[[
         W, Ct = tensor(init[0], torch.float32, device), tensor(init[1], torch.float32, device).T[cols.start:cols.stop]
     W = W.contiguous()
     broadcast_from_root_(W)
-    return W, Ct.contiguous()
+    return W, Ct.clone(memory_format=torch.contiguous_format)  # never a view of `init`: the fit updates it in place
 
 
 @dataclass(frozen=True)

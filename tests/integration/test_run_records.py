@@ -6,7 +6,7 @@ import pytest
 import analysis.runs as runs
 from analysis.estimates import (CALIBRATED, LAST_RUN, RECORD, SHAPES, TIMINGS, describe_record, fit_key,
                                 measure_pefs, run_record, stored_fit_measure, stored_pef_measure, timing_key,
-                                workspace_estimate)
+                                tokens_per_example, workspace_estimate)
 from analysis.models import ParamScope, load_model
 from analysis.store import Workspace
 from tests.integration.test_runs import _dataset
@@ -26,10 +26,13 @@ def test_a_pef_run_and_a_fit_record_and_feed_back(tmp_path, model):
     pefs = runs.pefs_run(ws, model, data, kind="lrm", n_values_per_example=50, chunk_size=8, batch_size=4)
     record = run_record(ws, pefs.id)
     # the estimate recorded is the one made from the calibration before the run
-    assert record.estimated_seconds == pytest.approx(calibration.seconds_per_example * 24)
+    tokens = tokens_per_example(model, data, 4)  # the mean padded length of the run's batches
+    assert tokens > 1 and record.estimated_seconds == pytest.approx(calibration.seconds_each(tokens) * 24)
     assert record.estimated_memory_bytes == calibration.memory_bytes and record.estimate_source == CALIBRATED
-    after = stored_pef_measure(ws.root, key, 4)
-    assert after.source == LAST_RUN and after.seconds_per_example == pytest.approx(record.seconds / 24)
+    after = stored_pef_measure(ws.root, key, 4)  # the calibration's two rates, scaled to the run's time
+    assert after.source == LAST_RUN and after.seconds_each(tokens) * 24 == pytest.approx(record.seconds)
+    assert (after.seconds_per_example * calibration.seconds_per_token
+            == pytest.approx(after.seconds_per_token * calibration.seconds_per_example))
     assert after.memory_bytes == record.peak_memory_bytes
     assert workspace_estimate(ws.root, model, data, kind="lrm", n_values_per_example=50, top_k_classes=None,
                               n_components=2, batch_size=4).pef_source == LAST_RUN

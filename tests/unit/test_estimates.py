@@ -3,10 +3,11 @@ import json
 from dataclasses import asdict
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from analysis.estimates import (CALIBRATED, LAST_RUN, MAX_CLASS_CHOICES, TIMINGS, FitMeasure, PefEstimate,
-                                PefMeasure, Resources, available_memory_bytes, calibrated_seconds_per_example,
+                                PefMeasure, Resources, available_memory_bytes, calibrated_costs, padded_batches,
                                 calibration_batches, class_options, default_values_per_example, duration,
                                 estimate_pefs, fit_key, fit_seconds, fit_seconds_from_size, gib, iteration_seconds,
                                 measure_pefs, measure_seconds_per_example, resource_problems, stored_pef_measure,
@@ -16,11 +17,19 @@ from analysis.npeff import DiagFitConfig, LrmFitConfig
 MiB, GiB = 2**20, 2**30
 
 
+class SevenTokens:
+    """An adapter whose every input is 7 tokens long."""
+
+    def input_sizes(self, data) -> np.ndarray:
+        return np.full(len(data), 7)
+
+
 def fake_model(n_parameters: int, n_classes: int):
     """What the estimates read of a model: its size in scope, classes and identity (nothing can be computed)."""
     return SimpleNamespace(summary=lambda: SimpleNamespace(n_parameters_in_scope=n_parameters),
                            label_names=[str(c) for c in range(n_classes)], content_hash="m" * 8,
-                           scope=SimpleNamespace(describe=lambda: "all parameters"))
+                           scope=SimpleNamespace(describe=lambda: "all parameters"),
+                           adapter=SevenTokens())
 
 
 class Examples(list):
@@ -115,12 +124,13 @@ def test_the_stored_measure_is_used_without_computing(tmp_path):
     model, data = fake_model(3818, 10), Examples(range(500))  # a fake model: computing would raise
     key = timing_key(model, data, kind="lrm", top_k_classes=None, n_values_per_example=200)
     assert stored_pef_measure(tmp_path, key, 16) is None
-    measure = PefMeasure(seconds_per_example=0.25, memory_bytes=7 * MiB, batch_size=16, source=CALIBRATED)
+    measure = PefMeasure(seconds_per_example=0.25, memory_bytes=7 * MiB, batch_size=16, source=CALIBRATED,
+                         seconds_per_token=0.01)
     (tmp_path / TIMINGS).write_text(json.dumps({key: asdict(measure)}))
     assert measure_pefs(tmp_path, model, data, kind="lrm", top_k_classes=None, n_values_per_example=200,
                         batch_size=16) == measure
-    assert measure_seconds_per_example(tmp_path, model, data, kind="lrm", top_k_classes=None,
-                                       n_values_per_example=200, batch_size=16) == 0.25
+    assert measure_seconds_per_example(tmp_path, model, data, kind="lrm", top_k_classes=None, n_values_per_example=200,
+                                       batch_size=16) == pytest.approx(0.25 + 0.01 * 7)  # every input 7 tokens
     assert stored_pef_measure(tmp_path, key, 32) is None  # memory depends on the batch size: measured again
     assert timing_key(model, data, kind="lrm", top_k_classes=2, n_values_per_example=200) != key
     assert timing_key(model, data, kind="diag", top_k_classes=None, n_values_per_example=200) != key
@@ -136,13 +146,31 @@ def test_class_choices_drop_all_for_a_vocabulary():
     assert class_options(50_257) == [str(k) for k in range(1, MAX_CLASS_CHOICES + 1)]
 
 
-def test_the_warm_up_batch_is_ignored_and_the_median_taken():
-    # batches of 16, 16, 16, 8 examples: a slow first batch (allocation), one batch slowed by another process
-    seconds = calibrated_seconds_per_example([4.0, 0.32, 0.96, 0.16], [16, 16, 16, 8])
-    assert seconds == pytest.approx(0.02)  # median of 0.02, 0.06, 0.02 seconds per example
+def test_the_warm_up_batch_is_ignored_and_the_medians_taken():
+    # batches of 16, 16, 16, 8 examples of one length: a slow first batch (allocation), one batch slowed by
+    # another process
+    assert calibrated_costs([4.0, 0.32, 0.96, 0.16], [16, 16, 16, 8], [30] * 4) == pytest.approx((0.02, 0.0))
     with pytest.raises(ValueError, match="calibration needs a warm-up batch and at least one timed batch with "
-                                         "their sizes, got 1 times and 1 sizes"):
-        calibrated_seconds_per_example([4.0], [16])
+                                         "their sizes and lengths, got 1 times, 1 sizes and 1 lengths"):
+        calibrated_costs([4.0], [16], [30])
+
+
+def test_the_costs_per_example_and_per_token_are_recovered_from_batches_of_several_lengths():
+    lengths = np.array([50, 12, 25, 40, 64])  # padded lengths; the first batch is the warm-up
+    sizes = np.array([16, 16, 16, 16, 8])
+    seconds = sizes * (0.01 + 0.002 * lengths)  # 0.01 s per example + 0.002 s per example and token
+    seconds[0] *= 10
+    assert calibrated_costs(seconds, sizes, lengths) == pytest.approx((0.01, 0.002))
+    seconds[2] *= 3  # one batch slowed by another process: the medians keep the line
+    per_example, per_token = calibrated_costs(seconds, sizes, lengths)
+    assert per_token == pytest.approx(0.002, rel=0.35) and per_example == pytest.approx(0.01, rel=0.35)
+    # shorter batches that took longer: no negative cost per token
+    assert calibrated_costs([1.0, 0.64, 0.32], [16, 16, 16], [10, 10, 40]) == pytest.approx((0.03, 0.0))
+
+
+def test_padded_batches_follow_the_run_s_chunks_and_length_order():
+    examples, lengths = padded_batches(np.array([5, 1, 3, 2, 9, 4]), batch_size=2, chunk_size=4)
+    assert examples.tolist() == [2, 2, 2] and lengths.tolist() == [2, 5, 9]  # [1, 2 | 3, 5] then [4, 9]
 
 
 def test_calibration_batches_spread_over_the_length_ordered_chunk():
