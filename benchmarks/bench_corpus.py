@@ -33,14 +33,13 @@ from analysis.jobs import Job, list_jobs
 from analysis.npeff.pef_matrix import read_rows
 from analysis.store import DEFAULT_WORKSPACE, Workspace
 from benchmarks.results import add_common_args, command_line, write_section
-from kernels.sparse_products import XT_ROW_BLOCKS
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS_SIZE = 12_808  # fresh and rotten snippets of RT_CSV (the 'plot' rows have no label)
 GOAL_S, GOAL_RSS = 30 * 60, 8 * 10**9
 GIB = 2**30
 X_BYTES = 8  # per stored value in the fit's X: float32 value + int32 row
-COPIES = 2 + 1 / XT_ROW_BLOCKS  # [m, r] float32 arrays at the fit's peak: G, its gradient, a block of Xᵀ @ W
+COPIES = 2  # [m, r] float32 arrays at the fit's peak: G and its step direction
 QUICK = dict(examples=[32], components=8, iters=3, g_only_iters=2, views=2)  # 64 examples: 144 s at load 6
 
 

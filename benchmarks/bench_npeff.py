@@ -217,7 +217,7 @@ def product_candidates(old: baseline_lrm.LrmProblem, new: lrm_npeff.LrmProblem, 
                                        Xt.crow_indices().int().numpy()), shape=(nc, m))
     by_rows = scipy.sparse.csr_matrix((X.values().numpy(), X.col_indices().int().numpy(),
                                        X.crow_indices().int().numpy()), shape=(nc, m))
-    Dn, Wn = Dt.numpy(), Wag.numpy()
+    Dn, Wn, out = Dt.numpy(), Wag.numpy(), torch.empty(m, r)
     return {
         "X Dᵀ: torch CSR int64 (pre-#16)": lambda: X @ Dt,
         "X Dᵀ: torch CSR int32": lambda: X32 @ Dt,
@@ -225,7 +225,7 @@ def product_candidates(old: baseline_lrm.LrmProblem, new: lrm_npeff.LrmProblem, 
         "X Dᵀ: scipy CSC, 1 thread": lambda: by_cols @ Dn,
         "X Dᵀ: scipy CSC column blocks in threads (used)": lambda: new.X.x_times(Dt),
         "Xᵀ Wag: torch CSR int64 (pre-#16)": lambda: Xt @ Wag,
-        "Xᵀ Wag: torch CSR int32 (used)": lambda: new.X.xt_times(Wag),
+        "Xᵀ Wag: torch CSR int32, in place into the fit's reused output (used)": lambda: new.X.xt_times(Wag, out=out),
         "Xᵀ Wag: scipy CSR, 1 thread": lambda: by_cols.T @ Wn,
     }
 

@@ -86,8 +86,8 @@ def w_step(W: torch.Tensor, N: torch.Tensor, HH: torch.Tensor, eps: float = MU_E
 
 
 def g_gradient(problem: LrmProblem, Gt: torch.Tensor, W: torch.Tensor, AG: torch.Tensor, GG: torch.Tensor,
-               ortho_reg: float) -> torch.Tensor:
-    """∇_G L (+ λ ∇‖GGᵀ − (2/r)I‖²_F) for this rank's columns, transposed: [m_p, r].
+               ortho_reg: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """∇_G L (+ λ ∇‖GGᵀ − (2/r)I‖²_F) for this rank's columns, transposed: [m_p, r] (into `out` when given).
 
     ∇_G L = 4[((WᵀW)∘GG) G − Wagᵀ X] with Wag[(i,j), k] = W_ik AG[(i,j), k] (spec §3.2, pitfall §7.2);
     the regularizer folds into the same [r, r] factor, so the [m_p, r] result takes one pass after Xᵀ Wag.
@@ -98,7 +98,7 @@ def g_gradient(problem: LrmProblem, Gt: torch.Tensor, W: torch.Tensor, AG: torch
     if ortho_reg > 0:
         # ∇‖GGᵀ − sI‖²_F = 4(GGᵀ − sI)G with s = 2/r; it enters Ĝ (¼ of the gradient) as λ(GG − sI)G
         M = M + ortho_reg * (GG - (2 / r) * torch.eye(r, dtype=GG.dtype, device=GG.device))
-    return problem.X.xt_times(Wag).addmm_(Gt, M, beta=-4, alpha=4)  # 4(Gᵀ M − Xᵀ Wag)
+    return problem.X.xt_times(Wag, out=out).addmm_(Gt, M, beta=-4, alpha=4)  # 4(Gᵀ M − Xᵀ Wag)
 
 
 def direction_products(problem: LrmProblem, Gt: torch.Tensor, Dt: torch.Tensor
@@ -170,7 +170,7 @@ def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedu
     """
     AG, GG = shared_products(problem, Gt)
     total = schedule.n_iters_g_only + schedule.n_iters
-    done = start
+    done, Dt = start, None  # Dt: one buffer for every iteration's step direction
     for t in range(start, total):
         joint = t >= schedule.n_iters_g_only
         N, HH = numerator(AG, problem.n_examples), GG.square()
@@ -178,14 +178,13 @@ def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedu
             break
         if joint:
             W = w_step(W, N, HH)
-        Dt = g_gradient(problem, Gt, W, AG, GG, schedule.ortho_reg)  # [m_p, r]
+        Dt = g_gradient(problem, Gt, W, AG, GG, schedule.ortho_reg, out=Dt)  # [m_p, r]
         AD, GD, DD = direction_products(problem, Gt, Dt)
         eta = schedule.lr
         if schedule.step == "line_search":
             eta *= line_search(step_polynomial(W, AG, AD, GG, GD, DD, schedule.ortho_reg))
         # G <- G − η D, and the products that follow it: AG <- AG − η AD, GG <- GG − η(GD + GDᵀ) + η² DD
         Gt.add_(Dt, alpha=-eta)  # in place: a copy would keep the caller's Gt alive beside it, 3 [m_p, r] arrays
-        del Dt  # before the next gradient is made: 2 [m_p, r] arrays at the peak
         done = t + 1
         if done % REFRESH_EVERY == 0:
             AG, GG = shared_products(problem, Gt)

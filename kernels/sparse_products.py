@@ -4,8 +4,9 @@ One implementation per device type (PRODUCTS). On the CPU, X @ D [n_rows, r] run
 (scipy's CSC kernel: it streams D once and accumulates into the small output, which stays in cache; a row
 by row CSR product gathers scattered rows of the large D instead, 6x slower on the text demo), on
 torch's threads' count of column blocks in parallel; Xᵀ @ W [n_cols, r] is torch's CSR product on the
-same arrays (Xᵀ in CSR is X in CSC), a block of its rows at a time into one output (torch's kernel writes
-into a temporary the size of its output and copies it over: whole, that doubled the fit's largest array).
+same arrays (Xᵀ in CSR is X in CSC) as an in-place addmm: it writes straight into the output, which a fit
+passes back every iteration (torch.mm, even with out=, went through a temporary the size of the output; and a
+fresh output of the fit's largest size paid its page faults every time, 1.6 s for 2 GB).
 On CUDA both are cuSPARSE CSR products, with X also stored by rows.
 """
 from __future__ import annotations
@@ -23,7 +24,6 @@ import torch
 from kernels.sparse import CscMatrix, csr_tensor
 
 BLOCK_MIN_NNZ = 1 << 18  # X @ D splits the columns into one block per torch thread, of at least this many entries
-XT_ROW_BLOCKS = 8  # Xᵀ @ W runs over this many row blocks of Xᵀ: the kernel's temporary is 1/8 of the output
 
 
 class SparseProducts(Protocol):
@@ -35,14 +35,9 @@ class SparseProducts(Protocol):
     def x_times(self, D: torch.Tensor) -> torch.Tensor:
         """X @ D [n_rows, r] for D [n_cols, r]."""
 
-    def xt_times(self, W: torch.Tensor) -> torch.Tensor:
-        """Xᵀ @ W [n_cols, r] for W [n_rows, r]."""
-
-
-def row_blocks(n_rows: int, n_blocks: int) -> list[tuple[int, int]]:
-    """Up to n_blocks contiguous, non-empty row ranges [a, b) of about equal length covering n_rows rows."""
-    bounds = sorted({round(i * n_rows / n_blocks) for i in range(n_blocks + 1)})
-    return list(zip(bounds[:-1], bounds[1:]))
+    def xt_times(self, W: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Xᵀ @ W [n_cols, r] for W [n_rows, r], into `out` when given (a fit reuses one buffer: a fresh array
+        of the fit's largest size costs its page faults on every iteration)."""
 
 
 def column_blocks(X: CscMatrix, n_blocks: int) -> list[tuple[int, int]]:
@@ -53,25 +48,23 @@ def column_blocks(X: CscMatrix, n_blocks: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def transposed_rows(X: CscMatrix, a: int, b: int) -> torch.Tensor:
-    """Rows [a, b) of Xᵀ, i.e. columns [a, b) of X, as a [b − a, n_rows] CSR tensor over views of X's arrays."""
-    start, stop = int(X.ptr[a]), int(X.ptr[b])
-    return csr_tensor(X.ptr[a:b + 1] - start, X.rows[start:stop], X.values[start:stop], (b - a, X.n_rows))
+def transposed(X: CscMatrix) -> torch.Tensor:
+    """Xᵀ [n_cols, n_rows] as a CSR tensor over X's own arrays (no copy)."""
+    return csr_tensor(X.ptr, X.rows, X.values, (X.n_cols, X.n_rows))
 
 
 @dataclass(frozen=True)
 class CpuProducts:
-    """X @ D by scipy's CSC kernel over column blocks in threads; Xᵀ @ W by torch's CSR kernel over row blocks.
+    """X @ D by scipy's CSC kernel over column blocks in threads; Xᵀ @ W by torch's CSR kernel.
 
     The blocks' partial sums are added in block order, so results are identical for a given torch thread
-    count (and for any thread count when X has fewer than 2·BLOCK_MIN_NNZ entries: one block). Every row of
-    Xᵀ @ W is computed by the kernel from that row alone, so its row blocks change no value.
+    count (and for any thread count when X has fewer than 2·BLOCK_MIN_NNZ entries: one block).
     """
 
     n_rows: int
     n_cols: int
     blocks: tuple[tuple[int, int, scipy.sparse.csc_matrix], ...]  # (first column, stop, X[:, first:stop])
-    Xt: tuple[tuple[int, int, torch.Tensor], ...]  # (first row, stop, Xᵀ[first:stop] as CSR): X's arrays
+    Xt: torch.Tensor  # [n_cols, n_rows] CSR over X's arrays
 
     @classmethod
     def of(cls, X: CscMatrix) -> "CpuProducts":
@@ -83,8 +76,7 @@ class CpuProducts:
             part = scipy.sparse.csc_matrix((X.n_rows, b - a), dtype=values.dtype)
             part.data, part.indices, part.indptr = values[ptr[a]:ptr[b]], rows[ptr[a]:ptr[b]], ptr[a:b + 1] - ptr[a]
             blocks.append((a, b, part))
-        Xt = tuple((a, b, transposed_rows(X, a, b)) for a, b in row_blocks(X.n_cols, XT_ROW_BLOCKS))
-        return cls(X.n_rows, X.n_cols, tuple(blocks), Xt)
+        return cls(X.n_rows, X.n_cols, tuple(blocks), transposed(X))
 
     def x_times(self, D: torch.Tensor) -> torch.Tensor:
         Dn = D.detach().numpy()
@@ -96,11 +88,9 @@ class CpuProducts:
             partial = pool.map(lambda block: block[2] @ Dn[block[0]:block[1]], self.blocks)
             return torch.from_numpy(reduce(np.add, partial))
 
-    def xt_times(self, W: torch.Tensor) -> torch.Tensor:
-        out = torch.empty(self.n_cols, W.shape[1], dtype=W.dtype)  # [n_cols, r]
-        for a, b, Xt_block in self.Xt:
-            torch.mm(Xt_block, W, out=out[a:b])
-        return out
+    def xt_times(self, W: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        out = torch.empty(self.n_cols, W.shape[1], dtype=W.dtype) if out is None else out  # [n_cols, r]
+        return out.addmm_(self.Xt, W, beta=0)  # beta=0: out's old values (NaN included) are not read
 
 
 @dataclass(frozen=True)
@@ -123,8 +113,8 @@ class TorchCsrProducts:
     def x_times(self, D: torch.Tensor) -> torch.Tensor:
         return self.X @ D
 
-    def xt_times(self, W: torch.Tensor) -> torch.Tensor:
-        return self.Xt @ W
+    def xt_times(self, W: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return self.Xt @ W if out is None else out.copy_(self.Xt @ W)  # the caching allocator reuses the memory
 
 
 PRODUCTS: dict[str, Callable[[CscMatrix, torch.device], SparseProducts]] = {

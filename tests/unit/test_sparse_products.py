@@ -47,20 +47,15 @@ def test_products_equal_the_previous_int64_csr_products(monkeypatch, dtype, make
     np.testing.assert_allclose(products.x_times(D).numpy(), dense(e) @ D.numpy(), **tol)
 
 
-def test_xt_times_by_row_blocks_equals_the_whole_product_exactly(monkeypatch):
-    """Xᵀ @ W goes a block of rows at a time into one output (no temporary of the whole output): same values."""
+def test_xt_times_writes_into_the_given_output_whatever_it_held():
+    """A fit passes one buffer back every iteration: its old values (NaN here) must not leak into Xᵀ @ W."""
     e = random_entries(M=60)
-    X = sp.csc_matrix(e)
+    products = CpuProducts.of(sp.csc_matrix(e))
     W = torch.randn(e.n_rows, 5, generator=torch.Generator().manual_seed(2))
-    monkeypatch.setattr(sparse_products, "XT_ROW_BLOCKS", 1)
-    whole = CpuProducts.of(X)
-    monkeypatch.setattr(sparse_products, "XT_ROW_BLOCKS", 7)
-    blocked = CpuProducts.of(X)
-    assert [(a, b) for a, b, _ in whole.Xt] == [(0, 60)]
-    assert [(a, b) for a, b, _ in blocked.Xt] == [(0, 9), (9, 17), (17, 26), (26, 34), (34, 43), (43, 51), (51, 60)]
-    assert torch.equal(blocked.xt_times(W), whole.xt_times(W))
-    np.testing.assert_allclose(blocked.xt_times(W).numpy(), dense(e).T @ W.numpy(), rtol=1e-5, atol=1e-5)
-    assert sparse_products.row_blocks(3, 8) == [(0, 1), (1, 2), (2, 3)]  # never an empty block
+    out = torch.full((60, 5), float("nan"))
+    assert products.xt_times(W, out=out) is out
+    assert torch.equal(out, products.xt_times(W))
+    np.testing.assert_allclose(out.numpy(), dense(e).T @ W.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_int32_indices_only_where_they_fit(monkeypatch):
