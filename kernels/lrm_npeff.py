@@ -191,6 +191,7 @@ def run_lrm_npeff(problem: LrmProblem, W: torch.Tensor, Gt: torch.Tensor, schedu
         else:
             AG, GG = AG.add_(AD, alpha=-eta), GG - eta * (GD + GD.T) + eta**2 * DD
         if checkpoint is not None and checkpoint_due(done, checkpoint_every, total):
+            Dt = None  # the checkpoint's copy of G takes D's memory (the next iteration makes D anew): 2 at the peak
             checkpoint(done, W, Gt)
     AG, GG = shared_products(problem, Gt)
     monitor.finish(done, true_loss(problem.tr_xx, W, numerator(AG, problem.n_examples), GG.square()))
