@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vjp, vmap
 
+from analysis.allocator import reused_allocations
 from analysis.devices import resolve_device
 from analysis.frozen_prefix import (CHECK_ATOL, CHECK_RTOL, Outputs, frozen_modules, holds_parameters, map_tensors,
                                     record_outputs, suffix_tensors, suffix_view, tensor_leaves)
@@ -359,23 +360,25 @@ def compute_pefs(model: nn.Module, batches: Iterable[Batch], *, kind: str = DEFA
     batched_fn = vmap(_per_example_fn(_forward_one(view, split.consts), top_k_classes), in_dims=(None, 0))
     total = _total_examples(batches)
     parts, done, prefix, values = [], 0, None, None
-    for index, batch in enumerate(batches):
-        size = _batch_size(batch, index)
-        inputs = _model_inputs(batch, device)
-        if index == 0:
-            prefix = _find_prefix(view, split, inputs)
-        replayed = None if prefix is None else _replayed_grads(prefix, view, split, inputs, size, top_k_classes)
-        if replayed is None:  # no prefix, or the replay failed: run in full from here on
-            prefix, grads = None, _batch_grads(batched_fn, split.theta, inputs, index)
-        else:
-            grads, prefix = replayed
-        if index == 0:
-            values = _kept_values(container, grads, n_values_per_example, total, device)
-        out = None if values is None else values[done:done + size]
-        parts.append(container.from_gradients(grads, _labels(batch, size), n_values_per_example, done, out=out))
-        done += size
-        if progress is not None:
-            progress(done, total)
+    with reused_allocations():  # each batch's gradients take the memory the last one freed, without page faults
+        for index, batch in enumerate(batches):
+            size = _batch_size(batch, index)
+            inputs = _model_inputs(batch, device)
+            if index == 0:
+                prefix = _find_prefix(view, split, inputs)
+            replayed = None if prefix is None else _replayed_grads(prefix, view, split, inputs, size, top_k_classes)
+            if replayed is None:  # no prefix, or the replay failed: run in full from here on
+                prefix, grads = None, _batch_grads(batched_fn, split.theta, inputs, index)
+            else:
+                grads, prefix = replayed
+            if index == 0:
+                values = _kept_values(container, grads, n_values_per_example, total, device)
+            out = None if values is None else values[done:done + size]
+            parts.append(container.from_gradients(grads, _labels(batch, size), n_values_per_example, done, out=out))
+            del grads, replayed  # freed before the next batch computes its own: one batch's gradients at a time
+            done += size
+            if progress is not None:
+                progress(done, total)
     if not parts:
         raise ValueError("batches is empty; give at least one batch of examples")
     return concat_pefs(parts, values=values)

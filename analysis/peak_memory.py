@@ -8,12 +8,12 @@ a Streamlit server) count too: the number is an upper bound when they allocate m
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Generic, TypeVar
+
+from analysis.allocator import trim_heap
 
 STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 T = TypeVar("T")
@@ -39,17 +39,9 @@ def _status_bytes(field: str, status: Path = STATUS) -> int | None:
     return None
 
 
-def _trim_heap() -> None:
-    """Give freed malloc pages back to the system (glibc only; elsewhere nothing to do)."""
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def reset_peak() -> int | None:
     """Reset VmHWM to the current resident set; that resident set (bytes), or None when it cannot be reset."""
-    _trim_heap()
+    trim_heap()
     try:
         CLEAR_REFS.write_text("5")
     except OSError:

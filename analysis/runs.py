@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from analysis.allocator import reused_allocations
 from analysis.batch_gradients import NonFiniteFisherError
 from analysis.datasets import Dataset, dataset_slice, dataset_subset, length_order, make_batches
 from analysis.errors import describe_error
@@ -150,18 +151,19 @@ def _compute_share(ws: Workspace, run: Run, plan: list[tuple[int, int]], done: s
     def report(in_chunk: int) -> None:
         progress(recorded + (n - recorded) * (computed + in_chunk) // share, n)
 
-    for chunk in mine:
-        start, stop = plan[chunk]
-        pefs = chunk_pefs(start, stop, progress=report if progress else None)
-        try:
-            ws.save_arrays(run.id, {_chunk_name(chunk, f): getattr(pefs, f) for f in names})
-        except BaseException:  # e.g. a full disk: no partial chunk stays behind
-            _delete_chunk_files(ws, run, [chunk], names)
-            raise
-        ws.record_chunk(run.id, chunk, stop - start, start=start)
-        if world > 1:
-            ws.close()  # the other ranks record theirs meanwhile
-        computed += stop - start
+    with reused_allocations():  # open over all chunks: a chunk's first batch reuses the last chunk's memory too
+        for chunk in mine:
+            start, stop = plan[chunk]
+            pefs = chunk_pefs(start, stop, progress=report if progress else None)
+            try:
+                ws.save_arrays(run.id, {_chunk_name(chunk, f): getattr(pefs, f) for f in names})
+            except BaseException:  # e.g. a full disk: no partial chunk stays behind
+                _delete_chunk_files(ws, run, [chunk], names)
+                raise
+            ws.record_chunk(run.id, chunk, stop - start, start=start)
+            if world > 1:
+                ws.close()  # the other ranks record theirs meanwhile
+            computed += stop - start
 
 
 def every_rank(work: Callable[[], None]) -> None:
