@@ -5,6 +5,8 @@ gradients (1.5 GB for a batch of 16 over all of MiniLM, plus a 750 MB zero-fille
 from fresh pages: 700k page faults and 1.4 s of kernel time in 2.1 s for two batches. Inside
 `reused_allocations()` malloc takes no new mappings and keeps what is freed, so the next batch reuses it; on the
 way out the settings are put back and the kept pages are handed back. Elsewhere than glibc nothing changes.
+The settings act on malloc's main arena, the one a process's main thread uses (the CLI and every job worker compute
+there); other threads, and a main thread after a failed allocation, use arenas that map blocks above 64 MiB afresh.
 """
 from __future__ import annotations
 
