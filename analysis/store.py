@@ -197,7 +197,27 @@ class Workspace:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._closer: threading.Timer | None = None
         atexit.register(self.close)
+        self._create_database()
         self.migrate()
+
+    def _create_database(self) -> None:
+        """A new workspace's database file appears whole: made under a private name, then hard-linked into place.
+
+        DuckDB opening a missing file creates it and writes its header only after; a second process (another
+        torchrun rank) opening it meanwhile read an empty header, or recreated and truncated it.
+        """
+        if self.db_path.exists():
+            return
+        fresh = self.db_path.with_name(f".{self.db_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+        try:
+            duckdb.connect(str(fresh)).close()
+            try:
+                os.link(fresh, self.db_path)
+            except OSError:  # another process linked its file first (that one stays), or a filesystem without
+                pass  # hard links, where DuckDB creates the file in place as before
+        finally:
+            fresh.unlink(missing_ok=True)
+            fresh.with_name(fresh.name + ".wal").unlink(missing_ok=True)
 
     # -- connections -----------------------------------------------------------------------
     def _open(self) -> duckdb.DuckDBPyConnection:

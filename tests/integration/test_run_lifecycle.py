@@ -212,3 +212,50 @@ def test_the_runs_table_reads_runs_still_computing(tmp_path):
     assert sorted(table["status"]) == ["failed", "running"]
     assert table["relative error"].isna().all()
     assert set(table["error"]) == {"", "ValueError: n_components must be >= 1, got 0"}
+
+
+
+def test_a_new_workspace_database_is_only_opened_whole(tmp_path, monkeypatch):
+    """DuckDB creating the file in place left it empty for a moment, which a second process read as corrupt (a
+    torchrun rank in CI): the workspace's file is only ever opened once it exists with DuckDB's header."""
+    import duckdb
+
+    root, real, opened = tmp_path / "ws", duckdb.connect, []
+
+    def connect(path=":memory:", *args, **kwargs):
+        if Path(path) == root / "npeff.duckdb":
+            opened.append(Path(path).read_bytes()[8:12] if Path(path).exists() else b"missing")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", connect)
+    Workspace(root).close()
+    assert opened and set(opened) == {b"DUCK"}
+    assert [p.name for p in root.iterdir()] == ["npeff.duckdb"]  # the private file it was made under is gone
+
+
+OPEN_AT = """
+import sys, time
+from analysis.store import MIGRATIONS, Workspace
+start = float(sys.argv[2])
+while time.time() < start:  # every process opens the new workspace at the same moment
+    pass
+ws = Workspace(sys.argv[1])
+print(ws.schema_version() == len(MIGRATIONS))
+"""
+
+
+def test_processes_opening_a_new_workspace_at_once_all_open_it(tmp_path):
+    """Ranks of one torchrun job create the shared workspace together: every one opens it, migrated."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    roots = [tmp_path / f"ws{i}" for i in range(4)]
+    start = time.time() + 4.0  # past every process's imports
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(root), str(start)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for root in roots for _ in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.strip() == "True", err[-1500:]
