@@ -30,7 +30,5 @@ run: install chromium
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT) --server.headless true \
 	  --browser.gatherUsageStats false
 
-# 3 workers on 2 cores: the third works while the others wait on app servers and browsers (2 kept the cores
-# 1.55 busy on average)
 test: install chromium
-	$(PY) -m pytest -q -n 3 --dist loadfile --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25

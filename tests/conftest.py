@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-# One compute thread per process (servers and CLIs started by tests inherit it): three xdist workers, their app
+# One compute thread per process (servers and CLIs started by tests inherit it): two xdist workers, their app
 # servers and browsers share 2 cores, and oversubscribed OpenMP threads spin. A 50x80 D-NPEFF fit of 484
 # iterations took 6.3 s on two threads beside a busy worker and 0.18 s on one.
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
