@@ -6,7 +6,8 @@ sidebar, so .streamlit/config.toml hides Streamlit's sidebar navigation and this
 """
 import streamlit as st
 
-from pages.common import WORKSPACE_KEY, active, app_shell, escape_markdown, switch_workspace, workspace_root
+from pages.common import (WORKSPACE_KEY, active, app_shell, escape_markdown, freeze_startup_heap, switch_workspace,
+                          workspace_root)
 from pages.panels.jobs_sidebar import jobs_sidebar
 
 st.set_page_config(page_title="NPEFF Explorer", page_icon=":material/biotech:", layout="wide")
@@ -53,3 +54,4 @@ with st.sidebar:
 
 with app_shell():
     page.run()
+freeze_startup_heap()  # after the first run: its objects leave the garbage collector's full passes
