@@ -7,6 +7,9 @@ from fresh pages: 700k page faults and 1.4 s of kernel time in 2.1 s for two bat
 way out the settings are put back and the kept pages are handed back. Elsewhere than glibc nothing changes.
 The settings act on malloc's main arena, the one a process's main thread uses (the CLI and every job worker compute
 there); other threads, and a main thread after a failed allocation, use arenas that map blocks above 64 MiB afresh.
+Reuse is partial: torch's posix_memalign asks for a block plus its alignment, so a block freed behind a small
+allocation that outlives it fits no request of its own size (compute_pefs over 8 large batches: 18-34k minor faults
+instead of 132k).
 """
 from __future__ import annotations
 
