@@ -313,7 +313,7 @@ def tensor_profiles(C: np.ndarray, kept: np.ndarray, offsets: np.ndarray, block:
     """Share of ‖c_k‖² in each parameter tensor: [r, T], rows sum to 1 (0 for a zero component).
 
     kept [m] ascending flat indices of C's columns; offsets [T + 1] as in ParameterLayout.offsets. Rows are
-    taken `block` at a time: float64 copies of all of C took 12 GB at r = 128, m = 4.05M (the whole corpus).
+    taken `block` at a time: float64 copies of all of C took 13.5 GiB at r = 128, m = 4.05M (the whole corpus).
     """
     kept = np.asarray(kept)
     if len(kept) and (kept[-1] >= offsets[-1] or np.any(np.diff(kept) <= 0)):
