@@ -111,7 +111,7 @@ def one_case(ws: Workspace, demo: str, n_examples: int | None, iters: int, compo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, help="a workspace holding both demos (else built in a temp dir)")
+    parser.add_argument("--workspace", type=Path, help="a workspace holding the demos (those missing are built in a temp dir)")
     parser.add_argument("--text-examples", type=int, default=256, help="text demo examples timed (a slice)")
     parser.add_argument("--iters", type=int, default=200, help="joint iterations of each fit")
     parser.add_argument("--image-examples", type=int, help="image demo examples timed (a slice; default all)")
@@ -127,8 +127,9 @@ def main() -> None:
         root = Path(tmp) / "ws"
         if args.workspace is not None:  # the demos only: the runs are computed afresh in the temp workspace
             for demo in ("image-demo", "text-demo"):
-                (root / "demos").mkdir(parents=True, exist_ok=True)
-                (root / "demos" / demo).symlink_to((args.workspace / "demos" / demo).resolve())
+                if (args.workspace / "demos" / demo).is_dir():  # else built in the temp workspace
+                    (root / "demos").mkdir(parents=True, exist_ok=True)
+                    (root / "demos" / demo).symlink_to((args.workspace / "demos" / demo).resolve())
         ws = Workspace(root)
         results = {demo: one_case(ws, demo, n, args.iters, args.components) for demo, n in cases}
         ws.close()
