@@ -111,7 +111,8 @@ def one_case(ws: Workspace, demo: str, n_examples: int | None, iters: int, compo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workspace", type=Path, help="a workspace holding the demos (those missing are built in a temp dir)")
+    parser.add_argument("--workspace", type=Path,
+                        help="a workspace holding the demos (those missing are built in a temp dir)")
     parser.add_argument("--text-examples", type=int, default=256, help="text demo examples timed (a slice)")
     parser.add_argument("--iters", type=int, default=200, help="joint iterations of each fit")
     parser.add_argument("--image-examples", type=int, help="image demo examples timed (a slice; default all)")
