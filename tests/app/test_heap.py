@@ -3,9 +3,8 @@ full pass over them (~540k objects) took 250 ms in the middle of a component vie
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
 RUNS = """
 import gc, json
 from streamlit.testing.v1 import AppTest

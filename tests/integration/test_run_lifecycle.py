@@ -1,7 +1,10 @@
 """The stored-run lifecycle under stress: concurrent computes, leases, resumes with other settings, missing
 files, full disks and non-finite Fishers never leave a wrong run marked complete."""
 import errno
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from analysis.datasets import dataset_slice, predict
 from analysis.demos import load_demo
 from analysis.models import ParamScope, load_model
 from analysis.store import Workspace
+from tests.conftest import ROOT
 from tests.integration.test_runs import _assert_same, _dataset
 
 
@@ -214,7 +218,6 @@ def test_the_runs_table_reads_runs_still_computing(tmp_path):
     assert set(table["error"]) == {"", "ValueError: n_components must be >= 1, got 0"}
 
 
-
 def test_a_new_workspace_database_is_only_opened_whole(tmp_path, monkeypatch):
     """DuckDB creating the file in place left it empty for a moment, which a second process read as corrupt (a
     torchrun rank in CI): the workspace's file is only ever opened once it exists with DuckDB's header."""
@@ -237,7 +240,8 @@ OPEN_AT = """
 import sys, time
 from analysis.store import MIGRATIONS, Workspace
 start = float(sys.argv[2])
-while time.time() < start:  # every process opens the new workspace at the same moment
+time.sleep(max(0.0, start - time.time() - 0.02))  # asleep until just before the start, not spinning 12 processes
+while time.time() < start:  # then every process opens the new workspace at the same moment
     pass
 ws = Workspace(sys.argv[1])
 print(ws.schema_version() == len(MIGRATIONS))
@@ -246,12 +250,6 @@ print(ws.schema_version() == len(MIGRATIONS))
 
 def test_processes_opening_a_new_workspace_at_once_all_open_it(tmp_path):
     """Ranks of one torchrun job create the shared workspace together: every one opens it, migrated."""
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import ROOT
-
     roots = [tmp_path / f"ws{i}" for i in range(4)]
     start = time.time() + 4.0  # past every process's imports
     procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(root), str(start)], cwd=ROOT, text=True,

@@ -47,3 +47,18 @@ def test_compute_pefs_reuses_what_its_batches_free():
     plain, reused = faults("plain"), faults("reuse")  # measured: 132k and 18-34k minor faults
     assert plain > 8 * 16 * 2 * 1_050_000 * 4 // 4096 // 2  # most of every batch's gradients on fresh pages
     assert reused < plain / 3
+
+
+def test_nested_contexts_set_the_settings_once_and_put_them_back_once(monkeypatch):
+    import analysis.allocator as allocator
+
+    calls = []
+    monkeypatch.setattr(allocator, "_mallopt", lambda *settings: calls.append(settings))
+    monkeypatch.setattr(allocator, "trim_heap", lambda: calls.append("trim"))
+    with allocator.reused_allocations():
+        with allocator.reused_allocations():  # nested (runs.py around compute_pefs): the inner exit keeps the setting
+            assert calls == [((allocator.M_MMAP_MAX, 0), (allocator.M_TRIM_THRESHOLD, allocator.KEEP_FREED))]
+        assert len(calls) == 1
+    assert calls[1:] == [((allocator.M_MMAP_MAX, allocator.AFTER_MMAP_MAX),
+                          (allocator.M_MMAP_THRESHOLD, allocator.AFTER_MMAP_THRESHOLD),
+                          (allocator.M_TRIM_THRESHOLD, allocator.AFTER_TRIM_THRESHOLD)), "trim"]
