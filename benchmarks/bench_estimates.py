@@ -20,8 +20,9 @@ import numpy as np
 
 from analysis.datasets import dataset_slice
 from analysis.demos import load_demo
-from analysis.estimates import (CALIBRATION_CHUNK, calibrate_pefs, estimate_pefs, fit_seconds_from_size, gib,
-                                measure_fit, measure_pefs, padded_batches, run_record, tokens_per_example)
+from analysis.estimates import (CALIBRATION_CHUNK, RUN_MEMORY_GROWTH, calibrate_pefs, estimate_pefs,
+                                fit_seconds_from_size, gib, measure_fit, measure_pefs, padded_batches, run_record,
+                                tokens_per_example)
 from analysis.runs import fit_config, fit_run, load_pefs, pefs_run
 from analysis.store import Workspace
 from analysis.variants import get_variant
@@ -53,7 +54,7 @@ def one_case(ws: Workspace, demo: str, n_examples: int | None, iters: int, compo
     estimate = estimate_pefs(model, dataset, kind="lrm", n_values_per_example=k, top_k_classes=None,
                              n_components=components, batch_size=BATCH_SIZE,
                              seconds_each=calibration.seconds_each(tokens_per_example(model, dataset, BATCH_SIZE)),
-                             pef_memory_bytes=calibration.memory_bytes)
+                             pef_memory_bytes=calibration.run_memory_bytes)
     shapes = estimate_pefs(model, dataset, kind="lrm", n_values_per_example=k, top_k_classes=None,
                            n_components=components, batch_size=BATCH_SIZE, seconds_each=None)
     batches = [(0, time.perf_counter(), time.process_time())]
@@ -78,7 +79,7 @@ def one_case(ws: Workspace, demo: str, n_examples: int | None, iters: int, compo
             ratio_row(name, f"fit, calibrated on the stored PEFs ({components} components, {config.total_iters} "
                             "iterations)", calibrated, fit_record.seconds, "s"),
             ratio_row(name, "fit, from the size", from_size, fit_record.seconds, "s"),
-            ratio_row(name, "PEF peak memory, calibrated on 4 batches", calibration.memory_bytes,
+            ratio_row(name, "PEF peak memory, calibrated on 4 batches", calibration.run_memory_bytes,
                       pef_record.peak_memory_bytes, "B"),
             ratio_row(name, "PEF peak memory, from the shapes", shapes.pef_memory_bytes,
                       pef_record.peak_memory_bytes, "B"),
@@ -137,13 +138,14 @@ def main() -> None:
     if args.record is not None:
         demo = "text" if "text" in results else "image"
         args.record.write_text(json.dumps({"command": command_line(), **results[demo][1]}, indent=1) + "\n")
-    body = """
+    body = f"""
 Each estimate is made the way the Compute page makes it, then the same work is run (one run each, in a fresh
 workspace) and measured by the run's own record (wall clock, and peak resident memory above the start: VmHWM
 reset through /proc/self/clear_refs). PEFs: a warm-up batch, then 3 batches spread over the first chunk in
 length order, median seconds per example × examples, and the peak memory those batches grew the process by
-(the process has computed PEFs of 2 batches before, as the Streamlit server has after its first calibration: a
-job's fresh process allocates ~100 MiB more once, which its own record then shows on the Compute page). Fit:
+times {RUN_MEMORY_GROWTH} (a whole run's peak over its calibration's, analysis/estimates.py; the process has
+computed PEFs of 2 batches before, as the Streamlit server has after its first calibration: a job's fresh
+process allocates ~100 MiB more once, which its own record then shows on the Compute page). Fit:
 the real fit for its G-only warm-up plus 5 joint iterations, median seconds per iteration of each phase ×
 iterations, and its peak memory (building X is all done); "from the size" scales the measured seconds per
 (stored value × component) to the whole fit. "From the shapes" is the arithmetic used before anything was

@@ -12,8 +12,8 @@ import streamlit as st
 
 from analysis.components import NOTABLE_FRACTION, notable_threshold
 from analysis.errors import describe_error
-from analysis.estimates import (class_options, describe_record, duration, fit_seconds_from_size, gib,
-                                machine_resources, measure_fit, measure_pefs, resource_problems, run_record,
+from analysis.estimates import (RUN_MEMORY_GROWTH, class_options, describe_record, duration, fit_seconds_from_size,
+                                gib, machine_resources, measure_fit, measure_pefs, resource_problems, run_record,
                                 workspace_estimate)
 from analysis.figures.npeff import loss_curve
 from analysis.job_points import live_fit
@@ -154,8 +154,9 @@ b1, b2 = st.columns([1, 5])
 compute = b1.button("Compute", type="primary", disabled=not confirmed, key="cp_compute")
 if b2.button("Estimate time", key="cp_estimate",
              help="PEFs: times a warm-up batch, then 3 batches of this size (median per example) and measures "
-                  "their peak memory; the fit: a few iterations of the real fit on the stored PEFs. The numbers "
-                  "are kept in the workspace, and each complete run replaces them with its own"):
+                  f"their peak memory (a whole run takes about {RUN_MEMORY_GROWTH}x that); the fit: a few "
+                  "iterations of the real fit on the stored PEFs. The numbers are kept in the workspace, and each "
+                  "complete run replaces them with its own"):
     try:
         with st.spinner("Timing batches of examples and iterations of the fit…"):
             if not pefs_stored:

@@ -1,17 +1,17 @@
 """Estimates from shapes, the refusal check against free disk and memory, and the stored time per example."""
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from analysis.estimates import (CALIBRATED, LAST_RUN, MAX_CLASS_CHOICES, TIMINGS, FitMeasure, PefEstimate,
-                                PefMeasure, Resources, available_memory_bytes, calibrated_costs, padded_batches,
-                                calibration_batches, class_options, default_values_per_example, duration,
-                                estimate_pefs, fit_key, fit_seconds, fit_seconds_from_size, gib, iteration_seconds,
-                                measure_pefs, measure_seconds_per_example, resource_problems, stored_pef_measure,
-                                timing_key)
+from analysis.estimates import (CALIBRATED, LAST_RUN, MAX_CLASS_CHOICES, RUN_MEMORY_GROWTH, TIMINGS, FitMeasure,
+                                PefEstimate, PefMeasure, Resources, available_memory_bytes, calibrated_costs,
+                                padded_batches, calibration_batches, class_options, default_values_per_example,
+                                duration, estimate_pefs, fit_key, fit_seconds, fit_seconds_from_size, gib,
+                                iteration_seconds, measure_pefs, measure_seconds_per_example, resource_problems,
+                                stored_pef_measure, timing_key)
 from analysis.npeff import DiagFitConfig, LrmFitConfig
 
 MiB, GiB = 2**20, 2**30
@@ -139,6 +139,13 @@ def test_the_stored_measure_is_used_without_computing(tmp_path):
     assert stored_pef_measure(tmp_path, key, 16) is None
     (tmp_path / TIMINGS).write_text("{broken")
     assert stored_pef_measure(tmp_path, key, 16) is None
+
+
+def test_a_calibration_s_memory_is_scaled_to_a_run_and_a_run_s_own_is_not():
+    calibrated = PefMeasure(seconds_per_example=0.25, memory_bytes=100 * MiB, batch_size=16, source=CALIBRATED)
+    assert calibrated.run_memory_bytes == round(100 * MiB * RUN_MEMORY_GROWTH) > 100 * MiB
+    assert replace(calibrated, source=LAST_RUN).run_memory_bytes == 100 * MiB
+    assert replace(calibrated, memory_bytes=None).run_memory_bytes is None
 
 
 def test_class_choices_drop_all_for_a_vocabulary():
