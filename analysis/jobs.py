@@ -174,6 +174,7 @@ def get_job(ws: Workspace, job_id: str) -> Job:
     if _is_dead(job):
         ws.finish_job(job.id, "failed", error=DIED, only_if_active=True)
         job = Job.from_row(ws.job_row(job_id))
+    ws.close()  # a page polling a job every second held the file between its reads: the job's writes waited
     return job
 
 

@@ -67,9 +67,11 @@ def job_card(ws: Workspace, job: Job, *, key: str) -> None:
 def live_job(ws: Workspace, job: Job, *, key: str) -> None:
     """The job's card, redrawn every 2 s while it is active; the whole page reruns when it ends (to show its
     result)."""
+    first = [job]  # the page run draws the job it just read (no second query that could rerun it mid-way)
+
     @st.fragment(run_every=2 if job.active else None)
     def panel(job_id: str, was_active: bool) -> None:
-        current = get_job(ws, job_id)
+        current = first.pop() if first else get_job(ws, job_id)  # the timer's reruns read afresh
         if was_active and not current.active:
             st.rerun()
         with st.container(border=True):

@@ -26,10 +26,11 @@ def jobs_sidebar() -> None:
     jobs = active_jobs(workspace())
     if not jobs:
         return
+    first = [jobs]  # the app's run draws what it just read: a second query could see a job end and rerun mid-page
 
     @st.fragment(run_every=REFRESH_S)
     def live() -> None:
-        current = active_jobs(workspace())
+        current = first.pop() if first else active_jobs(workspace())  # the timer's reruns read afresh
         if not current:
             st.rerun()  # the page may show what the job produced; the panel stops refreshing
         _draw(current)
