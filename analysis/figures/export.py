@@ -7,6 +7,7 @@ an xref section for it and a trailer pointing back to the previous one, appended
 from __future__ import annotations
 
 import atexit
+import os
 import re
 import threading
 import warnings
@@ -14,10 +15,24 @@ import warnings
 import plotly.graph_objects as go
 
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+NO_CHROMIUM = "figure export needs Chromium: `apt-get install chromium` (or set BROWSER_PATH)"
 UNTITLED = "NPEFF Explorer figure"  # the PDF title of a figure without a title
 _TAGS = re.compile(r"<[^>]+>")  # Plotly titles may hold <b>, <br>, <sup> ...
 _server_lock = threading.Lock()
 _server_started = False
+
+
+def _check_chromium() -> None:
+    """Raise the how-to-install error when kaleido would find no Chromium: its export server then dies in its own
+    thread and every export waits for it forever."""
+    from choreographer.browsers.chromium import Chromium
+
+    path = os.environ.get("BROWSER_PATH")
+    if path is not None and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise RuntimeError(f"figure export: BROWSER_PATH={path!r} is not an executable file; point it at Chromium "
+                           "or unset it (Debian: `apt-get install chromium`)")
+    if path is None and Chromium.find_browser(skip_local=False) is None:
+        raise RuntimeError(NO_CHROMIUM)
 
 
 def _ensure_server() -> None:
@@ -26,6 +41,8 @@ def _ensure_server() -> None:
     with _server_lock:
         if not _server_started:
             import kaleido
+
+            _check_chromium()
 
             kaleido.start_sync_server(silence_warnings=True)
             atexit.register(kaleido.stop_sync_server, silence_warnings=True)
@@ -75,6 +92,6 @@ def figure_bytes(fig: go.Figure, fmt: str, *, width: int = 900, height: int | No
                                 scale=scale if fmt == "png" else 1)
     except Exception as e:
         if "chrome" in str(e).lower() or "browser" in str(e).lower():
-            raise RuntimeError("figure export needs Chromium: `apt-get install chromium` (or set BROWSER_PATH)") from e
+            raise RuntimeError(NO_CHROMIUM) from e
         raise
     return with_pdf_title(data, title or figure_title(fig)) if fmt == "pdf" else data

@@ -1,11 +1,17 @@
 """Static figure export through kaleido and the system Chromium; the PDF's title."""
+import os
 import re
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
 
 from analysis.figures.export import UNTITLED, figure_bytes, with_pdf_title
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +75,15 @@ def test_a_pdf_without_an_info_reference_is_refused():
     with pytest.raises(ValueError, match=r"^pdf: no trailer with an /Info reference at its end; cannot set the title "
                                          r"of this file$"):
         with_pdf_title(b"%PDF-1.4\ntrailer\n<</Root 1 0 R>>\nstartxref\n9\n%%EOF\n", "x")
+
+
+def test_a_missing_chromium_is_a_clear_error_not_a_hang():
+    """kaleido's export server dies in its own thread without a browser and every export then waited forever."""
+    code = ("import plotly.graph_objects as go\nfrom analysis.figures.export import figure_bytes\n"
+            "for _ in range(2):\n    try:\n        figure_bytes(go.Figure(), 'png')\n"
+            "    except RuntimeError as e:\n        print(e)\n")
+    env = {**os.environ, "BROWSER_PATH": "/nonexistent/chromium"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines() == [
+        "figure export: BROWSER_PATH='/nonexistent/chromium' is not an executable file; point it at Chromium or unset "
+        "it (Debian: `apt-get install chromium`)"] * 2, done.stderr
