@@ -56,7 +56,7 @@ def init_factors(n: int, m_local: int, m_total: int, r: int, seed: int, rank: in
     """
     gen = rank_generator(seed, rank)
     W = 1 - torch.rand(n, r, generator=gen, dtype=dtype)  # (0, 1]
-    Gt = torch.randn(m_local, r, generator=gen, dtype=dtype) * math.sqrt(2 / (r * m_total))
+    Gt = torch.randn(m_local, r, generator=gen, dtype=dtype).mul_(math.sqrt(2 / (r * m_total)))  # one [m_p, r]
     return W, Gt
 
 

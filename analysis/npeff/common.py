@@ -15,6 +15,7 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
+from analysis.allocator import trim_heap
 from analysis.devices import resolve_device
 from analysis.npeff.pef_matrix import BlockEntries, example_blocks, local_matrix, parameter_counts
 from kernels import sparse as sp
@@ -155,6 +156,8 @@ def initial_factors(init: tuple[np.ndarray, np.ndarray] | None, draw: Callable[[
         W, Ct = tensor(init[0], torch.float32, device), tensor(init[1], torch.float32, device).T[cols.start:cols.stop]
     W = W.contiguous()
     broadcast_from_root_(W)
+    if init is None:
+        return W, Ct.contiguous()  # the draw's own tensor: a copy would hold two [m_p, r] arrays at once
     return W, Ct.clone(memory_format=torch.contiguous_format)  # never a view of `init`: the fit updates it in place
 
 
@@ -199,6 +202,8 @@ def fit_setup(pefs, container: type, config: FitConfig, entries: BlockEntries, d
     rank, cols = my_columns(m)
     X, stats = local_matrix(pefs, entries, blocks, counts, kept[cols.start:cols.stop], rows_per_example(pefs),
                             example_stat)
+    del counts
+    trim_heap()  # the blocks' freed temporaries stayed resident beside X (~7 bytes per stored value, text demo)
     return FitSetup(device=dev, kept=kept, n=n, r=r, m=m, rank=rank, cols=cols, X=X, example_stats=stats)
 
 

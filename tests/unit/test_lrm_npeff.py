@@ -382,3 +382,22 @@ def test_resumed_monitor_takes_the_same_convergence_decisions():
     assert decisions[20:] == [resumed.record(t, loss, can_stop=True) for t, loss in enumerate(losses) if t >= 20]
     with pytest.raises(ValueError, match="test: iteration 3 logged after 20 losses"):
         LossMonitor("test", 100, None, None, "", losses=losses[:20]).record(3, 1.0, can_stop=True)
+
+
+def test_the_setup_holds_about_x_and_the_draw_one_component_array():
+    """Fit memory (#16): the blocks' freed temporaries are handed back once X is built (they stayed resident,
+    ~4.7x X here), and the initial G is drawn into one [m, r] array (the draw, its scaling and a copy held two)."""
+    from analysis.npeff.common import fit_setup, initial_factors
+    from analysis.npeff.lrm import LrmFitConfig, lrm_entries
+    from analysis.peak_memory import measured, reset_peak, _status_bytes
+    from benchmarks.bench_npeff import lrm_pefs  # here: it imports scikit-learn, which collection need not pay for
+
+    pefs = lrm_pefs(400, 2, 400_000, 5000)
+    start = reset_peak()
+    setup = fit_setup(pefs, LrmPefs, LrmFitConfig(n_components=4, n_iters=1), lrm_entries, "cpu", None, "G", None,
+                      rows_per_example=lambda p: p.n_classes, example_stat=sp.example_grams)
+    x_bytes = setup.X.nnz * 8  # int32 rows and float32 values
+    assert _status_bytes("VmRSS") - start < 2 * x_bytes
+    m, r = 500_000, 16
+    draw = measured(lambda: initial_factors(None, lambda: K.init_factors(100, m, m, r, 0, 0), setup.cols, "cpu"))
+    assert draw.peak_growth_bytes < 1.5 * m * r * 4  # 2.15 [m, r] arrays before
