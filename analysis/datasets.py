@@ -510,16 +510,18 @@ def make_batches(model, dataset: Dataset, *, batch_size: int = 32) -> Iterator[d
 @torch.no_grad()
 def predict(model, dataset: Dataset, *, batch_size: int = 64, device: str | None = None,
             progress=None) -> np.ndarray:
-    """Logits [n, C] of a model on a dataset, batched, on `device`."""
+    """Logits [n, C] of a model on a dataset, batched in length order (each batch pads to its longest text, so
+    similar lengths together pad little), on `device`, rows in dataset order."""
     device = resolve_device(device)
     model.to(device)
+    order = length_order(model, dataset)  # [n]
     out, done = [], 0
-    for batch in make_batches(model, dataset, batch_size=batch_size):
+    for batch in make_batches(model, dataset_subset(dataset, order), batch_size=batch_size):
         out.append(model({k: v.to(device) for k, v in batch.items()}).float().cpu().numpy())
         done += len(out[-1])
         if progress:
             progress(done, len(dataset))
-    return np.concatenate(out)
+    return np.concatenate(out)[np.argsort(order)]
 
 
 def preview_images(path: Path | str, k: int = 8) -> list[tuple[str, np.ndarray]]:
