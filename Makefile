@@ -31,4 +31,4 @@ run: install chromium
 	  --browser.gatherUsageStats false
 
 test: install chromium
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25

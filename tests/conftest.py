@@ -50,7 +50,9 @@ def shared_temp(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-DEMO_GROUPS = (("image", "text"), ("merge-pair",), ("planted",))  # built together, in this order, by the fixtures
+# built one by one, in this order, by the early build (each under the lock): the image demo takes seconds, so the tests
+# that need it alone run while the text demo builds (~2 min)
+DEMO_GROUPS = (("image",), ("text",), ("merge-pair",), ("planted",))
 
 
 def build_demos_locked(root: Path, kinds: tuple[str, ...]) -> Path:
@@ -97,23 +99,34 @@ def pytest_unconfigure(config) -> None:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Files whose tests need no demo first, then the browser tests (the longest files), then the rest: the workers
-    have work while the demos build, and the run does not end on one long file (xdist hands out whole files)."""
-    demos = {"demo_workspace", "planted_workspace", "merge_pair_workspace"}
-    needs_demo = {}
+    """Files whose tests need no demo first, then those that need the image demo alone (built in seconds), then the
+    browser files and those marked long, then the rest: the workers have work while the demos build, and the run
+    does not end on one long file. xdist hands out whole files in this order (`--no-loadscope-reorder`: by default it
+    sorts them by their number of tests)."""
+    others = {"demo_workspace", "planted_workspace", "merge_pair_workspace"}
+    needs, long = {}, {}  # file -> the most any of its tests needs: 0 no demo, 1 the image demo alone, 2 more
     for item in items:
-        uses = bool(demos & set(item.fixturenames)) or item.get_closest_marker("demos") is not None
-        needs_demo[item.path] = needs_demo.get(item.path, False) or uses
+        names = set(item.fixturenames)  # with the fixtures they depend on
+        need = 2 if others & names else 1 if "image_workspace" in names else 0
+        needs[item.path] = max(needs.get(item.path, 0), need)
+        long[item.path] = (long.get(item.path, False) or item.path.name.endswith("browser.py")
+                           or item.get_closest_marker("long") is not None)
 
     def rank(item) -> int:
-        return 0 if not needs_demo[item.path] else 1 if item.path.name.endswith("browser.py") else 2
+        return needs[item.path] if needs[item.path] < 2 else 2 if long[item.path] else 3
     items.sort(key=rank)  # stable: the order within each group is kept
 
 
 @pytest.fixture(scope="session")
-def demo_workspace(tmp_path_factory) -> Path:
+def image_workspace(tmp_path_factory) -> Path:
+    """The demo workspace with the image demo built (seconds), once per test run; other demos may be missing."""
+    return build_shared_demos(tmp_path_factory, ("image",))
+
+
+@pytest.fixture(scope="session")
+def demo_workspace(image_workspace, tmp_path_factory) -> Path:
     """The image and text demos (text ~2 min), built once per test run."""
-    return build_shared_demos(tmp_path_factory, ("image", "text"))
+    return build_shared_demos(tmp_path_factory, ("text",))
 
 
 @pytest.fixture(scope="session")
@@ -123,8 +136,8 @@ def planted_workspace(demo_workspace, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def merge_pair_workspace(demo_workspace, tmp_path_factory) -> Path:
-    """The demo workspace with the merge-pair demo built too (seconds), once per test run."""
+def merge_pair_workspace(image_workspace, tmp_path_factory) -> Path:
+    """The demo workspace with the image and merge-pair demos built (seconds), once per test run."""
     return build_shared_demos(tmp_path_factory, ("merge-pair",))
 
 

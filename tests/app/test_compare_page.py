@@ -119,8 +119,7 @@ def test_a_smaller_run_leaves_components_unmatched_and_another_scope_is_refused(
 def test_browser_shows_two_seeds_matched_side_by_side_with_their_stability(runs):
     from playwright.sync_api import sync_playwright
 
-    from tests.app.conftest import streamlit_app
-    from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
+    from tests.app.conftest import ARTIFACTS, CHROMIUM_ARGS, streamlit_app
 
     seed0, seed1 = runs["seed0"], runs["seed1"]
     with streamlit_app({"NPEFF_WORKSPACE": str(runs["root"])}) as url, sync_playwright() as p:

@@ -3,7 +3,7 @@ import struct
 
 import pytest
 
-from tests.app.test_browser import ARTIFACTS, app_url, page  # noqa: F401  (fixtures)
+from tests.app.conftest import ARTIFACTS
 
 
 @pytest.mark.browser

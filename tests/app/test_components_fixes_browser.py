@@ -8,7 +8,7 @@ from PIL import Image
 
 from analysis.runs import load_decomposition
 from analysis.store import Workspace
-from tests.app.test_browser import ARTIFACTS, app_url, page  # noqa: F401  (fixtures)
+from tests.app.conftest import ARTIFACTS
 from tests.app.test_components_page import text_run  # noqa: F401  (fixture)
 
 

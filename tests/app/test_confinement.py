@@ -12,7 +12,7 @@ from playwright.sync_api import sync_playwright
 from streamlit.testing.v1 import AppTest
 
 from analysis.store import Workspace
-from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS, app_url  # noqa: F401  (fixture)
+from tests.app.conftest import ARTIFACTS, CHROMIUM_ARGS, streamlit_app
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app.py"
@@ -140,13 +140,14 @@ def test_switching_the_workspace_to_an_allowed_folder_and_back(app_env, roots, s
 
 
 @pytest.mark.browser
-def test_refusals_in_the_browser_and_a_workspace_switch_settles(roots, app_env, app_url):
+def test_refusals_in_the_browser_and_a_workspace_switch_settles(roots, app_env):
     """What a visitor sees: the refusal on the Load page; switching the workspace and back sends no endless reruns."""
     other = roots / "other_ws"
     other.mkdir()
     (other / "demos").symlink_to(Path(app_env) / "demos")
     frames: list[int] = []
-    with sync_playwright() as p:
+    # a server of its own: it runs under the folder rules `roots` set
+    with streamlit_app({"NPEFF_WORKSPACE": str(app_env)}) as app_url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(len(payload))))

@@ -9,6 +9,7 @@ from analysis.jobs import list_jobs
 from analysis.store import Workspace
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
+pytestmark = pytest.mark.long
 
 
 @pytest.mark.slow  # builds the image demo (10-60 s on 2 shared cores)

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.app.test_browser import ARTIFACTS, app_url, page  # noqa: F401  (fixtures)
+from tests.app.conftest import ARTIFACTS
 from tests.app.test_components_page import text_run  # noqa: F401  (the synthetic text decomposition)
 from tests.app.test_inspect_page import N_HIGHLIGHTED, TYPED, text_highlights  # noqa: F401
 

@@ -6,15 +6,14 @@ import shutil
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.app.conftest import streamlit_app
-
-from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
+from tests.app.conftest import ARTIFACTS, CHROMIUM_ARGS, streamlit_app
 
 
-@pytest.fixture
-def jobs_app(demo_workspace, tmp_path):
-    """`streamlit run app.py` on a copy of the demo workspace (its jobs write there, not to the shared one)."""
-    root = tmp_path / "ws"
+@pytest.fixture(scope="module")
+def jobs_app(demo_workspace, tmp_path_factory):
+    """`streamlit run app.py` on a copy of the demo workspace (its jobs write there, not to the shared one), one for
+    this file's tests, which run in order: the second finds the first's job finished."""
+    root = tmp_path_factory.mktemp("jobs") / "ws"
     shutil.copytree(demo_workspace, root, ignore=shutil.ignore_patterns("arrays", "npeff.duckdb*", "jobs"))
     with streamlit_app({"NPEFF_WORKSPACE": str(root)}) as url:
         yield url, root

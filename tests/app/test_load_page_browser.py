@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.app.conftest import streamlit_app
-from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
+from tests.app.conftest import ARTIFACTS, CHROMIUM_ARGS, streamlit_app
 
 RAW_MODULES = {"app", "common", "components", "compute", "jobs", "load", "perturb", "zonotope", "panels"}
 ICONS = ["folder_open", "calculate", "extension", "compare_arrows", "tune", "merge", "timer", "hexagon"]  # app.py's pages, in order

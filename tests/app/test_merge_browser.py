@@ -4,8 +4,7 @@ import shutil
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.app.conftest import streamlit_app
-from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
+from tests.app.conftest import ARTIFACTS, CHROMIUM_ARGS, streamlit_app
 
 
 @pytest.mark.slow

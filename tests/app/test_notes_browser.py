@@ -4,7 +4,7 @@ import pytest
 
 from analysis import notes
 from analysis.store import Workspace
-from tests.app.test_browser import ARTIFACTS, app_url, page  # noqa: F401  (fixtures)
+from tests.app.conftest import ARTIFACTS
 
 
 @pytest.fixture
@@ -22,8 +22,10 @@ def test_a_stored_note_shows_in_the_component_view_of_a_permalink(named_componen
     run_id, k = named_component
     page.goto(f"{app_url}/components?run={run_id}&component={k}")
     page.get_by_role("heading", name=f"Component {k} · round digits").wait_for(timeout=120_000)
-    page.get_by_text("Loops: 0, 6, 8 and 9.").wait_for(timeout=30_000)
-    page.get_by_text("Tags: shape, check").wait_for(timeout=30_000)
+    # exact: the export panel's LaTeX preview also holds them ("\textit{Tags: shape, check.} Loops: ..."), in spans
+    # that may already be drawn
+    page.get_by_text("Loops: 0, 6, 8 and 9.", exact=True).wait_for(timeout=30_000)
+    page.get_by_text("Tags: shape, check", exact=True).wait_for(timeout=30_000)
     page.get_by_text("Summary of the top 50 examples against the rest: mostly").wait_for(timeout=30_000)
     page.wait_for_timeout(1500)  # let the tables and Plotly finish drawing before the screenshot
     ARTIFACTS.mkdir(exist_ok=True)

@@ -32,7 +32,8 @@ def test_one_perturbation_sweep_and_perturb_all(app_env, image_run):
     assert f"Decomposition **{image_run}**" in at.main.caption[1].value
     assert at.selectbox(key="cmp_run").value == image_run  # the decomposition picker, on the linked run
     at.selectbox(key="pt_component").set_value(2).run()
-    assert "**Component 2**" in [m.value for m in at.main.markdown]  # what the component is about
+    # what the component is about (the notes browser test may name it meanwhile: the workspace is shared)
+    assert any(m.value.startswith("**Component 2**") for m in at.main.markdown)
     assert any(c.value.startswith("Summary of its top") and "mostly" in c.value for c in at.main.caption)
     grid = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len([t for t in grid["data"] if t["type"] == "heatmap"]) == 5  # its top 5 images

@@ -8,11 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
-from tests.app.conftest import streamlit_app
-
-from tests.app.test_browser import ARTIFACTS, CHROMIUM_ARGS
+from tests.app.conftest import ARTIFACTS, streamlit_app
 from tests.tiny_models import build_tiny_gpt2, reviews_csv
 
 VIT_CLASSES = ("cat", "dog", "bird")
@@ -52,23 +49,33 @@ def zipped(folder: Path) -> Path:
     return Path(shutil.make_archive(str(folder), "zip", root_dir=folder.parent, base_dir=folder.name))
 
 
-@pytest.fixture
-def upload_url(app_env, tmp_path):
-    """`streamlit run app.py` that may read the test's tmp folder (and its workspace)."""
-    with streamlit_app({"NPEFF_WORKSPACE": str(app_env),
-                        "NPEFF_ALLOWED_ROOTS": f"{tmp_path}{os.pathsep}{app_env}"}) as url:
+@pytest.fixture(scope="module")
+def upload_root(tmp_path_factory) -> Path:
+    """The folder this file's tests write their models and datasets under (one subfolder each)."""
+    return tmp_path_factory.mktemp("uploads")
+
+
+@pytest.fixture(scope="module")
+def upload_url(demo_workspace, upload_root):
+    """`streamlit run app.py` that may read upload_root (and its workspace), one for this file's tests."""
+    with streamlit_app({"NPEFF_WORKSPACE": str(demo_workspace),
+                        "NPEFF_ALLOWED_ROOTS": f"{upload_root}{os.pathsep}{demo_workspace}"}) as url:
         yield url
 
 
 @pytest.fixture
-def browser_page(upload_url):
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1900})
-        page.goto(upload_url)
-        page.get_by_text("Active model:").first.wait_for(timeout=LONG)
-        yield page
-        browser.close()
+def files(upload_root, request) -> Path:
+    """This test's folder under upload_root."""
+    folder = upload_root / request.node.name
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def browser_page(page, upload_url):
+    page.goto(upload_url)
+    page.get_by_text("Active model:").first.wait_for(timeout=LONG)
+    return page
 
 
 def _shot(page, name: str) -> None:
@@ -128,10 +135,10 @@ def _compute_and_browse(page, prefix: str) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_uploaded_gpt2_as_a_classifier_goes_end_to_end(browser_page, tmp_path):
+def test_uploaded_gpt2_as_a_classifier_goes_end_to_end(browser_page, files):
     page = browser_page
-    archive = zipped(build_tiny_gpt2(tmp_path / "tiny-gpt2"))
-    csv = reviews_csv(tmp_path / "reviews.csv")
+    archive = zipped(build_tiny_gpt2(files / "tiny-gpt2"))
+    csv = reviews_csv(files / "reviews.csv")
     _upload_model(page, archive)
     page.get_by_test_id("stSelectbox").filter(has_text="Adapter").click()
     page.get_by_role("option", name="Causal LM as a classifier (prompt + label words)").click()
@@ -150,10 +157,10 @@ def test_uploaded_gpt2_as_a_classifier_goes_end_to_end(browser_page, tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_uploaded_vit_with_an_image_folder_goes_end_to_end(browser_page, tmp_path):
+def test_uploaded_vit_with_an_image_folder_goes_end_to_end(browser_page, files):
     page = browser_page
-    archive = zipped(build_tiny_vit(tmp_path / "tiny-vit"))
-    images = image_folder(tmp_path / "shapes")
+    archive = zipped(build_tiny_vit(files / "tiny-vit"))
+    images = image_folder(files / "shapes")
     _upload_model(page, archive)
     _local_dataset(page, images)
     page.get_by_text("Images are resized").first.wait_for(timeout=60_000)

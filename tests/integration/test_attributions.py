@@ -1,6 +1,7 @@
 """Component score s_k via jvp against finite differences and dense PEFs; captum completeness on smooth models;
 attributions leave the shared model and torch.nn.functional as they were."""
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -29,9 +30,10 @@ def bert(tiny_bert_dir) -> ClassifierModel:
     return model
 
 
-def _image_model(net: nn.Module, scope: ParamScope = ParamScope("all")) -> ClassifierModel:
+def _image_model(make: Callable[[], nn.Module], scope: ParamScope = ParamScope("all")) -> ClassifierModel:
+    """The module make() builds, initialized from seed 0 (built before the seed, its weights followed test order)."""
     torch.manual_seed(0)
-    return ClassifierModel(net.double().eval(), adapter=ImageModule([str(i) for i in range(10)]),
+    return ClassifierModel(make().double().eval(), adapter=ImageModule([str(i) for i in range(10)]),
                            name="tiny", content_hash="tiny", scope=scope)
 
 
@@ -41,8 +43,8 @@ def _images(image: np.ndarray):
 
 
 def _layer_norm_model() -> ClassifierModel:
-    return _image_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.LayerNorm(12), nn.Tanh(),
-                                      nn.Linear(12, 10)))
+    return _image_model(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.LayerNorm(12), nn.Tanh(),
+                                              nn.Linear(12, 10)))
 
 
 def _direction(model: ClassifierModel, seed: int = 0) -> np.ndarray:
@@ -82,7 +84,7 @@ def test_score_matches_finite_differences_on_tiny_bert(bert):
 
 
 def test_score_matches_finite_differences_on_a_cnn():
-    model = _image_model(DigitsCNN(n_classes=10))
+    model = _image_model(lambda: DigitsCNN(n_classes=10))
     pixels = torch.as_tensor(np.random.default_rng(0).random((3, 8, 8)))
     g = _direction(model, seed=1)
     s = component_score(model, {"pixels": pixels}, direction_tangents(model, g)).detach().numpy()
@@ -91,7 +93,7 @@ def test_score_matches_finite_differences_on_a_cnn():
 
 def test_score_is_the_dense_pef_along_the_direction():
     """s_k(x) = g_kᵀ F(x) g_k = Σ_j (a_jᵀ g_k)² with the PEF columns of analysis.fisher (same parameter order)."""
-    model = _image_model(DigitsCNN(n_classes=10))
+    model = _image_model(lambda: DigitsCNN(n_classes=10))
     rng = np.random.default_rng(2)
     data = image_dataset(rng.random((4, 8, 8)), np.array([0, 1, 2, 3]), label_names=model.label_names,
                          name="x", source="x")
@@ -105,8 +107,8 @@ def test_score_is_the_dense_pef_along_the_direction():
 
 def test_input_gradient_of_the_score_matches_finite_differences_through_layer_norm():
     """Regression: torch's layer_norm forward-AD rule differentiated again gave wrong input gradients."""
-    model = _image_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.LayerNorm(12), nn.Tanh(),
-                                       nn.Linear(12, 10)))
+    model = _image_model(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.LayerNorm(12), nn.Tanh(),
+                                               nn.Linear(12, 10)))
     tangents = direction_tangents(model, _direction(model, seed=6))
     rng = np.random.default_rng(7)
     pixels = torch.tensor(rng.random((2, 8, 8)), requires_grad=True)
@@ -139,7 +141,7 @@ def test_text_attributions_are_complete_on_a_smooth_model(bert):
 
 
 def test_image_attributions_are_complete_on_a_smooth_model():
-    model = _image_model(nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.Tanh(), nn.Linear(12, 10)))
+    model = _image_model(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.Tanh(), nn.Linear(12, 10)))
     image = _images(np.random.default_rng(4).random((8, 8)))
     comp = component_attribution(model, image, _direction(model, seed=5), n_steps=64)
     assert comp.scores.shape == (8, 8) and comp.tokens is None

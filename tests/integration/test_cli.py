@@ -21,10 +21,10 @@ PLENTY = Resources(free_disk_bytes=2**40, available_memory_bytes=2**40)
 
 
 @pytest.fixture
-def image_ws(demo_workspace, tmp_path):
+def image_ws(image_workspace, tmp_path):
     """A fresh workspace holding only a copy of the image demo."""
     ws = tmp_path / "ws"
-    shutil.copytree(demo_workspace / "demos" / "image-demo", ws / "demos" / "image-demo")
+    shutil.copytree(image_workspace / "demos" / "image-demo", ws / "demos" / "image-demo")
     return ws
 
 

@@ -31,9 +31,9 @@ def torchrun_cli(workspace: Path, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
-def test_a_second_torchrun_fit_reuses_the_stored_run(demo_workspace, tmp_path, capsys):
+def test_a_second_torchrun_fit_reuses_the_stored_run(image_workspace, tmp_path, capsys):
     workspace = tmp_path / "ws"
-    shutil.copytree(demo_workspace / "demos" / "image-demo", workspace / "demos" / "image-demo")
+    shutil.copytree(image_workspace / "demos" / "image-demo", workspace / "demos" / "image-demo")
     assert main(["--workspace", str(workspace), "pefs", "--demo", "image", "--values-per-example", "200"]) == 0
     pefs_id = re.search(r"^PEF run (\w+):", capsys.readouterr().out, re.M).group(1)
 

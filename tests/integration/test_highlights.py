@@ -158,11 +158,11 @@ def test_pixel_scores_match_finite_differences_and_converge_to_captums_integrate
 
 
 @pytest.fixture(scope="module")
-def image(demo_workspace):
+def image(image_workspace):
     """The image demo's LRM fit that the app tests browse (seconds, once per workspace), without stored
     highlights: (workspace, model, dataset, fit)."""
-    model, dataset, _ = load_demo("image", demo_workspace)
-    ws = Workspace(demo_workspace)
+    model, dataset, _ = load_demo("image", image_workspace)
+    ws = Workspace(image_workspace)
     fit = fit_run(ws, pefs_run(ws, model, dataset, kind="lrm", n_values_per_example=200), n_components=6, n_iters=40)
     with ws.transaction() as con:
         con.execute("DELETE FROM runs WHERE kind = ? AND json_extract_string(params, '$.decomposition') = ?",

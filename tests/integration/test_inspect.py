@@ -22,10 +22,10 @@ DIGIT = 3  # a dataset example
 
 
 @pytest.fixture(scope="module")
-def image(demo_workspace):
+def image(image_workspace):
     """The image demo with the LRM and D-NPEFF fits the app tests browse (seconds, once per workspace)."""
-    model, dataset, _ = load_demo("image", demo_workspace)
-    ws = Workspace(demo_workspace)
+    model, dataset, _ = load_demo("image", image_workspace)
+    ws = Workspace(image_workspace)
     lrm = fit_run(ws, pefs_run(ws, model, dataset, kind="lrm", n_values_per_example=200), n_components=6, n_iters=40)
     diag = fit_run(ws, pefs_run(ws, model, dataset, kind="diag", n_values_per_example=200), n_components=4, n_iters=30)
     ws.close()

@@ -20,10 +20,10 @@ PERTURB = {"top_n": 10, "baseline_n": 10, "seed": 0, "max_sim": None}
 
 
 @pytest.fixture(scope="module")
-def image(demo_workspace, tmp_path_factory):
+def image(image_workspace, tmp_path_factory):
     """A workspace holding a copy of the image demo, its PEFs and a small LRM fit: (workspace, pefs, fit)."""
     root = tmp_path_factory.mktemp("kinds") / "ws"
-    shutil.copytree(demo_folder("image", demo_workspace), demo_folder("image", root))
+    shutil.copytree(demo_folder("image", image_workspace), demo_folder("image", root))
     model, dataset, _ = load_demo("image", root)
     ws = Workspace(root)
     pefs = pefs_run(ws, model, dataset, kind="lrm", n_values_per_example=200)

@@ -12,10 +12,10 @@ from analysis.store import Workspace
 
 
 @pytest.fixture
-def image_ws(demo_workspace, tmp_path):
+def image_ws(image_workspace, tmp_path):
     """A fresh workspace holding only a copy of the image demo."""
     root = tmp_path / "ws"
-    shutil.copytree(demo_workspace / "demos" / "image-demo", root / "demos" / "image-demo")
+    shutil.copytree(image_workspace / "demos" / "image-demo", root / "demos" / "image-demo")
     return root
 
 

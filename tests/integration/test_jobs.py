@@ -7,15 +7,17 @@ import time
 import pytest
 
 from analysis.cli import main
-from analysis.demos import load_demo
+from analysis.demos import RT_LABELS
 from analysis.jobs import DIED, compute_spec, get_job, list_jobs, restart_job, start_job
-from analysis.loading import demo_specs
+from analysis.loading import DatasetSpec, demo_specs, load_dataset_spec, load_model_spec
 from analysis.runs import pefs_settings
 from analysis.store import Workspace
+from benchmarks.bench_pefs_torchrun import slice_csv
 
-# the text demo's 1,000 reviews take tens of seconds on 2 cores: a kill lands mid-way (the image demo's 500 digits
-# can finish between two progress reports)
+# the text model's PEFs take ~0.05 s per review on 2 cores: a kill lands mid-way through 320 reviews (the image
+# demo's 500 digits can finish between two progress reports)
 PEFS = {"kind": "lrm", "n_values_per_example": 2048, "top_k_classes": None, "batch_size": 16, "chunk_size": 64}
+N_REVIEWS = 320
 
 
 @pytest.fixture
@@ -45,7 +47,9 @@ def _wait(ws: Workspace, job_id: str, done, timeout_s: float = 180):
 
 def test_a_killed_worker_leaves_the_job_failed_and_it_resumes_when_started_again(text_ws):
     ws = Workspace(text_ws)
-    job = start_job(ws, "compute", compute_spec(*demo_specs("text"), pefs=PEFS, fit=None))
+    reviews = slice_csv(N_REVIEWS, text_ws / "reviews.csv")  # the text demo's first reviews, as a user's CSV
+    data_spec = DatasetSpec(str(reviews), text_columns=("text",), label_column="label", label_names=tuple(RT_LABELS))
+    job = start_job(ws, "compute", compute_spec(demo_specs("text")[0], data_spec, pefs=PEFS, fit=None))
     running = _wait(ws, job.id, lambda j: j.stage == "Per-example Fishers" and j.step >= 192 or not j.active)
     assert running.status == "running" and running.step < running.total, running
     os.kill(running.pid, signal.SIGKILL)
@@ -53,7 +57,7 @@ def test_a_killed_worker_leaves_the_job_failed_and_it_resumes_when_started_again
     dead = _wait(ws, job.id, lambda j: not j.active, timeout_s=10)
     assert (dead.status, dead.error, dead.result) == ("failed", DIED, None)
     assert [j.status for j in list_jobs(ws)] == ["failed"]
-    model, dataset, _ = load_demo("text", text_ws)
+    model, dataset = load_model_spec(demo_specs("text")[0], text_ws), load_dataset_spec(data_spec)
     run = ws.find_run("pefs", pefs_settings(model, dataset, kind="lrm", n_values_per_example=2048,
                                             top_k_classes=None))
     assert run is not None and run.status != "complete"

@@ -38,10 +38,10 @@ def _counting(monkeypatch) -> list[int]:
     return calls
 
 
-def test_eight_threads_computing_different_settings_match_their_sequential_results(demo_workspace, tmp_path):
+def test_eight_threads_computing_different_settings_match_their_sequential_results(image_workspace, tmp_path):
     """One shared model, eight settings at once (as eight browser sessions would): every stored run equals the
     same settings computed alone."""
-    model, dataset, _ = load_demo("image", demo_workspace)
+    model, dataset, _ = load_demo("image", image_workspace)
     data = dataset_slice(dataset, 0, 160)
     settings = [dict(kind=kind, n_values_per_example=k, top_k_classes=c)
                 for kind in ("lrm", "diag") for k in (64, 300) for c in (None, 3)]

@@ -28,7 +28,7 @@ def test_a_pef_run_and_a_fit_record_and_feed_back(tmp_path, model):
     # the estimate recorded is the one made from the calibration before the run
     tokens = tokens_per_example(model, data, 4)  # the mean padded length of the run's batches
     assert tokens > 1 and record.estimated_seconds == pytest.approx(calibration.seconds_each(tokens) * 24)
-    assert record.estimated_memory_bytes == calibration.memory_bytes and record.estimate_source == CALIBRATED
+    assert record.estimated_memory_bytes == calibration.run_memory_bytes and record.estimate_source == CALIBRATED
     after = stored_pef_measure(ws.root, key, 4)  # the calibration's two rates, scaled to the run's time
     assert after.source == LAST_RUN and after.seconds_each(tokens) * 24 == pytest.approx(record.seconds)
     assert (after.seconds_per_example * calibration.seconds_per_token

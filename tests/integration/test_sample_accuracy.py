@@ -13,10 +13,10 @@ from analysis.store import Workspace
 
 
 @pytest.fixture(scope="module")
-def planted(demo_workspace):
+def planted(image_workspace):
     """The image demo with gold labels planted: right (the model's own prediction) for 3 examples in 4, wrong
     for the 4th, unknown for every 10th."""
-    model, dataset, _ = load_demo("image", demo_workspace)
+    model, dataset, _ = load_demo("image", image_workspace)
     predictions = predict(model, dataset).argmax(axis=1)  # [n]
     n = len(dataset)
     labels = np.where(np.arange(n) % 4 == 3, (predictions + 1) % 10, predictions)

@@ -29,8 +29,8 @@ def _arrays(pefs) -> dict[str, np.ndarray]:
     return {name: np.asarray(value) for name, value in vars(pefs).items() if isinstance(value, np.ndarray)}
 
 
-def test_pefs_and_predictions_are_unchanged_while_another_thread_perturbs_the_model(demo_workspace):
-    model, dataset, _ = load_demo("image", demo_workspace)
+def test_pefs_and_predictions_are_unchanged_while_another_thread_perturbs_the_model(image_workspace):
+    model, dataset, _ = load_demo("image", image_workspace)
     data = image_dataset(dataset.images[:N_EXAMPLES], dataset.labels[:N_EXAMPLES], label_names=dataset.label_names,
                          name="head", source="demo")
     probe = image_dataset(dataset.images[-N_PROBE:], dataset.labels[-N_PROBE:], label_names=dataset.label_names,

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+import analysis.allocator as allocator
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc settings are glibc's")
@@ -50,8 +51,6 @@ def test_compute_pefs_reuses_what_its_batches_free():
 
 
 def test_nested_contexts_set_the_settings_once_and_put_them_back_once(monkeypatch):
-    import analysis.allocator as allocator
-
     calls = []
     monkeypatch.setattr(allocator, "_mallopt", lambda *settings: calls.append(settings))
     monkeypatch.setattr(allocator, "trim_heap", lambda: calls.append("trim"))

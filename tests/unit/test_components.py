@@ -13,6 +13,7 @@ from analysis.figures import components as figs
 from analysis.models import ParamScope
 from analysis.npeff import LrmDecomposition
 from analysis.parameters import parameter_offsets
+from analysis.peak_memory import measured
 from analysis.store import Workspace
 
 LABELS = ["neg", "pos", "neu"]
@@ -183,8 +184,6 @@ def test_tensor_profiles_match_a_per_tensor_loop():
 def test_tensor_profiles_take_rows_a_block_at_a_time():
     """Float64 copies of all of C took 13.5 GiB for the whole corpus's components (r = 128, m = 4.05M) when the
     Components page first opened it; a block of rows at a time keeps the rise near C's own size."""
-    from analysis.peak_memory import measured
-
     rng = np.random.default_rng(0)
     C = rng.random((32, 1 << 20), dtype=np.float32)  # [r, m], 128 MiB
     kept, offsets = np.arange(C.shape[1]), parameter_offsets([1 << 18] * 4)
