@@ -150,7 +150,9 @@ def test_resume_from_a_checkpoint_is_bit_identical(tol):
     pefs, _, _ = planted(n=50, M=80, support=20, seed=4)
     settings = dict(n_iters=600, seed=2, tol=tol)
     reference = fit_d_npeff(pefs, 5, **settings)
-    assert len(reference.losses) == (408 if tol else 601)  # with tol: stopped 7 iterations after a checkpoint
+    # with tol it stops early, where the sums' order puts it (408 losses on an AMD EPYC, 415 on an Intel Xeon): a
+    # resumed fit must stop at the same iteration on its own
+    assert len(reference.losses) == 601 if tol is None else 100 < len(reference.losses) < 601
     states = []
     checkpointed = fit_d_npeff(pefs, 5, checkpoint=states.append, checkpoint_every=50, **settings)
     np.testing.assert_array_equal(checkpointed.H, reference.H)
