@@ -20,6 +20,7 @@ from kernels.sparse_products import SparseProducts
 
 MU_EPS = 1e-9  # W <- W * N / (W @ HH + eps)
 REFRESH_EVERY = 50  # recompute AG and GG from G this often; in between they are updated with the step
+EXAMPLE_BLOCK = 256  # the line search's float64 sums over classes take this many examples at a time
 # (checkpoints fall on refreshes, so a resumed fit recomputes AG, GG exactly where the uninterrupted one did)
 
 
@@ -123,12 +124,10 @@ def step_polynomial(W: torch.Tensor, AG: torch.Tensor, AD: torch.Tensor, GG: tor
     HH(η) = GG(η)∘² = GG² − 2η GG∘S + η²(S² + 2 GG∘DD) − 2η³ S∘DD + η⁴ DD²; Ω = WᵀW.
     """
     n, r = W.shape
-    W64, AG64, AD64 = W.double(), AG.double().view(n, -1, r), AD.double().view(n, -1, r)
-    GG64, DD64 = GG.double(), DD.double()
+    W64, GG64, DD64 = W.double(), GG.double(), DD.double()
     S = GD.double() + GD.double().T  # [r, r]
     Omega = W64.T @ W64  # [r, r]
-    N1 = (AG64 * AD64).sum(dim=1)  # [n, r]
-    N2 = AD64.square().sum(dim=1)  # [n, r]
+    N1, N2 = _direction_numerators(AG.view(n, -1, r), AD.view(n, -1, r))  # [n, r] each
     coefficients = torch.stack([
         4 * (W64 * N1).sum() - 2 * (Omega * GG64 * S).sum(),
         -2 * (W64 * N2).sum() + (Omega * (S.square() + 2 * GG64 * DD64)).sum(),
@@ -141,6 +140,19 @@ def step_polynomial(W: torch.Tensor, AG: torch.Tensor, AD: torch.Tensor, GG: tor
         coefficients += ortho_reg * torch.stack([
             -2 * (B * S).sum(), S.square().sum() + 2 * (B * DD64).sum(), -2 * (S * DD64).sum(), DD64.square().sum()])
     return coefficients.cpu().numpy()
+
+
+def _direction_numerators(AG: torch.Tensor, AD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """N1 = Σ_j AG∘AD and N2 = Σ_j AD² [n, r] in float64, for AG, AD [n, c, r]; EXAMPLE_BLOCK examples at a time, so
+    the float64 copies stay small beside the fit's [m, r] arrays (whole, they held ~8 MiB at the text demo's peak)."""
+    n, _, r = AG.shape
+    N1 = torch.empty(n, r, dtype=torch.float64, device=AG.device)
+    N2 = torch.empty_like(N1)
+    for a in range(0, n, EXAMPLE_BLOCK):
+        ag, ad = AG[a:a + EXAMPLE_BLOCK].double(), AD[a:a + EXAMPLE_BLOCK].double()  # [b, c, r]
+        torch.sum(ag.mul_(ad), dim=1, out=N1[a:a + EXAMPLE_BLOCK])
+        torch.sum(ad.square_(), dim=1, out=N2[a:a + EXAMPLE_BLOCK])
+    return N1, N2
 
 
 def line_search(coefficients: np.ndarray) -> float:

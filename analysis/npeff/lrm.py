@@ -7,6 +7,7 @@ from typing import Callable, ClassVar, Literal
 import numpy as np
 import torch
 
+from analysis.allocator import released_allocations
 from analysis.npeff.common import (DEFAULT_CHECKPOINT_EVERY, Decomposition, FieldSpec, FitCheckpoint, FitConfig,
                                    FitSetup, check_at_least, check_checkpointing, check_finite_positive,
                                    checkpoint_callback, fit_setup, initial_factors, result_arrays, start_from)
@@ -120,12 +121,13 @@ def fit_lrm(pefs: LrmPefs, config: LrmFitConfig, *, device: str | torch.device |
     schedule = lrm_npeff.LrmSchedule(config.n_iters_g_only, config.n_iters, config.lr, config.step, config.ortho_reg)
     monitor = LossMonitor("LRM-NPEFF", config.total_iters, config.tol, progress,
                           f"lower lr (now {config.lr}) or check the PEFs for Inf", losses=losses)
-    W, Gt = lrm_npeff.run_lrm_npeff(problem, W, Gt, schedule, monitor, start=done,
-                                    checkpoint=checkpoint_callback(checkpoint, config, monitor),
-                                    checkpoint_every=checkpoint_every)
-    G = gather_columns(Gt, setup.m).T.contiguous()  # [r, m]
-    del Gt  # the fit's largest array: normalizing its transposed view, then copying, held three of them at once
-    W, G = lrm_npeff.normalize_components(W, G)
+    with released_allocations():  # an iteration's small temporaries are not kept beside the [m, r] arrays
+        W, Gt = lrm_npeff.run_lrm_npeff(problem, W, Gt, schedule, monitor, start=done,
+                                        checkpoint=checkpoint_callback(checkpoint, config, monitor),
+                                        checkpoint_every=checkpoint_every)
+        G = gather_columns(Gt, setup.m).T.contiguous()  # [r, m]
+        del Gt  # the fit's largest array: normalizing its transposed view, then copying, held three of them at once
+        W, G = lrm_npeff.normalize_components(W, G)
     return LrmDecomposition(G=G.cpu().numpy(), n_parameters=pefs.n_parameters,
                             **result_arrays(W, setup, monitor, problem.tr_xx))
 

@@ -160,7 +160,9 @@ def test_plain_step_is_g_minus_lr_times_the_true_gradient():
 
 
 @pytest.mark.parametrize("ortho_reg", [0.0, 0.7])
-def test_step_polynomial_is_the_loss_along_the_step(ortho_reg):
+@pytest.mark.parametrize("block", [K.EXAMPLE_BLOCK, 3])  # 7 examples: one block, or blocks of 3, 3 and 1
+def test_step_polynomial_is_the_loss_along_the_step(ortho_reg, block, monkeypatch):
+    monkeypatch.setattr(K, "EXAMPLE_BLOCK", block)
     pefs, problem, W, Gt, A = small_random(seed=6)
     AG, GG = K.shared_products(problem, Gt)
     Dt = K.g_gradient(problem, Gt, W, AG, GG, ortho_reg)
