@@ -10,6 +10,7 @@ import atexit
 import os
 import re
 import threading
+import time
 import warnings
 
 import plotly.graph_objects as go
@@ -17,6 +18,9 @@ import plotly.graph_objects as go
 FORMATS = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 NO_CHROMIUM = "figure export needs Chromium: `apt-get install chromium` (or set BROWSER_PATH)"
 UNTITLED = "NPEFF Explorer figure"  # the PDF title of a figure without a title
+CHROMIUM_STOPPED = ("figure export: Chromium stopped or did not start (kaleido's export server ended); check that "
+                    "`chromium --headless --no-sandbox --dump-dom about:blank` runs here, then export again")
+EXPORT_TIMEOUT_S = 120  # a figure takes ~0.25 s; a live Chromium that stopped answering gets this long
 _TAGS = re.compile(r"<[^>]+>")  # Plotly titles may hold <b>, <br>, <sup> ...
 _server_lock = threading.Lock()
 _server_started = False
@@ -47,6 +51,56 @@ def _ensure_server() -> None:
             kaleido.start_sync_server(silence_warnings=True)
             atexit.register(kaleido.stop_sync_server, silence_warnings=True)
             _server_started = True
+
+
+def _server_alive() -> bool:
+    """Whether kaleido's export thread still runs: it ends when Chromium fails to start or dies, and every call
+    queued after that waits forever."""
+    from kaleido._sync_server import GlobalKaleidoServer
+
+    thread = getattr(GlobalKaleidoServer(), "_thread", None)  # kaleido 1.5's singleton; no thread: nothing to check
+    return thread is None or thread.is_alive()
+
+
+def _restart_server_next_time() -> None:
+    """Close the ended export server, so that the next export starts Chromium again."""
+    global _server_started
+    import kaleido
+
+    with _server_lock:
+        kaleido.stop_sync_server(silence_warnings=True)  # its thread has ended: the close returns at once
+        _server_started = False
+
+
+def _to_image(fig: go.Figure, **options) -> bytes:
+    """fig.to_image(**options) through the export server, or CHROMIUM_STOPPED as soon as the server has ended (the
+    call itself would wait forever), or a timeout error after EXPORT_TIMEOUT_S."""
+    outcome: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                outcome["data"] = fig.to_image(**options)
+        except Exception as e:  # handed to the caller's thread
+            missing = "chrome" in str(e).lower() or "browser" in str(e).lower()
+            outcome["error"] = RuntimeError(NO_CHROMIUM) if missing else e
+            outcome["cause"] = e
+
+    worker = threading.Thread(target=call, daemon=True, name="figure-export")
+    worker.start()
+    deadline = time.monotonic() + EXPORT_TIMEOUT_S
+    while worker.is_alive():
+        worker.join(0.2)
+        if worker.is_alive() and not _server_alive():
+            _restart_server_next_time()
+            raise RuntimeError(CHROMIUM_STOPPED)
+        if worker.is_alive() and time.monotonic() > deadline:
+            raise RuntimeError(f"figure export: Chromium gave no image in {EXPORT_TIMEOUT_S} s; export again, or "
+                               "restart the app if it keeps happening")
+    if "error" in outcome:
+        raise outcome["error"] from outcome["cause"]
+    return outcome["data"]
 
 
 def figure_title(fig: go.Figure) -> str:
@@ -81,17 +135,10 @@ def with_pdf_title(pdf: bytes, title: str) -> bytes:
 def figure_bytes(fig: go.Figure, fmt: str, *, width: int = 900, height: int | None = None, scale: float = 2.0,
                  title: str | None = None) -> bytes:
     """The figure as PNG, SVG or vector PDF bytes (a PDF titled `title`, default the figure's title); the error
-    says how to get Chromium if it is missing."""
+    says how to get Chromium if it is missing, and comes at once when Chromium stopped."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, got '{fmt}'")
     _ensure_server()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data = fig.to_image(format=fmt, width=width, height=height or fig.layout.height or 500,
-                                scale=scale if fmt == "png" else 1)
-    except Exception as e:
-        if "chrome" in str(e).lower() or "browser" in str(e).lower():
-            raise RuntimeError(NO_CHROMIUM) from e
-        raise
+    data = _to_image(fig, format=fmt, width=width, height=height or fig.layout.height or 500,
+                     scale=scale if fmt == "png" else 1)
     return with_pdf_title(data, title or figure_title(fig)) if fmt == "pdf" else data

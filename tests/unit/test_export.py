@@ -9,7 +9,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from analysis.figures.export import UNTITLED, figure_bytes, with_pdf_title
+from analysis.figures.export import CHROMIUM_STOPPED, UNTITLED, figure_bytes, with_pdf_title
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,3 +87,16 @@ def test_a_missing_chromium_is_a_clear_error_not_a_hang():
     assert done.stdout.splitlines() == [
         "figure export: BROWSER_PATH='/nonexistent/chromium' is not an executable file; point it at Chromium or unset "
         "it (Debian: `apt-get install chromium`)"] * 2, done.stderr
+
+
+def test_a_chromium_that_does_not_start_is_a_clear_error_not_a_hang(tmp_path):
+    """A browser that exits at once ended kaleido's export server in its own thread; the export waited forever."""
+    broken = tmp_path / "chromium"
+    broken.write_text("#!/bin/sh\nexit 1\n")
+    broken.chmod(0o755)
+    code = ("import plotly.graph_objects as go\nfrom analysis.figures.export import figure_bytes\n"
+            "for _ in range(2):  # the second export starts Chromium again, and fails again\n    try:\n"
+            "        figure_bytes(go.Figure(), 'png')\n    except RuntimeError as e:\n        print(e)\n")
+    env = {**os.environ, "BROWSER_PATH": str(broken)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines() == [CHROMIUM_STOPPED] * 2, done.stderr[-2000:]
