@@ -24,7 +24,7 @@ import streamlit as st
 from analysis.components import check_decomposition_run, decomposition_scope
 from analysis.datasets import Dataset
 from analysis.demos import DEMOS, METRICS, demo_folder
-from analysis.figures.export import FORMATS, figure_bytes
+from analysis.figures.export import FORMATS, export_problem, figure_bytes
 from analysis.jobs import demo_spec, get_job, start_or_reuse_job
 from analysis.loading import (DEMO_PREFIX, DatasetSpec, ModelSpec, check_pair, demo_specs, load_dataset_spec,
                               load_model_spec, pair_dataset, register_pair)
@@ -202,7 +202,13 @@ def save_upload(upload) -> str:
     return str(path)
 
 def export_buttons(fig: go.Figure, name: str, *, key: str) -> None:
-    """PNG / SVG / PDF downloads of a figure, rendered only when clicked."""
+    """PNG / SVG / PDF downloads of a figure, rendered only when clicked; what to do instead when export cannot
+    run here (no Chromium), or a warning above them when it failed last time."""
+    if problem := export_problem():
+        message, impossible = problem
+        st.caption(escape_markdown(message[0].upper() + message[1:]))
+        if impossible:
+            return
     cols = st.columns(len(FORMATS))
     for col, (fmt, mime) in zip(cols, FORMATS.items()):
         col.download_button(fmt.upper(), data=lambda f=fmt: figure_bytes(fig, f), file_name=f"{name}.{fmt}",

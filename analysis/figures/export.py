@@ -24,6 +24,7 @@ EXPORT_TIMEOUT_S = 120  # a figure takes ~0.25 s; a live Chromium that stopped a
 _TAGS = re.compile(r"<[^>]+>")  # Plotly titles may hold <b>, <br>, <sup> ...
 _server_lock = threading.Lock()
 _server_started = False
+_stopped = False  # the last export found Chromium stopped (a download's failure reaches no page: pages say it)
 
 
 def _check_chromium() -> None:
@@ -51,6 +52,17 @@ def _ensure_server() -> None:
             kaleido.start_sync_server(silence_warnings=True)
             atexit.register(kaleido.stop_sync_server, silence_warnings=True)
             _server_started = True
+
+
+def export_problem() -> tuple[str, bool] | None:
+    """Why figure export fails here, and whether it cannot run at all (no Chromium) rather than failed last time
+    (Chromium stopped); None when it works. Pages show it beside their export buttons: a download's own error
+    reaches the browser as Streamlit's generic failure, if at all."""
+    try:
+        _check_chromium()
+    except RuntimeError as e:
+        return str(e), True
+    return (CHROMIUM_STOPPED, False) if _stopped else None
 
 
 def _server_alive() -> bool:
@@ -90,16 +102,19 @@ def _to_image(fig: go.Figure, **options) -> bytes:
     worker = threading.Thread(target=call, daemon=True, name="figure-export")
     worker.start()
     deadline = time.monotonic() + EXPORT_TIMEOUT_S
+    global _stopped
     while worker.is_alive():
         worker.join(0.2)
         if worker.is_alive() and not _server_alive():
             _restart_server_next_time()
+            _stopped = True
             raise RuntimeError(CHROMIUM_STOPPED)
         if worker.is_alive() and time.monotonic() > deadline:
             raise RuntimeError(f"figure export: Chromium gave no image in {EXPORT_TIMEOUT_S} s; export again, or "
                                "restart the app if it keeps happening")
     if "error" in outcome:
         raise outcome["error"] from outcome["cause"]
+    _stopped = False
     return outcome["data"]
 
 

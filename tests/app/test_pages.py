@@ -86,6 +86,17 @@ def test_zonotope_page_presets_and_the_epsilon_jump(app_env):
     assert float(optimum.rsplit("= ", 1)[1]) < 1e-6
 
 
+def test_without_chromium_figures_say_how_to_export_instead_of_offering_buttons(app_env, monkeypatch):
+    """A download's own failure reaches the browser as Streamlit's generic 'Failed to generate file'."""
+    monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
+    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at.switch_page("pages/zonotope.py").run()
+    assert not at.exception, at.exception
+    said = [c.value for c in at.main.caption if c.value.startswith("Figure export: BROWSER\\_PATH")]
+    assert len(said) == len(at.get("plotly_chart")) >= 3 and "apt-get install chromium" in said[0]
+    assert not [b for b in at.get("download_button") if b.proto.label in ("PNG", "SVG", "PDF")]
+
+
 def _until(at: AppTest, done, timeout_s: float = 90) -> None:
     """Rerun the page until done(at) (an experiment runs as a background job)."""
     deadline = time.monotonic() + timeout_s

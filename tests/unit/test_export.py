@@ -79,14 +79,14 @@ def test_a_pdf_without_an_info_reference_is_refused():
 
 def test_a_missing_chromium_is_a_clear_error_not_a_hang():
     """kaleido's export server dies in its own thread without a browser and every export then waited forever."""
-    code = ("import plotly.graph_objects as go\nfrom analysis.figures.export import figure_bytes\n"
+    code = ("import plotly.graph_objects as go\nfrom analysis.figures.export import export_problem, figure_bytes\n"
             "for _ in range(2):\n    try:\n        figure_bytes(go.Figure(), 'png')\n"
-            "    except RuntimeError as e:\n        print(e)\n")
+            "    except RuntimeError as e:\n        print(e)\nprint(export_problem()[1])\n")
     env = {**os.environ, "BROWSER_PATH": "/nonexistent/chromium"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines() == [
         "figure export: BROWSER_PATH='/nonexistent/chromium' is not an executable file; point it at Chromium or unset "
-        "it (Debian: `apt-get install chromium`)"] * 2, done.stderr
+        "it (Debian: `apt-get install chromium`)"] * 2 + ["True"], done.stderr  # pages show it instead of buttons
 
 
 def test_a_chromium_that_does_not_start_is_a_clear_error_not_a_hang(tmp_path):
@@ -94,9 +94,13 @@ def test_a_chromium_that_does_not_start_is_a_clear_error_not_a_hang(tmp_path):
     broken = tmp_path / "chromium"
     broken.write_text("#!/bin/sh\nexit 1\n")
     broken.chmod(0o755)
-    code = ("import plotly.graph_objects as go\nfrom analysis.figures.export import figure_bytes\n"
+    code = ("import plotly.graph_objects as go\nfrom analysis.figures.export import export_problem, figure_bytes\n"
+            "print(export_problem())\n"
             "for _ in range(2):  # the second export starts Chromium again, and fails again\n    try:\n"
-            "        figure_bytes(go.Figure(), 'png')\n    except RuntimeError as e:\n        print(e)\n")
+            "        figure_bytes(go.Figure(), 'png')\n    except RuntimeError as e:\n        print(e)\n"
+            "print(export_problem())\n")
     env = {**os.environ, "BROWSER_PATH": str(broken)}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.stdout.splitlines() == [CHROMIUM_STOPPED] * 2, done.stderr[-2000:]
+    # before any export nothing is known to fail; after, pages show the failure beside their buttons
+    assert done.stdout.splitlines() == ["None", CHROMIUM_STOPPED, CHROMIUM_STOPPED,
+                                        str((CHROMIUM_STOPPED, False))], done.stderr[-2000:]
