@@ -12,7 +12,7 @@ allocation that outlives it fits no request of its own size (compute_pefs over 8
 instead of 132k).
 `released_allocations()` does the opposite for a fit's iterations: blocks above RELEASE_ABOVE are mapped on their own
 and unmapped when freed, so the small [n, r] temporaries of one iteration are not kept beside the factors (on the
-text demo at r = 128 they held ~7 MiB, 0.4 bytes per stored value, next to a floor of 23.6).
+text demo at r = 128 they held ~7 MiB, 0.4 bytes per stored value, next to a floor of 23.7).
 """
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ from kernels.sparse_products import SparseProducts
 
 MU_EPS = 1e-9  # W <- W * N / (W @ HH + eps)
 REFRESH_EVERY = 50  # recompute AG and GG from G this often; in between they are updated with the step
-EXAMPLE_BLOCK = 256  # the line search's float64 sums over classes take this many examples at a time
 # (checkpoints fall on refreshes, so a resumed fit recomputes AG, GG exactly where the uninterrupted one did)
+EXAMPLE_BLOCK = 256  # the line search's float64 sums over classes take this many examples at a time
 
 
 @dataclass(frozen=True)

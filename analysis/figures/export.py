@@ -87,6 +87,7 @@ def _restart_server_next_time() -> None:
 def _to_image(fig: go.Figure, **options) -> bytes:
     """fig.to_image(**options) through the export server, or CHROMIUM_STOPPED as soon as the server has ended (the
     call itself would wait forever), or a timeout error after EXPORT_TIMEOUT_S."""
+    global _stopped
     outcome: dict[str, object] = {}
 
     def call() -> None:
@@ -102,7 +103,6 @@ def _to_image(fig: go.Figure, **options) -> bytes:
     worker = threading.Thread(target=call, daemon=True, name="figure-export")
     worker.start()
     deadline = time.monotonic() + EXPORT_TIMEOUT_S
-    global _stopped
     while worker.is_alive():
         worker.join(0.2)
         if worker.is_alive() and not _server_alive():
