@@ -7,6 +7,7 @@ import torch
 from analysis.devices import resolve_device
 from analysis.npeff.common import Decomposition, check_at_least, check_decomposition, tensor
 from kernels import sparse as sp
+from kernels.denormals import flushed_denormals
 from kernels.distributed import Progress, rank_generator
 
 DEFAULT_CHUNK_SIZE = 4096  # examples per coefficient-fitting chunk
@@ -41,7 +42,8 @@ def fit_coefficients(decomposition: Decomposition, pefs, *, n_iters: int, seed: 
         stop = min(start + chunk_size, n)
         chunk = sp.restrict_columns(decomposition.coefficient_entries(pefs, dev, slice(start, stop)), kept)
         X = sp.to_csr(chunk.rows, chunk.cols, chunk.values, (chunk.n_rows, chunk.n_cols))
-        W = decomposition.fit_w(X, stop - start, Ct, W0[start:stop].to(dev), n_iters)
+        with flushed_denormals():  # MU's decaying entries never go subnormal (kernels/denormals.py)
+            W = decomposition.fit_w(X, stop - start, Ct, W0[start:stop].to(dev), n_iters)
         if not torch.isfinite(W).all():
             raise FloatingPointError(f"coefficient fitting: W became non-finite for examples [{start}, {stop}); "
                                      f"check the PEFs for Inf or NaN")

@@ -14,6 +14,7 @@ from analysis.npeff.pef_matrix import read_rows
 from analysis.pefs import DiagPefs
 from kernels import d_npeff
 from kernels import sparse as sp
+from kernels.denormals import flushed_denormals
 from kernels.sparse_products import sparse_products
 from kernels.distributed import LossMonitor, Progress, all_reduce_sum_, gather_columns
 
@@ -84,9 +85,10 @@ def fit_diag(pefs: DiagPefs, config: DiagFitConfig, *, device: str | torch.devic
                                                                 setup.rank), setup.cols, setup.device)
     monitor = LossMonitor("D-NPEFF", config.n_iters, config.tol, progress, "check the PEFs for Inf or NaN",
                           losses=losses)
-    W, Ht = d_npeff.run_d_npeff(problem, W, Ht, config.n_iters, monitor, start=done,
-                                checkpoint=checkpoint_callback(checkpoint, config, monitor),
-                                checkpoint_every=checkpoint_every)
+    with flushed_denormals():  # MU's decaying entries never go subnormal (slow on Intel CPUs: kernels/denormals.py)
+        W, Ht = d_npeff.run_d_npeff(problem, W, Ht, config.n_iters, monitor, start=done,
+                                    checkpoint=checkpoint_callback(checkpoint, config, monitor),
+                                    checkpoint_every=checkpoint_every)
     W, H = d_npeff.normalize_components(W, gather_columns(Ht, setup.m).T)
     return DiagDecomposition(H=H.contiguous().cpu().numpy(), n_parameters=pefs.n_parameters,
                              **result_arrays(W, setup, monitor, problem.sq_norm))
