@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernels.denormals import floored_, unfloored_
 from kernels.distributed import Checkpoint, LossMonitor, all_reduce_sum_, checkpoint_due, rank_generator
 from kernels.sparse_products import SparseProducts
 
@@ -36,13 +37,13 @@ def init_factors(n: int, m_local: int, r: int, seed: int, rank: int,
 
 
 def w_step(W: torch.Tensor, AHt: torch.Tensor, HHt: torch.Tensor, eps: float = MU_EPS) -> torch.Tensor:
-    """W <- W ∘ (A Hᵀ) / (W (H Hᵀ) + eps)  [n, r]."""
-    return W * AHt / (W @ HHt + eps)
+    """W <- W ∘ (A Hᵀ) / (W (H Hᵀ) + eps)  [n, r], floored at the smallest normal (kernels/denormals.py)."""
+    return floored_(W * AHt / (W @ HHt + eps))
 
 
 def h_step(Ht: torch.Tensor, AtW: torch.Tensor, WtW: torch.Tensor, eps: float = MU_EPS) -> torch.Tensor:
-    """H <- H ∘ (WᵀA) / ((WᵀW) H + eps), transposed: Ht <- Ht ∘ (Aᵀ W) / (Ht (WᵀW) + eps)  [m_p, r]."""
-    return Ht * AtW / (Ht @ WtW + eps)
+    """H <- H ∘ (WᵀA) / ((WᵀW) H + eps), transposed: Ht <- Ht ∘ (Aᵀ W) / (Ht (WᵀW) + eps)  [m_p, r], floored."""
+    return floored_(Ht * AtW / (Ht @ WtW + eps))
 
 
 def nmf_loss(sq_norm: float, W: torch.Tensor, WtW: torch.Tensor, AHt: torch.Tensor, HHt: torch.Tensor) -> float:
@@ -96,4 +97,4 @@ def fit_w(A: torch.Tensor, Ht: torch.Tensor, W: torch.Tensor, n_iters: int) -> t
     HHt = Ht.T @ Ht  # [r, r], constant
     for _ in range(n_iters):
         W = w_step(W, AHt, HHt, FIT_EPS)
-    return W
+    return unfloored_(W)

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from kernels.denormals import floored_, unfloored_
 from kernels.distributed import Checkpoint, LossMonitor, all_reduce_sum_, checkpoint_due, rank_generator
 from kernels.sparse_products import SparseProducts
 
@@ -82,8 +83,9 @@ def true_loss(tr_xx: float, W: torch.Tensor, N: torch.Tensor, HH: torch.Tensor) 
 
 
 def w_step(W: torch.Tensor, N: torch.Tensor, HH: torch.Tensor, eps: float = MU_EPS) -> torch.Tensor:
-    """Lee–Seung step for ∇_W L = 2(W·HH − N): W <- W ∘ N / (W·HH + eps)  [n, r]."""
-    return W * N / (W @ HH + eps)
+    """Lee–Seung step for ∇_W L = 2(W·HH − N): W <- W ∘ N / (W·HH + eps)  [n, r], floored at the smallest normal
+    (kernels/denormals.py)."""
+    return floored_(W * N / (W @ HH + eps))
 
 
 def g_gradient(problem: LrmProblem, Gt: torch.Tensor, W: torch.Tensor, AG: torch.Tensor, GG: torch.Tensor,
@@ -225,4 +227,4 @@ def fit_w(X: torch.Tensor, n: int, Gt: torch.Tensor, W: torch.Tensor, n_iters: i
     HH = (Gt.T @ Gt).square()  # [r, r], constant
     for _ in range(n_iters):
         W = w_step(W, N, HH)
-    return W
+    return unfloored_(W)

@@ -14,7 +14,7 @@ from analysis.npeff.pef_matrix import read_rows
 from analysis.pefs import DiagPefs
 from kernels import d_npeff
 from kernels import sparse as sp
-from kernels.denormals import flushed_denormals
+from kernels.denormals import flushed_denormals, unfloored_
 from kernels.sparse_products import sparse_products
 from kernels.distributed import LossMonitor, Progress, all_reduce_sum_, gather_columns
 
@@ -89,7 +89,7 @@ def fit_diag(pefs: DiagPefs, config: DiagFitConfig, *, device: str | torch.devic
         W, Ht = d_npeff.run_d_npeff(problem, W, Ht, config.n_iters, monitor, start=done,
                                     checkpoint=checkpoint_callback(checkpoint, config, monitor),
                                     checkpoint_every=checkpoint_every)
-    W, H = d_npeff.normalize_components(W, gather_columns(Ht, setup.m).T)
+    W, H = d_npeff.normalize_components(unfloored_(W), unfloored_(gather_columns(Ht, setup.m)).T)
     return DiagDecomposition(H=H.contiguous().cpu().numpy(), n_parameters=pefs.n_parameters,
                              **result_arrays(W, setup, monitor, problem.sq_norm))
 

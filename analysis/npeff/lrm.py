@@ -15,7 +15,7 @@ from analysis.npeff.pef_matrix import read_rows
 from analysis.pefs import LrmPefs
 from kernels import lrm_npeff
 from kernels import sparse as sp
-from kernels.denormals import flushed_denormals
+from kernels.denormals import flushed_denormals, unfloored_
 from kernels.sparse_products import sparse_products
 from kernels.distributed import LossMonitor, Progress, all_reduce_sum_, gather_columns
 
@@ -130,7 +130,7 @@ def fit_lrm(pefs: LrmPefs, config: LrmFitConfig, *, device: str | torch.device |
                                         checkpoint_every=checkpoint_every)
         G = gather_columns(Gt, setup.m).T.contiguous()  # [r, m]
         del Gt  # the fit's largest array: normalizing its transposed view, then copying, held three of them at once
-        W, G = lrm_npeff.normalize_components(W, G)
+        W, G = lrm_npeff.normalize_components(unfloored_(W), G)
     return LrmDecomposition(G=G.cpu().numpy(), n_parameters=pefs.n_parameters,
                             **result_arrays(W, setup, monitor, problem.tr_xx))
 
