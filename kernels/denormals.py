@@ -3,11 +3,11 @@
 MU steps shrink the coefficients of components an example does not use geometrically; in float32 they reach
 subnormal values (below 1.2e-38) after some hundred iterations, and every product that reads one then takes a slow
 microcode path on Intel CPUs: a text-demo fit (r = 16, 350 iterations) ran 12.2 s on an Intel Xeon (4.2-4.5 s with
-this module), its later iterations 6x slower than its first (AMD EPYC cores showed no such slowdown). So the fits run with
-subnormals flushed to zero, and every MU step raises its factor's entries to the smallest normal float (floored_):
-flushed to 0 alone, a shrinking entry would stay 0 for good where a subnormal one could still grow back (the D-NPEFF
-benchmark's fit then ended 0.05 % higher after 150 iterations; floored, 0.006 % lower than the plain float32 fit).
-A result's entries still at the floor are reported as 0 (unfloored_).
+this module), its later iterations 6x slower than its first (AMD EPYC cores showed no such slowdown). So the fits
+run with subnormals flushed to zero, and every MU step raises its factor's entries to the smallest normal float
+(floored_): flushed to 0 alone, a shrinking entry would stay 0 for good where a subnormal one could still grow back
+(the D-NPEFF benchmark's fit then ended 0.05 % higher after 150 iterations; floored, 0.006 % lower than the plain
+float32 fit). A result's entries still at the floor are reported as 0 (unfloored_).
 """
 from __future__ import annotations
 
