@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 # benchmarks that set their own torch thread count: one here, like the rest of the test run (tests/conftest.py)
 THREADED = {"bench_fisher", "bench_npeff", "bench_perturb", "bench_perturb_all", "bench_zonotope"}
 

@@ -36,12 +36,16 @@ print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
 """
 
 
-def faults(mode: str) -> int:
-    """Minor page faults of compute_pefs over 8 batches of 134 MB of per-example gradients each."""
-    done = subprocess.run([sys.executable, "-c", MEASURE, mode], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+def measured_in_a_fresh_process(code: str, mode: str) -> float:
+    """The number the last line of `python -c code mode` prints."""
+    done = subprocess.run([sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def faults(mode: str) -> int:
+    """Minor page faults of compute_pefs over 8 batches of 134 MB of per-example gradients each."""
+    return measured_in_a_fresh_process(MEASURE, mode)
 
 
 def test_compute_pefs_reuses_what_its_batches_free():
@@ -98,10 +102,7 @@ with allocator.released_allocations() if sys.argv[1] == "release" else contextli
 
 def retained_mib(mode: str) -> float:
     """RssAnon kept after 16 freed 1 MiB temporaries in a fresh process, released or with glibc's settings."""
-    done = subprocess.run([sys.executable, "-c", RETAINED, mode], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return float(done.stdout.splitlines()[-1])
+    return measured_in_a_fresh_process(RETAINED, mode)
 
 
 def test_released_allocations_hand_freed_temporaries_back():

@@ -4,14 +4,12 @@ import re
 import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
 
 from analysis.figures.export import CHROMIUM_STOPPED, UNTITLED, figure_bytes, with_pdf_title
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +75,29 @@ def test_a_pdf_without_an_info_reference_is_refused():
         with_pdf_title(b"%PDF-1.4\ntrailer\n<</Root 1 0 R>>\nstartxref\n9\n%%EOF\n", "x")
 
 
+EXPORT_TWICE = ("import plotly.graph_objects as go\nfrom analysis.figures.export import export_problem, figure_bytes\n"
+                "print(export_problem())\n"
+                "for _ in range(2):  # the second export starts Chromium again, and fails again\n    try:\n"
+                "        figure_bytes(go.Figure(), 'png')\n    except RuntimeError as e:\n        print(e)\n"
+                "print(export_problem())\n")
+
+
+def export_twice(browser_path: str) -> list[str]:
+    """What a fresh process with BROWSER_PATH=browser_path prints: export_problem(), the errors of two PNG exports
+    (each within the 120 s the process gets: the old code waited forever), then export_problem() again."""
+    env = {**os.environ, "BROWSER_PATH": browser_path}
+    done = subprocess.run([sys.executable, "-c", EXPORT_TWICE], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
 def test_a_missing_chromium_is_a_clear_error_not_a_hang():
     """kaleido's export server dies in its own thread without a browser and every export then waited forever."""
-    code = ("import plotly.graph_objects as go\nfrom analysis.figures.export import export_problem, figure_bytes\n"
-            "for _ in range(2):\n    try:\n        figure_bytes(go.Figure(), 'png')\n"
-            "    except RuntimeError as e:\n        print(e)\nprint(export_problem()[1])\n")
-    env = {**os.environ, "BROWSER_PATH": "/nonexistent/chromium"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.stdout.splitlines() == [
-        "figure export: BROWSER_PATH='/nonexistent/chromium' is not an executable file; point it at Chromium or unset "
-        "it (Debian: `apt-get install chromium`)"] * 2 + ["True"], done.stderr  # pages show it instead of buttons
+    missing = ("figure export: BROWSER_PATH='/nonexistent/chromium' is not an executable file; point it at Chromium "
+               "or unset it (Debian: `apt-get install chromium`)")
+    # pages show it instead of their buttons
+    assert export_twice("/nonexistent/chromium") == [str((missing, True)), missing, missing, str((missing, True))]
 
 
 def test_a_chromium_that_does_not_start_is_a_clear_error_not_a_hang(tmp_path):
@@ -94,13 +105,5 @@ def test_a_chromium_that_does_not_start_is_a_clear_error_not_a_hang(tmp_path):
     broken = tmp_path / "chromium"
     broken.write_text("#!/bin/sh\nexit 1\n")
     broken.chmod(0o755)
-    code = ("import plotly.graph_objects as go\nfrom analysis.figures.export import export_problem, figure_bytes\n"
-            "print(export_problem())\n"
-            "for _ in range(2):  # the second export starts Chromium again, and fails again\n    try:\n"
-            "        figure_bytes(go.Figure(), 'png')\n    except RuntimeError as e:\n        print(e)\n"
-            "print(export_problem())\n")
-    env = {**os.environ, "BROWSER_PATH": str(broken)}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     # before any export nothing is known to fail; after, pages show the failure beside their buttons
-    assert done.stdout.splitlines() == ["None", CHROMIUM_STOPPED, CHROMIUM_STOPPED,
-                                        str((CHROMIUM_STOPPED, False))], done.stderr[-2000:]
+    assert export_twice(str(broken)) == ["None", CHROMIUM_STOPPED, CHROMIUM_STOPPED, str((CHROMIUM_STOPPED, False))]
