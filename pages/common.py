@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -70,6 +70,16 @@ def escape_markdown(text: object) -> str:
     messages): no images, links, emphasis, HTML or $math$. Plain words, hyphens and decimals read unchanged."""
     escaped = MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
     return MARKDOWN_LINE_STARTS.sub(lambda m: f"{m[1]}{m[2][:-1]}\\{m[2][-1]}", escaped)
+
+
+T = TypeVar("T")
+
+
+def read_first_then_afresh(first: T, read: Callable[[], T]) -> Callable[[], T]:
+    """What a live fragment draws: on the page run, `first`, the value the run has just read (a second query could
+    see a job end and rerun the page half-drawn); on each timer rerun, read() afresh."""
+    pending = [first]
+    return lambda: pending.pop() if pending else read()
 
 
 def _initial_workspace() -> str:

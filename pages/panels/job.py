@@ -7,7 +7,7 @@ from analysis.errors import describe_error
 from analysis.estimates import duration
 from analysis.jobs import KINDS, Job, cancel_job, get_job, restart_job
 from analysis.store import Workspace
-from pages.common import escape_markdown
+from pages.common import escape_markdown, read_first_then_afresh
 
 ICONS = {"queued": "⏳", "running": "🔄", "complete": "✅", "failed": "❌", "cancelled": "⏹️"}
 
@@ -67,14 +67,14 @@ def job_card(ws: Workspace, job: Job, *, key: str) -> None:
 def live_job(ws: Workspace, job: Job, *, key: str) -> None:
     """The job's card, redrawn every 2 s while it is active; the whole page reruns when it ends (to show its
     result)."""
-    first = [job]  # the page run draws the job it just read (no second query that could rerun it mid-way)
+    latest = read_first_then_afresh(job, lambda: get_job(ws, job.id))
 
     @st.fragment(run_every=2 if job.active else None)
-    def panel(job_id: str, was_active: bool) -> None:
-        current = first.pop() if first else get_job(ws, job_id)  # the timer's reruns read afresh
+    def panel(was_active: bool) -> None:
+        current = latest()
         if was_active and not current.active:
             st.rerun()
         with st.container(border=True):
             job_card(ws, current, key=key)
 
-    panel(job.id, job.active)
+    panel(job.active)

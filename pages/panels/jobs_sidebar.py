@@ -5,7 +5,7 @@ import streamlit as st
 
 from analysis.estimates import duration
 from analysis.jobs import active_jobs
-from pages.common import escape_markdown, workspace
+from pages.common import escape_markdown, read_first_then_afresh, workspace
 from pages.panels.job import job_title
 
 REFRESH_S = 3  # seconds between redraws while a job is active
@@ -26,11 +26,11 @@ def jobs_sidebar() -> None:
     jobs = active_jobs(workspace())
     if not jobs:
         return
-    first = [jobs]  # the app's run draws what it just read: a second query could see a job end and rerun mid-page
+    latest = read_first_then_afresh(jobs, lambda: active_jobs(workspace()))
 
     @st.fragment(run_every=REFRESH_S)
     def live() -> None:
-        current = first.pop() if first else active_jobs(workspace())  # the timer's reruns read afresh
+        current = latest()
         if not current:
             st.rerun()  # the page may show what the job produced; the panel stops refreshing
         _draw(current)
